@@ -1,0 +1,109 @@
+"""What every engine shares: option validation, per-component optimisers, worker construction."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..net import ComponentNet
+from ..schedule import build_schedule
+from ..strategies import GradientPlan, Strategy
+from ..transport import Transport
+from ..worker import ActionRecord, ComponentWorker, LossFn
+
+__all__ = ["StepResult", "EngineOptions", "make_worker", "check_heads"]
+
+OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], object]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one training step returns. ``losses[k]`` is L_{k+1} (unweighted; NaN where component k+1 has no head)."""
+
+    step: int
+    losses: list[float]
+    records: list[ActionRecord] = field(default_factory=list)  # every action's timing, all components
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Validated engine options; the engines take these as keyword arguments."""
+
+    optimizer: OptimizerFactory | Sequence[OptimizerFactory]
+    loss_fn: LossFn
+    lr_scheduler: SchedulerFactory | Sequence[SchedulerFactory | None] | None = None
+    loss_weights: Sequence[float] | None = None
+    batch_streams: bool = False
+    rng_seed: int | None = None
+    record: bool = True
+
+    def validate(self, num_components: int) -> None:
+        K = num_components
+        _per_component("optimizer", self.optimizer, K, allow_none=False)
+        if self.lr_scheduler is not None:
+            _per_component("lr_scheduler", self.lr_scheduler, K, allow_none=True)
+        if not callable(self.loss_fn):
+            raise ValueError("loss_fn must be callable as loss_fn(prediction, target) -> scalar tensor")
+        if self.loss_weights is not None:
+            w = list(self.loss_weights)
+            if len(w) != K:
+                raise ValueError(f"loss_weights has {len(w)} entries; give one per component ({K})")
+            if any(not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0) for v in w):
+                raise ValueError(f"loss_weights {w} must be finite and >= 0")
+
+    def for_component(self, k: int) -> tuple[OptimizerFactory, SchedulerFactory | None, float]:
+        opt = self.optimizer if callable(self.optimizer) else self.optimizer[k]
+        sched = self.lr_scheduler
+        if sched is not None and not callable(sched):
+            sched = sched[k]
+        weight = 1.0 if self.loss_weights is None else float(self.loss_weights[k])
+        return opt, sched, weight
+
+
+def _per_component(name: str, value, K: int, *, allow_none: bool) -> None:
+    if callable(value):
+        return
+    if isinstance(value, Sequence) and len(value) == K and all(callable(v) or (allow_none and v is None) for v in value):
+        return
+    raise ValueError(f"{name} must be a factory (callable) or a list of {K} factories, one per component")
+
+
+def check_heads(net: ComponentNet, strategy: Strategy, plan: GradientPlan) -> None:
+    for j in range(plan.num_components):
+        if plan.needs_head(j) and net.heads[j] is None:
+            raise ValueError(
+                f"{strategy.name} trains blocks with the loss of component {j + 1}, but component {j + 1} "
+                f"has no head; give it one (heads[{j}]) or use a strategy that does not need it"
+            )
+
+
+def make_worker(
+    net: ComponentNet, k: int, plan: GradientPlan, options: EngineOptions, transport: Transport
+) -> ComponentWorker:
+    """Component k's worker: its optimizer over its block and head parameters, and its schedule."""
+    opt_factory, sched_factory, weight = options.for_component(k)
+    params = net.component_parameters(k)
+    if not params:
+        raise ValueError(f"component {k + 1} has no trainable parameters; merge it into a neighbouring component")
+    optimizer = opt_factory(params)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError(f"the optimizer factory returned a {type(optimizer).__name__}, not a torch.optim.Optimizer")
+    head = net.heads[k]
+    return ComponentWorker(
+        index=k,
+        block=net.blocks[k],
+        head=head,
+        params=params,
+        optimizer=optimizer,
+        lr_scheduler=None if sched_factory is None else sched_factory(optimizer),
+        loss_fn=options.loss_fn,
+        loss_weight=weight,
+        schedule=build_schedule(plan, k, has_head=head is not None, batch_streams=options.batch_streams),
+        transport=transport,
+        rng_seed=options.rng_seed,
+        record=options.record,
+    )

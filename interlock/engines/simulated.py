@@ -1,0 +1,146 @@
+"""The simulated engine: every component's worker in one process, over an in-memory transport.
+
+Exact and cheap: it computes what K devices would compute, in one process. The workers
+are stepped cooperatively: each runs its actions until it waits for a message, then the
+next one runs. The numbers do not depend on that interleaving (each channel is FIFO and
+each worker's actions run in its schedule's order), which is why a distributed engine
+running the same workers gives the same parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from .. import schedule as S
+from ..net import ComponentNet
+from ..strategies import Strategy
+from ..transport import InMemoryTransport
+from .common import EngineOptions, LossFn, StepResult, check_heads, make_worker
+
+__all__ = ["SimulatedEngine"]
+
+
+class SimulatedEngine:
+    """Train ``net`` in place with ``strategy``, all components in this process.
+
+    ``optimizer``: factory ``params -> torch.optim.Optimizer`` (or one per component);
+    ``lr_scheduler``: factory ``optimizer -> scheduler`` stepped once per step (or one per
+    component); ``loss_weights``: K non-negative weights of L_1..L_K; ``batch_streams``:
+    compute several streams' input gradients in one batched call; ``rng_seed``: give each
+    component its own random state per step (dropout masks then match the distributed
+    engine's); ``sample_input``: validate the network's shapes now rather than at the first step.
+    """
+
+    def __init__(
+        self,
+        net: ComponentNet,
+        strategy: Strategy,
+        *,
+        optimizer,
+        loss_fn: LossFn,
+        lr_scheduler=None,
+        loss_weights: Sequence[float] | None = None,
+        batch_streams: bool = False,
+        rng_seed: int | None = None,
+        record: bool = True,
+        sample_input: torch.Tensor | None = None,
+    ) -> None:
+        if not isinstance(net, ComponentNet):
+            raise ValueError(f"net must be an interlock.ComponentNet, got {type(net).__name__}")
+        if not isinstance(strategy, Strategy):
+            raise ValueError(f"strategy must be an interlock strategy (EndToEnd(), Interlocking(n), Local()), got {strategy!r}")
+        self.net = net
+        self.strategy = strategy
+        self.plan = strategy.plan(net.num_components)
+        check_heads(net, strategy, self.plan)
+        self.options = EngineOptions(
+            optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler, loss_weights=loss_weights,
+            batch_streams=batch_streams, rng_seed=rng_seed, record=record,
+        )
+        self.options.validate(net.num_components)
+        self.transport = InMemoryTransport()
+        self.workers = [make_worker(net, k, self.plan, self.options, self.transport) for k in range(net.num_components)]
+        self.step_count = 0
+        self._checked = False
+        if sample_input is not None:
+            self._check(sample_input)
+
+    @property
+    def num_components(self) -> int:
+        return self.net.num_components
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [w.optimizer for w in self.workers]
+
+    def _check(self, x: torch.Tensor) -> None:
+        self.net.check(x)
+        self._checked = True
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
+        """One training step on the batch (x, y); returns this step's losses L_1..L_K."""
+        if not self._checked:
+            self._check(x)  # a shape misfit fails before any parameter moves
+        step = self.step_count
+        for k, w in enumerate(self.workers):
+            w.begin_step(x if k == 0 else None, y, step)
+        self._run_all()
+        losses = [w.end_step() for w in self.workers]
+        self.step_count += 1
+        return StepResult(
+            step=step,
+            losses=_to_floats(losses),
+            records=[r for w in self.workers for r in w.records],
+        )
+
+    def _run_all(self) -> None:
+        pcs = [0] * len(self.workers)
+        remaining = sum(len(w.schedule) for w in self.workers)
+        while remaining:
+            progressed = False
+            for k, w in enumerate(self.workers):
+                sched = w.schedule
+                while pcs[k] < len(sched) and self._ready(k, sched[pcs[k]]):
+                    w.run(sched[pcs[k]])
+                    pcs[k] += 1
+                    remaining -= 1
+                    progressed = True
+            if not progressed:
+                waiting = {k + 1: w.schedule[pcs[k]] for k, w in enumerate(self.workers) if pcs[k] < len(w.schedule)}
+                raise RuntimeError(f"schedules deadlocked; components waiting: {waiting}")
+
+    def _ready(self, k: int, action: S.Action) -> bool:
+        if isinstance(action, S.RecvActivation):
+            return self.transport.ready(src=k - 1, dst=k)
+        if isinstance(action, S.RecvStream):
+            return self.transport.ready(src=k + 1, dst=k)
+        return True
+
+    def state_dict(self) -> dict:
+        """Optimizer and scheduler states and the step count (the network's own state is net.state_dict())."""
+        return {
+            "step": self.step_count,
+            "optimizers": [w.optimizer.state_dict() for w in self.workers],
+            "lr_schedulers": [None if w.lr_scheduler is None else w.lr_scheduler.state_dict() for w in self.workers],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["optimizers"]) != len(self.workers):
+            raise ValueError(f"state has {len(state['optimizers'])} optimizers; this engine has {len(self.workers)} components")
+        self.step_count = int(state["step"])
+        for w, opt, sched in zip(self.workers, state["optimizers"], state["lr_schedulers"]):
+            w.optimizer.load_state_dict(opt)
+            if (sched is None) != (w.lr_scheduler is None):
+                raise ValueError("the saved state and this engine disagree on whether an LR scheduler is used")
+            if sched is not None:
+                w.lr_scheduler.load_state_dict(sched)
+
+
+def _to_floats(losses: list[torch.Tensor | None]) -> list[float]:
+    present = [l for l in losses if l is not None]
+    # One device sync per step, not one per component.
+    values = iter(torch.stack([l.float().reshape(()).to(present[0].device) for l in present]).tolist()) if present else iter(())
+    return [math.nan if l is None else next(values) for l in losses]

@@ -1,0 +1,228 @@
+"""The component worker: executes one component's schedule over a transport.
+
+The same worker runs in every engine; only the transport (and who calls ``run``) differs.
+A step's state lives in ``_StepState`` and is dropped at the update, so no graph or
+activation outlives its step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from . import schedule as S
+from .transport import Transport
+
+__all__ = ["ComponentWorker", "ActionRecord"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    """One executed action: which component, what, and when (``time.perf_counter`` seconds)."""
+
+    component: int
+    action: S.Action
+    start_s: float
+    end_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass
+class _StepState:
+    x: torch.Tensor | None
+    y: torch.Tensor
+    step: int
+    a_in: torch.Tensor | None = None  # leaf re-entering the boundary below (None for component 1)
+    a_out: torch.Tensor | None = None  # this component's output, with its graph
+    loss: torch.Tensor | None = None  # unweighted L_k (detached)
+    streams: dict[int, torch.Tensor] = field(default_factory=dict)  # j -> dL_j/da_k
+    input_grads: dict[int, torch.Tensor] = field(default_factory=dict)  # j -> dL_j/da_{k-1}
+
+
+class ComponentWorker:
+    """Runs component ``index``'s actions: forward once, head loss, streams, update."""
+
+    def __init__(
+        self,
+        *,
+        index: int,
+        block: nn.Module,
+        head: nn.Module | None,
+        params: list[nn.Parameter],
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler=None,
+        loss_fn: LossFn,
+        loss_weight: float = 1.0,
+        schedule: tuple[S.Action, ...],
+        transport: Transport,
+        rng_seed: int | None = None,
+        record: bool = True,
+    ) -> None:
+        self.index = index
+        self.block = block
+        self.head = head
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.loss_fn = loss_fn
+        self.loss_weight = loss_weight
+        self.schedule = schedule
+        self.transport = transport
+        self.rng_seed = rng_seed
+        self.record = record
+        head_ids = set() if head is None else {id(p) for p in head.parameters()}
+        self._head_params = [p for p in params if id(p) in head_ids]
+        self._block_params = [p for p in params if id(p) not in head_ids]
+        self._device = next((p.device for p in params), None)
+        self._state: _StepState | None = None
+        self.records: list[ActionRecord] = []
+        self._run = {
+            S.RecvActivation: self._recv_activation,
+            S.Forward: self._forward,
+            S.SendActivation: self._send_activation,
+            S.HeadLoss: self._head_loss,
+            S.RecvStream: self._recv_stream,
+            S.InputGrad: self._input_grad,
+            S.FullGrad: self._full_grad,
+            S.WeightGrad: self._weight_grad,
+            S.SendStream: self._send_stream,
+            S.Update: self._update,
+        }
+        optimizer.zero_grad(set_to_none=True)
+
+    # -- driving -------------------------------------------------------------------------
+
+    def begin_step(self, x: torch.Tensor | None, y: torch.Tensor, step: int) -> None:
+        self._state = _StepState(x=x, y=self._to_device(y), step=step)
+        self.records = []
+
+    def run(self, action: S.Action) -> None:
+        start = time.perf_counter()
+        self._run[type(action)](action)
+        if self.record:
+            self.records.append(ActionRecord(self.index, action, start, time.perf_counter()))
+
+    def run_step(self, x: torch.Tensor | None, y: torch.Tensor, step: int) -> torch.Tensor | None:
+        """Run the whole schedule (blocking transports); returns the detached loss L_k or None."""
+        self.begin_step(x, y, step)
+        for action in self.schedule:
+            self.run(action)
+        return self.end_step()
+
+    def end_step(self) -> torch.Tensor | None:
+        loss = self._state.loss
+        self._state = None
+        return loss
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def _recv_activation(self, _: S.RecvActivation) -> None:
+        a = self._to_device(self.transport.recv(src=self.index - 1, dst=self.index, tag=S.ACTIVATION_TAG))
+        # A fresh leaf: gradients stop at the boundary and are sent on explicitly as streams.
+        self._state.a_in = a.detach().requires_grad_(a.is_floating_point())
+
+    def _forward(self, _: S.Forward) -> None:
+        st = self._state
+        inp = self._to_device(st.x) if self.index == 0 else st.a_in
+        with self._rng(st.step, salt=0):
+            st.a_out = self.block(inp)
+        st.x = None
+
+    def _send_activation(self, _: S.SendActivation) -> None:
+        self.transport.send(self._state.a_out.detach(), src=self.index, dst=self.index + 1, tag=S.ACTIVATION_TAG)
+
+    def _head_loss(self, action: S.HeadLoss) -> None:
+        st = self._state
+        h_in = st.a_out.detach().requires_grad_(action.stream)
+        with self._rng(st.step, salt=1):
+            loss = self.loss_fn(self.head(h_in), st.y)
+        st.loss = loss.detach()
+        inputs = self._head_params + ([h_in] if action.stream else [])
+        if inputs and loss.requires_grad:
+            weighted = loss if self.loss_weight == 1.0 else loss * self.loss_weight
+            torch.autograd.backward(weighted, inputs=inputs)
+        if action.stream:
+            st.streams[self.index] = h_in.grad if h_in.grad is not None else torch.zeros_like(h_in)
+
+    def _recv_stream(self, action: S.RecvStream) -> None:
+        tag = S.stream_tag(action.loss, action.hops_left)
+        grad = self.transport.recv(src=self.index + 1, dst=self.index, tag=tag)
+        self._state.streams[action.loss] = self._to_device(grad)
+
+    def _input_grad(self, action: S.InputGrad) -> None:
+        st = self._state
+        if len(action.losses) == 1:
+            (j,) = action.losses
+            (st.input_grads[j],) = torch.autograd.grad(st.a_out, st.a_in, st.streams[j], retain_graph=not action.last)
+        else:
+            vs = torch.stack([st.streams[j] for j in action.losses])
+            (gs,) = torch.autograd.grad(st.a_out, st.a_in, vs, retain_graph=not action.last, is_grads_batched=True)
+            st.input_grads.update(zip(action.losses, gs.unbind(0)))
+        self._release(action.last)
+
+    def _full_grad(self, action: S.FullGrad) -> None:
+        st = self._state
+        # backward(inputs=...) accumulates into the parameters' .grad and the input leaf's .grad.
+        torch.autograd.backward(
+            st.a_out, st.streams[action.loss], inputs=[st.a_in, *self._block_params], retain_graph=not action.last
+        )
+        st.input_grads[action.loss] = st.a_in.grad
+        st.a_in.grad = None
+        self._release(action.last)
+
+    def _weight_grad(self, action: S.WeightGrad) -> None:
+        st = self._state
+        if self._block_params and st.a_out.requires_grad:
+            v = st.streams[action.losses[0]]
+            for j in action.losses[1:]:
+                v = v + st.streams[j]
+            torch.autograd.backward(st.a_out, v, inputs=self._block_params, retain_graph=not action.last)
+        self._release(action.last)
+
+    def _send_stream(self, action: S.SendStream) -> None:
+        grad = self._state.input_grads.pop(action.loss)
+        tag = S.stream_tag(action.loss, action.hops_left)
+        self.transport.send(grad, src=self.index, dst=self.index - 1, tag=tag)
+
+    def _update(self, _: S.Update) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+        st = self._state
+        st.a_in = st.a_out = None
+        st.streams.clear()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _release(self, last: bool) -> None:
+        if last:  # the graph is freed; drop the references that kept activations alive
+            self._state.streams.clear()
+
+    def _to_device(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None or self._device is None:
+            return t
+        return t.to(self._device, non_blocking=True)
+
+    def _rng(self, step: int, *, salt: int):
+        """Per-(component, step) random state, so dropout draws the same masks on every engine."""
+        if self.rng_seed is None:
+            return contextlib.nullcontext()
+        return _seeded(hash((self.rng_seed, step, self.index, salt)) & 0x7FFF_FFFF_FFFF_FFFF, self._device)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device | None):
+    devices = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
+        torch.manual_seed(seed)
+        yield
