@@ -154,17 +154,21 @@ def test_lr_scheduler_per_component_is_stepped():
     assert [o.param_groups[0]["lr"] for o in engine.optimizers] == [0.025, 0.025]
 
 
-def test_resume_from_state_equals_uninterrupted():
+def test_resume_from_component_states_equals_uninterrupted():
     blocks, heads, x, y, loss_fn = PARTS["bn"](3, seed=8)
     batches = batches_for(x, y, steps=4)
-    full, full_losses, _ = engine_train(blocks, heads, batches, loss_fn, il.Interlocking(2))
-    half, _, engine = engine_train(blocks, heads, batches[:2], loss_fn, il.Interlocking(2))
-    saved_net, saved_engine = copy.deepcopy(half.state_dict()), copy.deepcopy(engine.state_dict())
-    fresh_blocks, fresh_heads, *_ = PARTS["bn"](3, seed=99)
+    scheduler = lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
+    full, full_losses, _ = engine_train(blocks, heads, batches, loss_fn, il.Interlocking(2), lr_scheduler=scheduler)
+    _, _, engine = engine_train(blocks, heads, batches[:2], loss_fn, il.Interlocking(2), lr_scheduler=scheduler)
+    saved = copy.deepcopy([engine.component_state(k) for k in range(3)])
+    fresh_blocks, fresh_heads, *_ = PARTS["bn"](3, seed=99)  # different weights, overwritten by the load
     resumed = il.ComponentNet(blocks=fresh_blocks, heads=fresh_heads)
-    resumed.load_state_dict(saved_net)
-    engine2 = il.SimulatedEngine(resumed, il.Interlocking(2), optimizer=sgd, loss_fn=loss_fn)
-    engine2.load_state_dict(saved_engine)
+    engine2 = il.SimulatedEngine(resumed, il.Interlocking(2), optimizer=sgd, loss_fn=loss_fn, lr_scheduler=scheduler)
+    for k, state in enumerate(saved):
+        engine2.load_component_state(k, state)
+    engine2.step_count = 2
     tail = [engine2.step(bx, by).losses for bx, by in batches[2:]]
     assert tail == full_losses[2:]
     assert_same_state(state_of([resumed]), state_of([full]))
+    with pytest.raises(ValueError, match="belongs to component 1, not component 2"):
+        engine2.load_component_state(1, saved[0])

@@ -14,7 +14,7 @@ from ..strategies import GradientPlan, Strategy
 from ..transport import Transport
 from ..worker import ActionRecord, ComponentWorker, LossFn
 
-__all__ = ["StepResult", "EngineOptions", "make_worker", "check_heads"]
+__all__ = ["StepResult", "EngineOptions", "make_worker", "check_heads", "component_state", "load_component_state"]
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], object]
@@ -107,3 +107,31 @@ def make_worker(
         rng_seed=options.rng_seed,
         record=options.record,
     )
+
+
+def component_state(net: ComponentNet, worker: ComponentWorker) -> dict:
+    """Everything needed to resume component k: weights and buffers, optimizer, LR scheduler."""
+    k = worker.index
+    head = net.heads[k]
+    return {
+        "component": k,
+        "block": net.blocks[k].state_dict(),
+        "head": None if head is None else head.state_dict(),
+        "optimizer": worker.optimizer.state_dict(),
+        "lr_scheduler": None if worker.lr_scheduler is None else worker.lr_scheduler.state_dict(),
+    }
+
+
+def load_component_state(net: ComponentNet, worker: ComponentWorker, state: dict, k: int) -> None:
+    if state.get("component") != k:
+        raise ValueError(f"this state belongs to component {state.get('component', -1) + 1}, not component {k + 1}")
+    if (state["head"] is None) != (net.heads[k] is None):
+        raise ValueError(f"the saved state and this network disagree on whether component {k + 1} has a head")
+    if (state["lr_scheduler"] is None) != (worker.lr_scheduler is None):
+        raise ValueError("the saved state and this engine disagree on whether an LR scheduler is used")
+    net.blocks[k].load_state_dict(state["block"])
+    if net.heads[k] is not None:
+        net.heads[k].load_state_dict(state["head"])
+    worker.optimizer.load_state_dict(state["optimizer"])
+    if worker.lr_scheduler is not None:
+        worker.lr_scheduler.load_state_dict(state["lr_scheduler"])

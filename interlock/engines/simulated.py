@@ -18,7 +18,7 @@ from .. import schedule as S
 from ..net import ComponentNet
 from ..strategies import Strategy
 from ..transport import InMemoryTransport
-from .common import EngineOptions, LossFn, StepResult, check_heads, make_worker
+from .common import EngineOptions, LossFn, StepResult, check_heads, component_state, load_component_state, make_worker
 
 __all__ = ["SimulatedEngine"]
 
@@ -119,24 +119,37 @@ class SimulatedEngine:
             return self.transport.ready(src=k + 1, dst=k)
         return True
 
-    def state_dict(self) -> dict:
-        """Optimizer and scheduler states and the step count (the network's own state is net.state_dict())."""
-        return {
-            "step": self.step_count,
-            "optimizers": [w.optimizer.state_dict() for w in self.workers],
-            "lr_schedulers": [None if w.lr_scheduler is None else w.lr_scheduler.state_dict() for w in self.workers],
-        }
+    # -- the interface every engine offers the training program ---------------------------
 
-    def load_state_dict(self, state: dict) -> None:
-        if len(state["optimizers"]) != len(self.workers):
-            raise ValueError(f"state has {len(state['optimizers'])} optimizers; this engine has {len(self.workers)} components")
-        self.step_count = int(state["step"])
-        for w, opt, sched in zip(self.workers, state["optimizers"], state["lr_schedulers"]):
-            w.optimizer.load_state_dict(opt)
-            if (sched is None) != (w.lr_scheduler is None):
-                raise ValueError("the saved state and this engine disagree on whether an LR scheduler is used")
-            if sched is not None:
-                w.lr_scheduler.load_state_dict(sched)
+    is_main = True  # this process reports and writes run-level files
+
+    @property
+    def local_components(self) -> list[int]:
+        """Components held by this process: all of them."""
+        return list(range(self.num_components))
+
+    def gather_losses(self, losses: list[float]) -> list[float]:
+        """Every component's loss (already all here)."""
+        return list(losses)
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum over processes (one process here)."""
+        return t
+
+    @torch.no_grad()
+    def heads_forward(self, x: torch.Tensor) -> list[torch.Tensor | None]:
+        """Every head's prediction (modules in whatever mode the caller set)."""
+        return self.net.heads_forward(x)
+
+    def component_state(self, k: int) -> dict:
+        """Component k's block and head weights, optimizer and LR-scheduler state (one checkpoint file each)."""
+        return component_state(self.net, self.workers[k])
+
+    def load_component_state(self, k: int, state: dict) -> None:
+        load_component_state(self.net, self.workers[k], state, k)
+
+    def close(self) -> None:
+        pass
 
 
 def _to_floats(losses: list[torch.Tensor | None]) -> list[float]:

@@ -1,0 +1,235 @@
+"""Command line: ``interlock train`` and ``interlock compare`` (also ``python -m interlock``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from .config import TrainConfig, load_config, parse_strategy
+from .metrics import atomic_write_text, read_metrics
+
+log = logging.getLogger("interlock")
+
+
+# -- progress -----------------------------------------------------------------------------
+
+
+class Progress:
+    """One status line per logged row: rewritten in place on a terminal, appended otherwise."""
+
+    def __init__(self, label: str, stream=sys.stderr) -> None:
+        self.label, self.stream = label, stream
+        self.tty = stream.isatty()
+        self.last_eval = ""
+        self.t0 = time.perf_counter()
+
+    def __call__(self, row: dict) -> None:
+        if row["kind"] == "eval":
+            acc = row.get("test_final_acc", row.get("val_final_acc"))
+            self.last_eval = "" if acc is None else f" | test acc {100 * acc:.1f}%"
+            if "test_final_ppl" in row:
+                self.last_eval += f" ppl {row['test_final_ppl']:.2f}"
+        else:
+            losses = [row[k] for k in row if k.startswith("loss_")]
+            loss = next((l for l in reversed(losses) if l is not None), float("nan"))
+            width = 24
+            total = row["total_steps"]
+            done = int(width * row["step"] / total)
+            elapsed = time.perf_counter() - self.t0
+            self.line = (f"{self.label} [{'#' * done}{'.' * (width - done)}] {row['step']}/{total} "
+                         f"| loss {loss:.3f} | {row['samples_per_s']:.0f} samples/s | {elapsed:.0f}s")
+        text = getattr(self, "line", "") + self.last_eval
+        if self.tty:
+            self.stream.write("\r" + text.ljust(110)[:160])
+            self.stream.flush()
+        else:
+            self.stream.write(text + "\n")
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="config file (JSON, or TOML on Python >= 3.11)")
+    p.add_argument("overrides", nargs="*", help="section.option=value overrides, e.g. optim.lr=0.1 model.components=4")
+    p.add_argument("--steps", type=int, help="run length in steps (replaces epochs)")
+    p.add_argument("--epochs", type=float, help="run length in epochs (replaces steps)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--data", help="data folder holding cifar-10-batches-bin/ etc. (default: $INTERLOCK_DATA or ../shared/data)")
+    p.add_argument("--run-dir", help="where the run's config, metrics and checkpoints go")
+    p.add_argument("--engine", choices=["simulated", "distributed"])
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _config(args, extra: list[str] | None = None) -> TrainConfig:
+    overrides = list(args.overrides or [])
+    config_path = args.config
+    if config_path and "=" in config_path and not Path(config_path).exists():
+        overrides.insert(0, config_path)  # a first override, not a file
+        config_path = None
+    if args.steps is not None:
+        overrides += [f"steps={args.steps}", "epochs=0"]
+    if args.epochs is not None:
+        overrides += [f"epochs={args.epochs}", "steps=0"]
+    for flag, key in (("seed", "seed"), ("data", "data.root"), ("run_dir", "run_dir"), ("engine", "engine")):
+        if getattr(args, flag, None) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    return load_config(config_path, overrides + (extra or []))
+
+
+def run_one(config: TrainConfig, *, resume: bool, quiet: bool, label: str):
+    """One run on the configured engine, with a progress line; returns the final evaluation row."""
+    progress = None if quiet else Progress(label)
+    try:
+        if config.engine == "distributed":
+            from .distributed_run import run_distributed
+
+            return run_distributed(config, resume=resume, on_progress=progress)
+        from .train import run
+
+        return run(config, resume=resume, on_progress=progress).final
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def cmd_train(args) -> int:
+    if args.resume:
+        from .train import resume_config
+
+        run_dir = args.run_dir or (args.config if args.config and Path(args.config).is_dir() else None)
+        if run_dir is None:
+            raise ValueError("--resume needs the run to continue: --run-dir DIR")
+        config = resume_config(run_dir, list(args.overrides or []) + ([f"steps={args.steps}", "epochs=0"] if args.steps else []))
+    else:
+        config = _config(args, [f"strategy={args.strategy}"] if args.strategy else None)
+    final = run_one(config, resume=args.resume, quiet=args.quiet, label=config.strategy)
+    print(json.dumps({"run_dir": config.run_dir, "strategy": config.strategy, **{k: v for k, v in final.items() if k != "kind"}}))
+    return 0
+
+
+def _run_finished(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` completed: its newest checkpoint is at its planned last step."""
+    from .checkpoint import latest_checkpoint
+
+    folder = latest_checkpoint(run_dir) if run_dir.exists() else None
+    if folder is None:
+        return False
+    meta = json.loads((folder / "meta.json").read_text())
+    return meta["step"] >= meta["total_steps"]
+
+
+def cmd_compare(args) -> int:
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    for s in strategies:
+        parse_strategy(s)  # fail before any training
+    seeds = [int(s) for s in args.seeds.split(",")]
+    base = _config(args)
+    root = Path(args.run_dir or base.run_dir)
+    results: dict[str, list[dict]] = {s: [] for s in strategies}
+    histories: dict[str, list[list[dict]]] = {s: [] for s in strategies}
+    for seed in seeds:
+        for strategy in strategies:
+            run_dir = root / parse_strategy(strategy).name / f"seed{seed}"
+            config = _config(args, [f"strategy={strategy}", f"seed={seed}", f"run_dir={run_dir}"])
+            if _run_finished(run_dir):
+                log.info("%s seed %d already finished in %s; reusing its metrics", strategy, seed, run_dir)
+            else:
+                from .checkpoint import latest_checkpoint
+
+                # A crashed or interrupted earlier attempt continues from its newest checkpoint.
+                resume = run_dir.exists() and latest_checkpoint(run_dir) is not None
+                run_one(config, resume=resume, quiet=args.quiet, label=f"{strategy} seed {seed}")
+            rows = read_metrics(run_dir)
+            histories[strategy].append(rows)
+            results[strategy].append(_summarise(rows))
+    table = _table(results, base)
+    print(table)
+    summary = {"config": base.to_dict(), "seeds": seeds, "results": results}
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(root / "summary.md", table + "\n")
+    from .plots import learning_curves_png
+
+    split = "test"
+    png = learning_curves_png(histories, root / "curves.png", title=f"{base.model.name}, K={base.model.components}, {base.data.name}", split=split)
+    print(f"\nwrote {root / 'summary.md'}, {root / 'summary.json'} and {png}")
+    return 0
+
+
+def _summarise(rows: list[dict]) -> dict:
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    train = [r for r in rows if r.get("kind") == "train"]
+    final = evals[-1] if evals else {}
+    step_times = [r["step_time_s"] for r in train]
+    return {
+        "final": final,
+        "step_time_s": statistics.median(step_times) if step_times else None,
+        "samples_per_s": statistics.median(r["samples_per_s"] for r in train) if train else None,
+    }
+
+
+def _mean_std(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f}"
+    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def _table(results: dict[str, list[dict]], base: TrainConfig) -> str:
+    K = base.model.components
+    split = "test"
+    head = ["strategy", f"{split} acc % (final head)"] + [f"head {k}" for k in range(1, K)] + ["step time s", "samples/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for strategy, runs in results.items():
+        finals = [r["final"] for r in runs]
+        cells = [strategy, _mean_std([f.get(f"{split}_final_acc") for f in finals])]
+        cells += [_mean_std([f.get(f"{split}_acc_{k}") for f in finals]) for k in range(1, K)]
+        times = [r["step_time_s"] for r in runs if r["step_time_s"] is not None]
+        rates = [r["samples_per_s"] for r in runs if r["samples_per_s"] is not None]
+        cells += [f"{statistics.mean(times):.3f}" if times else "-", f"{statistics.mean(rates):.0f}" if rates else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    seeds = len(next(iter(results.values())))
+    lines.append("")
+    lines.append(f"mean ± std over {seeds} seed(s); accuracies of each head on the {split} set at the end of training")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="interlock", description="Depthwise model-parallel training with local losses.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_train = sub.add_parser("train", help="train one run of one strategy")
+    _common(p_train)
+    p_train.add_argument("--strategy", help="end-to-end, local, <n>-wise or <n>-wise-sum")
+    p_train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
+    p_train.set_defaults(fn=cmd_train)
+    p_cmp = sub.add_parser("compare", help="train several strategies on the same model, data and seeds; print a table and plot")
+    _common(p_cmp)
+    p_cmp.add_argument("--strategies", default="end-to-end,local,2-wise")
+    p_cmp.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    p_cmp.set_defaults(fn=cmd_compare)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.fn(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"interlock: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterlock: interrupted; the newest checkpoint is kept (resume with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

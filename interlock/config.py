@@ -1,0 +1,269 @@
+"""Typed run configuration: a file (JSON, or TOML on Python >= 3.11) plus command-line overrides.
+
+Every section is a dataclass validated at construction, so a bad value fails before any
+data is read, with a message naming the option and what to set instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .strategies import EndToEnd, Interlocking, Local, Strategy
+
+__all__ = [
+    "ModelConfig",
+    "DataConfig",
+    "OptimConfig",
+    "LRConfig",
+    "TrainConfig",
+    "parse_strategy",
+    "load_config",
+    "apply_overrides",
+]
+
+
+def parse_strategy(spec: str) -> Strategy:
+    """'end-to-end' | 'local' | '<n>-wise' | '<n>-wise-sum' (the names strategies print)."""
+    s = spec.strip().lower().replace("_", "-")
+    if s in ("end-to-end", "e2e", "endtoend", "backprop"):
+        return EndToEnd()
+    if s in ("local", "1-wise", "greedy", "dgl"):
+        return Local()
+    m = re.fullmatch(r"(\d+)-wise(-sum|-furthest)?", s)
+    if m:
+        return Interlocking(int(m.group(1)), "sum" if m.group(2) == "-sum" else "furthest")
+    raise ValueError(f"unknown strategy {spec!r}; use end-to-end, local, <n>-wise or <n>-wise-sum (e.g. 2-wise)")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "toy_cnn"
+    components: int = 6
+    heads: str = "linear"  # auxiliary head for every non-final component (see interlock.heads)
+    partition: str = "uniform"  # uniform | params | flops
+    kwargs: dict = field(default_factory=dict)  # passed to the model builder (width=..., n_layer=...)
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.components, int) and self.components >= 1, f"model.components={self.components!r}: use an integer >= 1")
+        _check(self.partition in ("uniform", "params", "flops"), f"model.partition={self.partition!r}: use uniform, params or flops")
+
+
+@dataclass
+class DataConfig:
+    name: str = "cifar10"  # cifar10 | cifar100 | mnist | digits | shakespeare
+    root: str | None = None  # folder holding the data sets; default $INTERLOCK_DATA or ../shared/data
+    val_size: int = 0  # images (or characters for text) held out of training for validation
+    augment: bool = True  # random crop (4-pixel padding) + horizontal flip, images only
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    block_size: int = 64  # context length for language models
+    eval_batches: int = 50  # text only: batches of the validation corpus per evaluation
+    train_limit: int = 0  # use only the first N training examples (0: all); for quick runs
+    fallback: str = "digits"  # cifar10 with no data folder found: train on this bundled set instead ("" to fail)
+    eval_text: str = ""  # text only: also score an evaluation corpus, e.g. wikitext2
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, f"data.batch_size={self.batch_size}: use >= 1")
+        _check(self.eval_batch_size >= 1, f"data.eval_batch_size={self.eval_batch_size}: use >= 1")
+        _check(self.val_size >= 0, f"data.val_size={self.val_size}: use >= 0")
+        _check(self.block_size >= 1, f"data.block_size={self.block_size}: use >= 1")
+        _check(self.train_limit >= 0, f"data.train_limit={self.train_limit}: use >= 0 (0 means all)")
+        names = ("cifar10", "cifar100", "mnist", "digits", "shakespeare", "tinyshakespeare")
+        _check(self.name in names, f"data.name={self.name!r}: use one of {', '.join(names)}")
+        _check(self.fallback in ("", "digits", "mnist"), f"data.fallback={self.fallback!r}: use digits, mnist or an empty string")
+        _check(self.eval_text in ("", "wikitext2"), f"data.eval_text={self.eval_text!r}: use wikitext2 or leave it empty")
+
+    @property
+    def is_text(self) -> bool:
+        return self.name in ("shakespeare", "tinyshakespeare")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+
+    def __post_init__(self) -> None:
+        _check(self.name in ("sgd", "adam", "adamw"), f"optim.name={self.name!r}: use sgd, adam or adamw")
+        _check(self.lr > 0 and math.isfinite(self.lr), f"optim.lr={self.lr}: use a positive learning rate")
+        _check(0 <= self.momentum < 1, f"optim.momentum={self.momentum}: use 0 <= momentum < 1")
+        _check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay}: use >= 0")
+        self.betas = tuple(self.betas)
+
+
+@dataclass
+class LRConfig:
+    name: str = "none"  # none | multistep | cosine | inverse_sqrt
+    milestones: tuple[float, ...] = (0.5, 0.75)  # multistep: fractions of the run's steps
+    gamma: float = 0.1  # multistep decay factor
+    warmup_steps: int = 0  # linear warm-up (cosine, inverse_sqrt)
+    min_lr_ratio: float = 0.0  # cosine floor, as a fraction of optim.lr
+
+    def __post_init__(self) -> None:
+        _check(self.name in ("none", "multistep", "cosine", "inverse_sqrt"), f"lr.name={self.name!r}: use none, multistep, cosine or inverse_sqrt")
+        self.milestones = tuple(float(m) for m in self.milestones)
+        _check(all(0 < m < 1 for m in self.milestones), f"lr.milestones={self.milestones}: give fractions of the run in (0, 1)")
+        _check(0 < self.gamma <= 1, f"lr.gamma={self.gamma}: use 0 < gamma <= 1")
+        _check(self.warmup_steps >= 0, f"lr.warmup_steps={self.warmup_steps}: use >= 0")
+        _check(self.name != "inverse_sqrt" or self.warmup_steps > 0, "lr.name=inverse_sqrt needs lr.warmup_steps > 0")
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    lr: LRConfig = field(default_factory=LRConfig)
+    strategy: str = "2-wise"
+    loss_weights: tuple[float, ...] | None = None
+    label_smoothing: float = 0.0
+    epochs: float = 0.0  # run length in epochs (fractions allowed) ...
+    steps: int = 0  # ... or in steps; exactly one of the two must be set
+    seed: int = 0
+    eval_every: int = 0  # steps between evaluations (0: only at the end)
+    log_every: int = 20  # steps between train-metric rows
+    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
+    engine: str = "simulated"  # simulated | distributed
+    dist_timeout_s: float = 300.0  # distributed: a rank silent this long ends the run (and a failed rank ends it at once)
+    device: str = "cpu"
+    run_dir: str = "runs/default"
+    threads: int = 0  # torch threads per process (0: leave PyTorch's default)
+
+    def __post_init__(self) -> None:
+        for name, cls in (("model", ModelConfig), ("data", DataConfig), ("optim", OptimConfig), ("lr", LRConfig)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, _build(cls, value, prefix=name))
+        parse_strategy(self.strategy)  # validates
+        _check((self.epochs > 0) != (self.steps > 0), f"set exactly one of epochs (now {self.epochs}) or steps (now {self.steps}) to a positive value")
+        _check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing}: use 0 <= label_smoothing < 1")
+        _check(self.engine in ("simulated", "distributed"), f"engine={self.engine!r}: use simulated or distributed")
+        _check(self.eval_every >= 0 and self.log_every >= 1 and self.checkpoint_every >= 0,
+               "eval_every and checkpoint_every must be >= 0, log_every >= 1")
+        if self.loss_weights is not None:
+            self.loss_weights = tuple(float(w) for w in self.loss_weights)
+            _check(len(self.loss_weights) == self.model.components,
+                   f"loss_weights has {len(self.loss_weights)} entries; give one per component ({self.model.components})")
+
+    @property
+    def strategy_obj(self) -> Strategy:
+        return parse_strategy(self.strategy)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _build(cls, values: dict, *, prefix: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(f'{prefix}.{u}' for u in unknown)}; known: {sorted(f'{prefix}.{n}' for n in names)}")
+    return cls(**values)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """A TrainConfig from a JSON/TOML file (optional) and ``key=value`` overrides (dotted keys)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        text = path.read_text()
+        if path.suffix == ".toml":
+            import tomllib  # Python >= 3.11
+
+            values = tomllib.loads(text)
+        else:
+            try:
+                values = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"config file {path} is not valid JSON: {err}") from None
+    values = apply_overrides(values, overrides or [])
+    return _from_values(values)
+
+
+def _from_values(values: dict) -> TrainConfig:
+    top = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(values) - top
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}; known: {sorted(top)}")
+    return TrainConfig(**values)
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "lr": LRConfig}
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` strings; values are parsed with the field's type."""
+    values = json.loads(json.dumps(values))  # deep copy of plain data
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value (e.g. optim.lr=0.1)")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if parts[0] in _SECTIONS and len(parts) >= 2:
+            cls, section = _SECTIONS[parts[0]], values.setdefault(parts[0], {})
+            if parts[1] == "kwargs" and len(parts) == 3:  # model.kwargs.width=64
+                section.setdefault("kwargs", {})[parts[2]] = _parse_any(raw)
+                continue
+            if len(parts) != 2:
+                raise ValueError(f"override {key!r}: use section.option=value")
+            section[parts[1]] = _parse_typed(cls, parts[1], raw, key)
+        elif len(parts) == 1:
+            values[parts[0]] = _parse_typed(TrainConfig, parts[0], raw, key)
+        else:
+            raise ValueError(f"override {key!r}: unknown section {parts[0]!r}; sections are {sorted(_SECTIONS)}")
+    return values
+
+
+def _parse_typed(cls, name: str, raw: str, key: str):
+    hints = typing.get_type_hints(cls)
+    if name not in hints:
+        raise ValueError(f"unknown option {key!r}; known: {sorted(hints)}")
+    hint = hints[name]
+    raw = raw.strip()
+    try:
+        if hint is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if hint is str:
+            return raw
+        if raw.lower() in ("none", "null") and type(None) in typing.get_args(hint):
+            return None
+        if hint == str | None:
+            return raw
+        return _parse_any(raw, split=True)
+    except ValueError as err:
+        raise ValueError(f"override {key}={raw!r}: {err}") from None
+
+
+def _parse_any(raw: str, split: bool = False):
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        if split and "," in raw:
+            return [_parse_any(p) for p in raw.split(",")]
+        return raw

@@ -1,0 +1,53 @@
+"""``interlock train --engine distributed``: one process per component, started here or by torchrun.
+
+Under torchrun (WORLD_SIZE set) this process is one rank: it runs the training program
+directly. Otherwise it starts K local processes itself (interlock.launch) and waits for
+them; if one fails, all stop and its error is raised here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+from .config import TrainConfig
+
+__all__ = ["run_distributed"]
+
+
+def _under_launcher() -> bool:
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def run_distributed(config: TrainConfig, *, resume: bool, on_progress: Callable[[dict], None] | None = None) -> dict:
+    """Train ``config`` with one process per component; returns the final evaluation row."""
+    if _under_launcher():
+        from .train import run
+
+        world = int(os.environ["WORLD_SIZE"])
+        if world != config.model.components:
+            raise ValueError(
+                f"torchrun started {world} processes but model.components={config.model.components}; "
+                f"use --nproc-per-node (times --nnodes) = {config.model.components}"
+            )
+        rank = int(os.environ["RANK"])
+        return run(config, resume=resume, on_progress=on_progress if rank == 0 else None).final
+    from .launch import run_local
+
+    results = run_local(_rank_main, config.model.components, config.to_dict(), resume, on_progress is not None,
+                        timeout_s=config.dist_timeout_s)
+    return results[0]
+
+
+def _rank_main(config_dict: dict, resume: bool, show_progress: bool) -> dict:
+    """Entry point of each started process (module level so that it can be pickled)."""
+    from .train import run
+
+    config = TrainConfig(**config_dict)
+    progress = None
+    if show_progress and int(os.environ.get("RANK", "0")) == 0:
+        from .cli import Progress
+
+        progress = Progress(f"{config.strategy} (distributed)", stream=sys.stderr)
+    return run(config, resume=resume, on_progress=progress).final

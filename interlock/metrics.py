@@ -1,0 +1,74 @@
+"""Metrics of a run as JSON lines (one row per event) and a CSV view of the same rows."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+__all__ = ["MetricsWriter", "read_metrics", "atomic_write_text"]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a crash leaves either the old file or the new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _clean(value):
+    # JSON has no NaN/inf: write them as null so every line stays valid JSON.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class MetricsWriter:
+    """Appends rows to ``metrics.jsonl``; ``write_csv`` renders all rows as ``metrics.csv``.
+
+    ``keep_until_step``: on resume, rows after the checkpoint's step are dropped first, so the
+    resumed run's file equals an uninterrupted run's.
+    """
+
+    def __init__(self, run_dir: Path, *, keep_until_step: int | None = None) -> None:
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.csv_path = Path(run_dir) / "metrics.csv"
+        if keep_until_step is None:
+            self.path.write_text("")
+        else:
+            rows = [r for r in read_metrics(self.path) if r.get("step", 0) <= keep_until_step] if self.path.exists() else []
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+        self._file = open(self.path, "a")
+
+    def write(self, row: dict) -> None:
+        self._file.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        self._file.flush()
+
+    def write_csv(self) -> None:
+        rows = read_metrics(self.path)
+        columns: list[str] = []
+        for r in rows:
+            columns.extend(c for c in r if c not in columns)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=columns, restval="")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(self.csv_path, buf.getvalue())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,327 @@
+"""The training program: one run of one strategy, from a TrainConfig, on any engine.
+
+``run(config)`` builds the task (data), the network and the engine, trains for the
+configured steps, evaluates every head, writes metrics and atomic checkpoints into the
+run directory, and returns the final evaluation. ``run(config, resume=True)`` continues
+from the newest complete checkpoint and ends where an uninterrupted run would.
+
+The loop only talks to the engine through the interface both engines offer (step,
+gather_losses, heads_forward, all_reduce_sum, component states), so the same function
+runs in one process or, under ``interlock train --engine distributed``, in every rank.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import models
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import LRConfig, OptimConfig, TrainConfig, load_config
+from .engines import SimulatedEngine
+from .metrics import MetricsWriter, atomic_write_text
+from .data.text import IGNORE_INDEX
+from .tasks import Task, build_task
+
+__all__ = ["run", "RunResult", "TrainingDiverged", "make_optimizer_factory", "make_lr_factory", "evaluate"]
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    steps: int
+    final: dict  # the last evaluation row
+    train_time_s: float
+    history: list[dict] = field(default_factory=list)
+
+
+def make_optimizer_factory(cfg: OptimConfig) -> Callable:
+    def factory(params):
+        if cfg.name == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+        return cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+    return factory
+
+
+def lr_multiplier(cfg: LRConfig, total_steps: int) -> Callable[[int], float]:
+    """The LR schedule as a multiplier of the base LR, per step (LambdaLR convention)."""
+    warm = cfg.warmup_steps
+    milestones = [round(m * total_steps) for m in cfg.milestones]
+
+    def f(step: int) -> float:
+        if cfg.name == "inverse_sqrt":  # Transformer schedule: linear warm-up, then 1/sqrt(step)
+            s = step + 1
+            return min(s / warm, math.sqrt(warm / s))
+        scale = min(1.0, (step + 1) / warm) if warm else 1.0
+        if cfg.name == "multistep":
+            return scale * cfg.gamma ** sum(step >= m for m in milestones)
+        if cfg.name == "cosine":
+            progress = min(1.0, max(0.0, (step - warm) / max(1, total_steps - warm)))
+            return scale * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+        return scale
+
+    return f
+
+
+def make_lr_factory(cfg: LRConfig, total_steps: int) -> Callable | None:
+    if cfg.name == "none" and cfg.warmup_steps == 0:
+        return None
+    mult = lr_multiplier(cfg, total_steps)
+    return lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, mult)
+
+
+def make_loss_fn(task: Task, label_smoothing: float) -> Callable:
+    if task.is_text:
+        def lm_loss(logits, y):  # (B, T, V) vs (B, T)
+            return F.cross_entropy(logits.flatten(0, 1), y.flatten(), label_smoothing=label_smoothing)
+        return lm_loss
+
+    def cls_loss(logits, y):  # (B, C) vs (B,)
+        return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+
+    return cls_loss
+
+
+def build_net(config: TrainConfig, task: Task):
+    torch.manual_seed(config.seed)  # the same weights on every rank and every engine
+    return models.create(
+        config.model.name,
+        components=config.model.components,
+        heads=config.model.heads,
+        partition=config.model.partition,
+        **{**task.model_kwargs, **config.model.kwargs},
+    )
+
+
+def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
+    kw = dict(
+        optimizer=make_optimizer_factory(config.optim),
+        loss_fn=make_loss_fn(task, config.label_smoothing),
+        lr_scheduler=make_lr_factory(config.lr, total_steps),
+        loss_weights=config.loss_weights,
+        rng_seed=config.seed,  # dropout masks depend on (seed, step, component) only: resumable, engine-independent
+        record=False,
+    )
+    if config.engine == "distributed":
+        from .engines.distributed import DistributedEngine
+
+        return DistributedEngine(net, config.strategy_obj, device=config.device, timeout_s=config.dist_timeout_s, **kw)
+    return SimulatedEngine(net.to(config.device), config.strategy_obj, **kw)
+
+
+@torch.no_grad()
+def evaluate(engine, batches, *, num_classes: int, is_text: bool, device: str = "cpu") -> dict:
+    """Accuracy and mean loss of every head, and of the ensembles of the top m heads (m = 2..K).
+
+    Each process scores the heads it holds; sums are reduced over processes. The ensemble of
+    the top m heads averages the softmax of the heads among K-m+1..K (the interlocking
+    paper's Table 2); heads a network lacks are left out (their accuracy is None).
+    """
+    K = engine.num_components
+    net = engine.net
+    present = torch.zeros(K, dtype=torch.float64)
+    for k in engine.local_components:
+        present[k] = float(net.heads[k] is not None)
+    present = engine.all_reduce_sum(present)
+    in_top = [present[K - m :].sum().item() for m in range(2, K + 1)]  # heads in each top-m ensemble
+    was_training = net.training
+    net.eval()
+    correct = torch.zeros(2 * K - 1, dtype=torch.float64)  # heads 1..K, then ensembles m=2..K
+    loss_sum = torch.zeros(2 * K - 1, dtype=torch.float64)
+    count = 0
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        outs = engine.heads_forward(x)
+        yf = y.flatten()
+        valid = yf != IGNORE_INDEX  # text evaluation marks targets already scored by another window
+        count += int(valid.sum())
+        # (K-1, N, C): softmax sums of the heads in each top-m ensemble; zeros where this process holds none.
+        probs = torch.zeros(K - 1, yf.numel(), num_classes, device=yf.device)
+        for k, out in enumerate(outs):
+            if out is None:
+                continue
+            logits = (out.flatten(0, 1) if is_text else out).float()  # (N, C)
+            correct[k] += ((logits.argmax(-1) == yf) & valid).sum().item()
+            loss_sum[k] += F.cross_entropy(logits, yf, reduction="sum").item()
+            if K > 1:
+                p = logits.softmax(-1)
+                for m in range(max(2, K - k), K + 1):  # head k is in the top m heads when k >= K - m
+                    probs[m - 2] += p
+        if K > 1:
+            probs = engine.all_reduce_sum(probs)
+            for m in range(2, K + 1):
+                if in_top[m - 2] == 0:
+                    continue
+                ens = probs[m - 2] / in_top[m - 2]
+                correct[K + m - 2] += ((ens.argmax(-1) == yf) & valid).sum().item()
+                picked = ens.gather(1, yf.clamp_min(0)[:, None])[:, 0]
+                loss_sum[K + m - 2] -= picked.clamp_min(1e-12).log()[valid].sum().item()
+    net.train(was_training)
+    correct = engine.all_reduce_sum(correct)
+    loss_sum = engine.all_reduce_sum(loss_sum)
+    # Ensembles were scored identically on every process: undo the reduction's multiplicity.
+    procs = engine.all_reduce_sum(torch.ones((), dtype=torch.float64)).item()
+    correct[K:] /= procs
+    loss_sum[K:] /= procs
+    row: dict = {}
+    for k in range(K):
+        ok = present[k] > 0
+        row[f"acc_{k + 1}"] = float(correct[k]) / count if ok else None
+        row[f"loss_{k + 1}"] = float(loss_sum[k]) / count if ok else None
+    for m in range(2, K + 1):
+        ok = in_top[m - 2] > 0
+        row[f"ensemble_acc_{m}"] = float(correct[K + m - 2]) / count if ok else None
+        row[f"ensemble_loss_{m}"] = float(loss_sum[K + m - 2]) / count if ok else None
+    row["final_acc"] = row[f"acc_{K}"]
+    row["final_loss"] = row[f"loss_{K}"]
+    if is_text:
+        row["final_ppl"] = math.exp(min(row["final_loss"], 50.0))
+    return row
+
+
+def _barrier(engine) -> Callable[[], None]:
+    return lambda: engine.all_reduce_sum(torch.zeros(1))
+
+
+def run(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    on_progress: Callable[[dict], None] | None = None,
+    stop_after: int | None = None,
+) -> RunResult:
+    """Train one run; see the module docstring.
+
+    ``stop_after``: stop after that many steps as an interruption would (no final evaluation
+    or checkpoint); used to test that resuming equals an uninterrupted run.
+    """
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    run_dir = Path(config.run_dir)
+    task = build_task(config.data, seed=config.seed)
+    total_steps = config.steps or max(1, math.ceil(config.epochs * task.steps_per_epoch))
+    net = build_net(config, task)
+    engine = make_engine(config, net, task, total_steps)
+    try:
+        return _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop_after)
+    finally:
+        engine.close()
+
+
+def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop_after) -> RunResult:
+    K = engine.num_components
+    barrier = _barrier(engine)
+    checkpoint = latest_checkpoint(run_dir) if run_dir.exists() else None
+    if resume:
+        if checkpoint is None:
+            raise FileNotFoundError(f"--resume: {run_dir} has no complete checkpoint to resume from; start the run without --resume")
+        meta = load_checkpoint(checkpoint, engine)
+        log.info("resumed %s at step %d", run_dir, meta["step"])
+    elif checkpoint is not None:
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --run-dir")
+    start = engine.step_count
+    if engine.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    barrier()
+    metrics = MetricsWriter(run_dir, keep_until_step=start if resume else None) if engine.is_main else None
+    history: list[dict] = []
+
+    def emit(row: dict) -> None:
+        history.append(row)
+        if metrics is not None:
+            metrics.write(row)
+        if on_progress is not None and engine.is_main:
+            on_progress(row)
+
+    def do_eval(step: int) -> dict:
+        row = {"kind": "eval", "step": step, "epoch": step / task.steps_per_epoch}
+        for split, batches in task.eval_splits().items():
+            scores = evaluate(engine, batches, num_classes=task.num_classes, is_text=task.is_text, device=config.device)
+            row.update({f"{split}_{k}": v for k, v in scores.items()})
+        emit(row)
+        return row
+
+    def do_checkpoint(step: int) -> None:
+        # A finite loss can still come with an update that overflowed: never save such weights.
+        for k in engine.local_components:
+            for name, t in engine.component_state(k)["block"].items():
+                if t.is_floating_point() and not torch.isfinite(t).all():
+                    raise TrainingDiverged(
+                        f"weights of component {k + 1} ({name}) are not finite after step {step}; the run stops here "
+                        f"and keeps its last good checkpoint. Lower optim.lr (now {config.optim.lr}) or add warm-up"
+                    )
+        save_checkpoint(run_dir, engine, {"strategy": config.strategy, "total_steps": total_steps}, barrier=barrier)
+
+    step = start
+    last_eval: dict = {}
+    window_losses: list[list[float]] = []
+    window_t0, window_steps, train_time = time.perf_counter(), 0, 0.0
+    end = total_steps if stop_after is None else min(total_steps, stop_after)
+    while step < end:
+        epoch, offset = divmod(step, task.steps_per_epoch)
+        for x, y in task.train_batches(epoch=epoch, start_step=offset):
+            t0 = time.perf_counter()
+            result = engine.step(x.to(config.device), y.to(config.device))
+            train_time += time.perf_counter() - t0
+            for k in engine.local_components:
+                value = result.losses[k]
+                if not math.isfinite(value) and engine.net.heads[k] is not None:
+                    raise TrainingDiverged(
+                        f"loss of component {k + 1} is {value} at step {step + 1}; the run stops here and keeps "
+                        f"its last good checkpoint. Lower optim.lr (now {config.optim.lr}) or add warm-up (lr.warmup_steps)"
+                    )
+            window_losses.append(result.losses)
+            step += 1
+            window_steps += 1
+            if step % config.log_every == 0 or step == end:
+                losses = engine.gather_losses(list(torch.tensor(window_losses).nanmean(0).tolist()))
+                elapsed = time.perf_counter() - window_t0
+                row = {"kind": "train", "step": step, "total_steps": total_steps, "epoch": step / task.steps_per_epoch,
+                       "step_time_s": elapsed / window_steps, "samples_per_s": window_steps * x.shape[0] / elapsed,
+                       "lr": engine_lr(engine)}
+                row.update({f"loss_{k + 1}": v for k, v in enumerate(losses)})
+                emit(row)
+                window_losses, window_t0, window_steps = [], time.perf_counter(), 0
+            if config.eval_every and step % config.eval_every == 0 and step < total_steps:
+                last_eval = do_eval(step)
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < end:
+                do_checkpoint(step)
+            if step >= end:
+                break
+    if step >= total_steps:  # (stop_after ends a run early as a crash would: no final checkpoint)
+        last_eval = do_eval(step)
+        do_checkpoint(step)
+    if metrics is not None:
+        metrics.close()
+        metrics.write_csv()
+    return RunResult(run_dir=run_dir, steps=step, final=last_eval, train_time_s=train_time, history=history)
+
+
+def engine_lr(engine) -> float:
+    k = engine.local_components[0]
+    return float(engine.workers[k].optimizer.param_groups[0]["lr"]) if hasattr(engine, "workers") else float("nan")
+
+
+def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """The config saved in ``run_dir``, with ``overrides`` (e.g. a longer steps=...) applied."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: {run_dir} is not a run directory")
+    return load_config(path, overrides)

@@ -1,0 +1,192 @@
+"""The training program: config, runs, evaluation, checkpoints, resume, divergence, CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+
+import pytest
+import torch
+
+import interlock as il
+from interlock import cli, tasks
+from interlock.checkpoint import latest_checkpoint
+from interlock.config import load_config, parse_strategy
+from interlock.metrics import read_metrics
+from interlock.train import TrainingDiverged, build_net, evaluate, run
+from interlock.tasks import build_task
+
+pytest.importorskip("sklearn", reason="the bundled digits data set needs scikit-learn")
+
+# Small, real, bundled data (scikit-learn's handwritten digits) keeps these runs to seconds.
+BASE = [
+    "data.name=digits", "data.batch_size=32", "data.eval_batch_size=200", "data.val_size=100",
+    "model.name=toy_cnn", "model.components=3", "optim.lr=0.05", "log_every=2", "eval_every=4",
+]
+
+
+def config(tmp_path, *extra):
+    return load_config(None, BASE + [f"run_dir={tmp_path / 'run'}", *extra])
+
+
+def component_states(run_dir):
+    folder = latest_checkpoint(run_dir)
+    return {p.name: torch.load(p, weights_only=False) for p in sorted(folder.glob("component_*.pt"))}
+
+
+def assert_states_equal(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        for part in ("block", "head"):
+            for key, value in a[name][part].items():
+                assert torch.equal(value, b[name][part][key]), f"{name} {part} {key}"
+
+
+def without_timing(rows):
+    drop = {"step_time_s", "samples_per_s"}
+    return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+def test_parse_strategy_round_trips_names():
+    for s in (il.EndToEnd(), il.Local(), il.Interlocking(2), il.Interlocking(3, "sum")):
+        assert parse_strategy(s.name) == s
+    with pytest.raises(ValueError, match="unknown strategy 'two-wise'"):
+        parse_strategy("two-wise")
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["steps=10", "epochs=1"], "exactly one of epochs"),
+    (["steps=10", "optim.lr=-1"], r"optim.lr=-1.0: use a positive learning rate"),
+    (["steps=10", "optim.momentom=0.9"], "unknown option 'optim.momentom'"),
+    (["steps=10", "model.components=3", "loss_weights=1,1"], "loss_weights has 2 entries"),
+    (["steps=10", "data.name=imagenet"], "data.name='imagenet'"),
+    (["steps=ten"], "override steps='ten'"),
+    (["steps=10", "strategy=4wise"], "unknown strategy"),
+])
+def test_bad_configs_name_the_option(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        load_config(None, overrides)
+
+
+def test_run_writes_config_metrics_and_checkpoint(tmp_path):
+    cfg = config(tmp_path, "steps=8", "strategy=2-wise")
+    result = run(cfg)
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "config.json").read_text())["strategy"] == "2-wise"
+    rows = read_metrics(run_dir)
+    train = [r for r in rows if r["kind"] == "train"]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert [r["step"] for r in train] == [2, 4, 6, 8] and [r["step"] for r in evals] == [4, 8]
+    assert all(set(r) >= {"loss_1", "loss_2", "loss_3", "lr", "step_time_s", "samples_per_s"} for r in train)
+    final = evals[-1]
+    assert result.final == final and result.steps == 8
+    for key in ("test_acc_1", "test_acc_2", "test_acc_3", "test_ensemble_acc_2", "test_ensemble_acc_3", "val_final_acc"):
+        assert 0.0 <= final[key] <= 1.0
+    header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "test_final_acc" in header and "loss_3" in header
+    assert latest_checkpoint(run_dir).name == "step_00000008"
+
+
+def test_evaluate_matches_a_direct_computation(tmp_path):
+    cfg = config(tmp_path, "steps=4")
+    task = build_task(cfg.data, seed=0)
+    net = build_net(cfg, task)
+    engine = il.SimulatedEngine(net, il.Local(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+                                loss_fn=torch.nn.functional.cross_entropy)
+    for x, y in list(task.train_batches(epoch=0, start_step=0))[:3]:
+        engine.step(x, y)
+    scores = evaluate(engine, task.eval_splits()["test"], num_classes=task.num_classes, is_text=False)
+    xs, ys = zip(*task.eval_splits()["test"])
+    x, y = torch.cat(xs), torch.cat(ys)
+    net.eval()
+    with torch.no_grad():
+        outs = net.heads_forward(x)
+    probs = [o.softmax(-1) for o in outs]
+    for k, out in enumerate(outs):
+        assert scores[f"acc_{k + 1}"] == pytest.approx((out.argmax(-1) == y).double().mean().item())
+        assert scores[f"loss_{k + 1}"] == pytest.approx(torch.nn.functional.cross_entropy(out, y).item(), rel=1e-5)
+    ens = (probs[1] + probs[2]) / 2  # top 2 heads
+    assert scores["ensemble_acc_2"] == pytest.approx((ens.argmax(-1) == y).double().mean().item())
+    assert scores["final_acc"] == scores["acc_3"]
+
+
+@pytest.mark.parametrize("strategy", ["2-wise", "end-to-end"])
+def test_resume_equals_uninterrupted(tmp_path, strategy):
+    extra = ["steps=10", f"strategy={strategy}", "checkpoint_every=3", "lr.name=cosine", "lr.warmup_steps=2"]
+    full = run(config(tmp_path / "a", *extra))
+    interrupted = config(tmp_path / "b", *extra)
+    run(interrupted, stop_after=7)  # as if killed after step 7: the newest checkpoint is at step 6
+    assert latest_checkpoint(tmp_path / "b" / "run").name == "step_00000006"
+    resumed = run(interrupted, resume=True)
+    assert resumed.final == full.final
+    assert_states_equal(component_states(tmp_path / "b" / "run"), component_states(tmp_path / "a" / "run"))
+    assert without_timing(read_metrics(tmp_path / "b" / "run")) == without_timing(read_metrics(tmp_path / "a" / "run"))
+
+
+def test_a_finished_run_is_not_overwritten(tmp_path):
+    cfg = config(tmp_path, "steps=2")
+    run(cfg)
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        run(cfg)
+
+
+def test_divergence_names_component_and_step_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = config(tmp_path, "steps=40", "optim.lr=1e12", "optim.momentum=0", "checkpoint_every=1", "strategy=local")
+    with pytest.raises(TrainingDiverged, match=r"(loss|weights) of component \d .*(at|after) step \d+") as info:
+        run(cfg)
+    bad_step = int(re.search(r"step (\d+)", info.value.args[0]).group(1))
+    folder = latest_checkpoint(tmp_path / "run")
+    assert int(folder.name.split("_")[1]) < bad_step
+    for state in component_states(tmp_path / "run").values():
+        assert all(torch.isfinite(v).all() for v in state["block"].values() if v.is_floating_point())
+
+
+def test_non_finite_loss_is_caught_before_the_update(tmp_path, monkeypatch):
+    # A loss that is NaN from the start: the run stops at step 1 naming the component.
+    import interlock.train as train_mod
+
+    real = train_mod.make_loss_fn
+    monkeypatch.setattr(train_mod, "make_loss_fn", lambda task, ls: lambda out, y: real(task, ls)(out, y) * float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"loss of component 1 is nan at step 1"):
+        run(config(tmp_path, "steps=3", "strategy=local"))
+
+
+def test_missing_cifar_falls_back_to_digits_and_says_how_to_get_it(monkeypatch, caplog):
+    monkeypatch.setattr(tasks, "_has_cifar10", lambda: False)
+    with caplog.at_level(logging.WARNING):
+        task = build_task(load_config(None, ["steps=1"]).data, seed=0)
+    assert task.data.name == "digits" and task.model_kwargs == {"num_classes": 10, "in_channels": 1, "image_size": 8}
+    assert "CIFAR-10 was not found" in caplog.text and "--data" in caplog.text
+
+
+def test_explicit_missing_data_folder_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_task(load_config(None, ["steps=1", f"data.root={tmp_path / 'nope'}"]).data, seed=0)
+
+
+def test_cli_train_and_compare(tmp_path, capsys):
+    args = ["--quiet", "--steps", "4", *BASE, "eval_every=0"]
+    assert cli.main(["train", *args, "--run-dir", str(tmp_path / "one"), "--strategy", "local"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["strategy"] == "local" and 0 <= out["test_final_acc"] <= 1
+    assert cli.main(["compare", *args, "--run-dir", str(tmp_path / "cmp"), "--strategies", "end-to-end,2-wise", "--seeds", "0,1"]) == 0
+    table = capsys.readouterr().out
+    assert "| end-to-end |" in table and "| 2-wise |" in table and "±" in table
+    summary = json.loads((tmp_path / "cmp" / "summary.json").read_text())
+    assert len(summary["results"]["2-wise"]) == 2
+    assert (tmp_path / "cmp" / "curves.png").stat().st_size > 10_000
+    # A second compare reuses the finished runs instead of training again.
+    assert cli.main(["compare", *args, "--run-dir", str(tmp_path / "cmp"), "--strategies", "end-to-end,2-wise", "--seeds", "0,1"]) == 0
+    assert capsys.readouterr().out.count("| 2-wise |") == 1
+    assert cli.main(["train", *args, "--run-dir", str(tmp_path / "one"), "--strategy", "local"]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+
+
+def test_losses_are_finite_and_decrease_on_real_digits(tmp_path):
+    result = run(config(tmp_path, "steps=60", "strategy=2-wise", "eval_every=0", "log_every=10"))
+    train = [r for r in result.history if r["kind"] == "train"]
+    assert all(math.isfinite(r["loss_3"]) for r in train)
+    assert train[-1]["loss_3"] < train[0]["loss_3"]
+    assert result.final["test_final_acc"] > 0.5  # ten classes: chance is 0.1
