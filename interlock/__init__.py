@@ -6,6 +6,7 @@
     result = engine.step(x, y)
 """
 
+from . import clock, emulate, flops, heads, models, trace
 from .engines import SimulatedEngine, StepResult
 from .net import ComponentNet, group_blocks, parameter_count, partition_balanced, partition_uniform
 from .strategies import EndToEnd, GradientPlan, Interlocking, Local, Strategy

@@ -160,7 +160,8 @@ def cmd_compare(args) -> int:
     atomic_write_text(root / "summary.md", table + "\n")
     from .plots import learning_curves_png
 
-    split = "test"
+    # Curves follow the validation split when runs have one (the test set is scored at the end only).
+    split = "val" if any(r.get("val_final_acc") is not None for rows in histories.values() for h in rows for r in h) else "test"
     png = learning_curves_png(histories, root / "curves.png", title=f"{base.model.name}, K={base.model.components}, {base.data.name}", split=split)
     print(f"\nwrote {root / 'summary.md'}, {root / 'summary.json'} and {png}")
     return 0
@@ -219,7 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp.add_argument("--strategies", default="end-to-end,local,2-wise")
     p_cmp.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     p_cmp.set_defaults(fn=cmd_compare)
-    args = parser.parse_args(argv)
+    # Overrides may follow flags (``--steps 5 optim.lr=0.1``): collect the key=value leftovers.
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    args.overrides = list(args.overrides or []) + extra
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.fn(args)

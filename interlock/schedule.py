@@ -29,6 +29,7 @@ __all__ = [
     "SendStream",
     "Update",
     "build_schedule",
+    "stream_tag",
     "ACTIVATION_TAG",
 ]
 

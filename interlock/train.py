@@ -250,9 +250,12 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         if on_progress is not None and engine.is_main:
             on_progress(row)
 
-    def do_eval(step: int) -> dict:
+    def do_eval(step: int, *, final: bool) -> dict:
         row = {"kind": "eval", "step": step, "epoch": step / task.steps_per_epoch}
-        for split, batches in task.eval_splits().items():
+        splits = task.eval_splits()
+        if not final and "val" in splits:  # the test set is scored at the end only when there is a validation split
+            splits = {"val": splits["val"]}
+        for split, batches in splits.items():
             scores = evaluate(engine, batches, num_classes=task.num_classes, is_text=task.is_text, device=config.device)
             row.update({f"{split}_{k}": v for k, v in scores.items()})
         emit(row)
@@ -272,14 +275,17 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
     step = start
     last_eval: dict = {}
     window_losses: list[list[float]] = []
-    window_t0, window_steps, train_time = time.perf_counter(), 0, 0.0
+    # Step time is wall time per training step, data loading included, evaluation and checkpoints excluded.
+    window_time, window_steps, train_time = 0.0, 0, 0.0
     end = total_steps if stop_after is None else min(total_steps, stop_after)
     while step < end:
         epoch, offset = divmod(step, task.steps_per_epoch)
+        tick = time.perf_counter()
         for x, y in task.train_batches(epoch=epoch, start_step=offset):
-            t0 = time.perf_counter()
             result = engine.step(x.to(config.device), y.to(config.device))
-            train_time += time.perf_counter() - t0
+            spent = time.perf_counter() - tick
+            window_time += spent
+            train_time += spent
             for k in engine.local_components:
                 value = result.losses[k]
                 if not math.isfinite(value) and engine.net.heads[k] is not None:
@@ -292,21 +298,21 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
             window_steps += 1
             if step % config.log_every == 0 or step == end:
                 losses = engine.gather_losses(list(torch.tensor(window_losses).nanmean(0).tolist()))
-                elapsed = time.perf_counter() - window_t0
                 row = {"kind": "train", "step": step, "total_steps": total_steps, "epoch": step / task.steps_per_epoch,
-                       "step_time_s": elapsed / window_steps, "samples_per_s": window_steps * x.shape[0] / elapsed,
+                       "step_time_s": window_time / window_steps, "samples_per_s": window_steps * x.shape[0] / window_time,
                        "lr": engine_lr(engine)}
                 row.update({f"loss_{k + 1}": v for k, v in enumerate(losses)})
                 emit(row)
-                window_losses, window_t0, window_steps = [], time.perf_counter(), 0
+                window_losses, window_time, window_steps = [], 0.0, 0
             if config.eval_every and step % config.eval_every == 0 and step < total_steps:
-                last_eval = do_eval(step)
+                last_eval = do_eval(step, final=False)
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < end:
                 do_checkpoint(step)
             if step >= end:
                 break
+            tick = time.perf_counter()
     if step >= total_steps:  # (stop_after ends a run early as a crash would: no final checkpoint)
-        last_eval = do_eval(step)
+        last_eval = do_eval(step, final=True)
         do_checkpoint(step)
     if metrics is not None:
         metrics.close()

@@ -1,0 +1,385 @@
+"""Predicted parallel time: the paper's closed-form model and a critical-path simulation.
+
+Two answers to "how long would K devices need for b steps?":
+
+- the closed forms of Gomez et al. 2022 (Fig. 2), in units where one component's
+  forward and one component's backward each take 1: :func:`paper_time_units`;
+- a discrete-event (list-schedule) simulation of the actual schedules: every component
+  runs its own actions in order, an action starts when its device is free and, for a
+  receive, when the matching message has arrived. There is no barrier between steps, so
+  step s+1 starts on a device as soon as that device finished step s: local learning
+  pipelines across steps exactly as it would on K devices. :func:`critical_path`.
+
+Durations come either from a cost model applied to the schedules (:class:`ComputeCosts`,
+the accounting that :mod:`interlock.emulate` sleeps by, or any ``action -> seconds``
+callable) or from measured :class:`~interlock.worker.ActionRecord` lists.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, Union
+
+from . import schedule as S
+from .worker import ActionRecord
+
+__all__ = [
+    "paper_time_units",
+    "end_to_end_time_units",
+    "local_time_units",
+    "ComputeCosts",
+    "Makespan",
+    "critical_path",
+    "work_from_costs",
+    "work_from_records",
+    "predict",
+]
+
+logger = logging.getLogger(__name__)
+
+# One component's work: its actions in execution order (all steps, one after the other),
+# each with the seconds it occupies the component's device.
+Work = list[list[tuple[S.Action, float]]]
+
+
+# -- the paper's closed forms -------------------------------------------------------------
+
+
+def paper_time_units(*, components: int, steps: int, n: int) -> int:
+    """Gomez et al. 2022, Fig. 2: n-wise interlocking takes 2bn + a - n units.
+
+    a = ``components`` (accelerators), b = ``steps``; one component's forward is 1 unit
+    and its backward 1 unit. n = 1 is local learning (2b + a - 1), n = a end-to-end (2ab).
+    """
+    a, b = _positive_int("components", components), _positive_int("steps", steps)
+    n = _positive_int("n", n)
+    if n > a:
+        raise ValueError(f"n={n} exceeds the {a} components; use n <= {a}")
+    return 2 * b * n + a - n
+
+
+def end_to_end_time_units(*, components: int, steps: int) -> int:
+    """Backprop across ``components`` accelerators: 2ab units (one device busy at a time)."""
+    return paper_time_units(components=components, steps=steps, n=components)
+
+
+def local_time_units(*, components: int, steps: int) -> int:
+    """Local (1-wise) learning: 2b + a - 1 units (a pipeline that fills once)."""
+    return paper_time_units(components=components, steps=steps, n=1)
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r}: must be an integer >= 1")
+    return value
+
+
+# -- cost model ---------------------------------------------------------------------------
+
+
+def _seconds(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}={value!r}: must be a finite number of seconds >= 0")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class ComputeCosts:
+    """Seconds per action, with the backward-pass accounting of emulated blocks.
+
+    A backward pass through a block is charged by what it computes:
+
+    - ``InputGrad`` (input gradient only): ``input_grad_s``. A batched InputGrad of several
+      streams is one call and is charged once (an emulated block cannot see the batch).
+    - ``FullGrad`` (input and weight gradients in one pass): ``input_grad_s + weight_grad_s``.
+    - ``WeightGrad`` (weight gradient only): ``weight_grad_s`` if an input gradient was
+      already computed through this component's graph earlier in the step (zero-bubble
+      style: the intermediate gradients are reused), else ``input_grad_s + weight_grad_s``
+      (a multi-layer block must still propagate through its internal layers).
+
+    The reuse rule is per graph, not per stream: under n-wise "furthest", a component's
+    InputGrad (its own loss) and WeightGrad (the loss above) carry different vectors, so
+    on real hardware the weight pass would not find all its intermediates. The charge is
+    thus optimistic there; it is the rule :class:`interlock.emulate.EmulatedBlock` sleeps
+    by, so predictions and emulated measurements agree. (With the whole backward in the
+    input part, n-wise then takes 2bn + a - n - 1 units, one less than the paper; reuse
+    per stream gives the paper's 2bn + a - n exactly: see tests/test_clock.py.)
+
+    With ``forward_s=1`` and ``input_grad_s + weight_grad_s = 1`` every component's plain
+    backward (FullGrad, or a lone WeightGrad) is 1 unit: the paper's accounting, under
+    which end-to-end and local schedules reproduce 2ab and 2b + a - 1 exactly.
+    ``head_s`` (HeadLoss), ``message_s`` (the local cost of each send and receive; the
+    wait for a message is simulated, its flight time is ``latency_s`` of :func:`critical_path`)
+    and ``update_s`` default to 0.
+    """
+
+    forward_s: float
+    input_grad_s: float
+    weight_grad_s: float
+    head_s: float = 0.0
+    message_s: float = 0.0
+    update_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("forward_s", "input_grad_s", "weight_grad_s", "head_s", "message_s", "update_s"):
+            object.__setattr__(self, name, _seconds(name, getattr(self, name)))
+
+    @classmethod
+    def units(cls, *, split: float = 0.5) -> "ComputeCosts":
+        """The paper's units: forward 1, backward 1, of which ``split`` is the input-gradient part."""
+        if not 0.0 <= split <= 1.0:
+            raise ValueError(f"split={split!r}: the input-gradient share of a backward pass must be in [0, 1]")
+        return cls(forward_s=1.0, input_grad_s=split, weight_grad_s=1.0 - split)
+
+    def durations(self, schedule: Sequence[S.Action]) -> tuple[float, ...]:
+        """Seconds of each action of one step's ``schedule`` (one component)."""
+        out = []
+        input_done = False  # an input gradient went through this step's graph already
+        for action in schedule:
+            if isinstance(action, S.Forward):
+                d = self.forward_s
+            elif isinstance(action, S.HeadLoss):
+                d = self.head_s
+            elif isinstance(action, S.InputGrad):
+                d, input_done = self.input_grad_s, True
+            elif isinstance(action, S.FullGrad):
+                d, input_done = self.input_grad_s + self.weight_grad_s, True
+            elif isinstance(action, S.WeightGrad):
+                d = self.weight_grad_s + (0.0 if input_done else self.input_grad_s)
+            elif isinstance(action, (S.RecvActivation, S.RecvStream, S.SendActivation, S.SendStream)):
+                d = self.message_s
+            elif isinstance(action, S.Update):
+                d = self.update_s
+            else:
+                raise ValueError(f"ComputeCosts has no charge for action {action!r}; extend ComputeCosts.durations")
+            out.append(d)
+        return tuple(out)
+
+
+# Anything with .durations(schedule) (ComputeCosts), or a context-free action -> seconds.
+class _Durations(Protocol):
+    def durations(self, schedule: Sequence[S.Action]) -> Sequence[float]: ...
+
+
+Costs = Union[_Durations, Callable[[S.Action], float]]
+
+
+# -- the critical-path simulation --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Makespan:
+    """A simulated parallel run: one device per component.
+
+    ``makespan_s``: when the last action ends (the run starts at 0). ``busy_s[k]``: time
+    component k+1 spent running actions; ``idle_s[k] = makespan_s - busy_s[k]`` (waiting
+    for messages, and done early). ``records``: every action's simulated start and end, in
+    the order they were placed, ready for :mod:`interlock.trace`.
+    """
+
+    makespan_s: float
+    busy_s: tuple[float, ...]
+    idle_s: tuple[float, ...]
+    records: tuple[ActionRecord, ...]
+
+    @property
+    def num_components(self) -> int:
+        return len(self.busy_s)
+
+
+def _message_in(k: int, action: S.Action) -> tuple[int, tuple] | None:
+    """(source component, tag) of the message this action waits for, or None."""
+    if isinstance(action, S.RecvActivation):
+        return k - 1, S.ACTIVATION_TAG
+    if isinstance(action, S.RecvStream):
+        return k + 1, S.stream_tag(action.loss, action.hops_left)
+    return None
+
+
+def _message_out(k: int, action: S.Action) -> tuple[int, tuple] | None:
+    """(destination component, tag) of the message this action sends, or None."""
+    if isinstance(action, S.SendActivation):
+        return k + 1, S.ACTIVATION_TAG
+    if isinstance(action, S.SendStream):
+        return k - 1, S.stream_tag(action.loss, action.hops_left)
+    return None
+
+
+def critical_path(work: Sequence[Sequence[tuple[S.Action, float]]], *, latency_s: float = 0.0) -> Makespan:
+    """Simulate ``work`` on one device per component and return when it finishes.
+
+    ``work[k]``: component k's (action, seconds) pairs in execution order, all steps one
+    after the other (see :func:`work_from_costs`, :func:`work_from_records`). A receive
+    starts when its device is free and the matching send has ended plus ``latency_s``;
+    messages match per channel in FIFO order and must carry the tag the receive expects.
+    Every other action starts when its device is free. Raises ValueError if the work
+    deadlocks or a message goes to a component that does not exist.
+    """
+    latency_s = _seconds("latency_s", latency_s)
+    K = len(work)
+    if K < 1:
+        raise ValueError("critical_path needs the work of at least one component")
+    for k, actions in enumerate(work):
+        for i, (action, d) in enumerate(actions):
+            if not isinstance(action, S.Action):
+                raise ValueError(f"work[{k}][{i}] holds {action!r}, not an interlock.schedule action")
+            _seconds(f"work[{k}][{i}] duration", d)
+            for other, _ in filter(None, (_message_in(k, action), _message_out(k, action))):
+                if not 0 <= other < K:
+                    raise ValueError(
+                        f"component {k + 1}'s {action.kind} talks to component {other + 1}, "
+                        f"but the work covers components 1..{K}"
+                    )
+
+    channels: dict[tuple[int, int], deque[tuple[tuple, float]]] = defaultdict(deque)  # (src, dst) -> (tag, arrival)
+    pcs, free, busy = [0] * K, [0.0] * K, [0.0] * K
+    placed: list[ActionRecord] = []
+    remaining = sum(len(a) for a in work)
+    # The start times are the earliest-start solution of a DAG (each device's order is
+    # fixed), so the order in which devices are advanced here does not change them.
+    while remaining:
+        progressed = False
+        for k in range(K):
+            actions = work[k]
+            while pcs[k] < len(actions):
+                action, d = actions[pcs[k]]
+                start = free[k]
+                need = _message_in(k, action)
+                if need is not None:
+                    src, tag = need
+                    queue = channels[(src, k)]
+                    if not queue:
+                        break  # the message is not sent yet; advance other devices first
+                    got, arrival = queue.popleft()
+                    if got != tag:
+                        raise ValueError(
+                            f"component {k + 1}'s {action.kind} expects {tag} from component {src + 1}, "
+                            f"but the next message on that channel is {got}: the schedules disagree"
+                        )
+                    start = max(start, arrival)
+                end = start + float(d)
+                out = _message_out(k, action)
+                if out is not None:
+                    dst, tag = out
+                    channels[(k, dst)].append((tag, end + latency_s))
+                placed.append(ActionRecord(k, action, start, end))
+                free[k] = end
+                busy[k] += float(d)
+                pcs[k] += 1
+                remaining -= 1
+                progressed = True
+        if not progressed:
+            waiting = {k + 1: work[k][pcs[k]][0] for k in range(K) if pcs[k] < len(work[k])}
+            raise ValueError(f"the work deadlocks: components wait for messages never sent: {waiting}")
+
+    unreceived = {ch: len(q) for ch, q in channels.items() if q}
+    if unreceived:
+        # Not fatal (a truncated run), but a sign the work does not match the schedules.
+        logger.warning("critical_path: messages sent but never received, per (src, dst) channel (0-based): %s", unreceived)
+    makespan = max(free)
+    return Makespan(
+        makespan_s=makespan,
+        busy_s=tuple(busy),
+        idle_s=tuple(makespan - b for b in busy),
+        records=tuple(placed),
+    )
+
+
+# -- building the work -------------------------------------------------------------------
+
+
+def work_from_costs(schedules: Sequence[Sequence[S.Action]], costs: Costs, *, steps: int) -> Work:
+    """``steps`` repetitions of each component's one-step schedule, priced by ``costs``.
+
+    ``costs``: a :class:`ComputeCosts` (or anything with ``durations(schedule)``), or a
+    callable ``action -> seconds`` for context-free prices.
+    """
+    steps = _positive_int("steps", steps)
+    work: Work = []
+    for k, schedule in enumerate(schedules):
+        schedule = tuple(schedule)
+        if hasattr(costs, "durations"):
+            durations = tuple(costs.durations(schedule))
+        elif callable(costs):
+            durations = tuple(costs(a) for a in schedule)
+        else:
+            raise ValueError(f"costs must be a ComputeCosts or a callable action -> seconds, got {costs!r}")
+        if len(durations) != len(schedule):
+            raise ValueError(f"costs gave {len(durations)} durations for component {k + 1}'s {len(schedule)} actions")
+        one_step = [(a, _seconds(f"cost of {a!r}", d)) for a, d in zip(schedule, durations)]
+        work.append(one_step * steps)
+    return work
+
+
+_RECEIVES = (S.RecvActivation, S.RecvStream)
+
+
+def work_from_records(
+    records: Sequence[ActionRecord], *, mode: Literal["replay", "mean"] = "replay", steps: int | None = None
+) -> Work:
+    """The work measured in ``records`` (one or more whole steps of every component).
+
+    ``mode="replay"``: every measured step with its own durations, in order (``steps``
+    must be None). ``mode="mean"``: each action's mean duration over the measured steps,
+    repeated ``steps`` times (default: as many as were measured).
+
+    A measured receive lasts as long as it waited for its sender, which is exactly what
+    the simulation decides anew, so receives are charged 0 (model the flight time with
+    ``latency_s``). Sends keep their measured durations.
+    """
+    if mode not in ("replay", "mean"):
+        raise ValueError(f"mode={mode!r}: use 'replay' (measured steps in order) or 'mean' (per-action means)")
+    if mode == "replay" and steps is not None:
+        raise ValueError("replay reuses the measured steps as they are; pass steps only with mode='mean'")
+    if not records:
+        raise ValueError("no records: run some steps with record=True and pass their .records")
+    by_component: dict[int, list[ActionRecord]] = defaultdict(list)
+    for r in records:
+        by_component[r.component].append(r)
+    K = max(by_component) + 1
+    missing = sorted(set(range(K)) - set(by_component))
+    if missing:
+        raise ValueError(f"the records lack components {[k + 1 for k in missing]}; pass every component's records")
+
+    work: Work = []
+    for k in range(K):
+        measured = _split_steps(k, sorted(by_component[k], key=lambda r: r.start_s))
+        priced = [[(r.action, 0.0 if isinstance(r.action, _RECEIVES) else max(r.duration_s, 0.0)) for r in step] for step in measured]
+        if mode == "replay":
+            work.append([pair for step in priced for pair in step])
+        else:
+            count = len(priced) if steps is None else _positive_int("steps", steps)
+            mean = [(a, sum(step[i][1] for step in priced) / len(priced)) for i, (a, _) in enumerate(priced[0])]
+            work.append(mean * count)
+    return work
+
+
+def _split_steps(k: int, records: list[ActionRecord]) -> list[list[ActionRecord]]:
+    # Every schedule ends with its Update, so Updates mark the step boundaries.
+    steps, current = [], []
+    for r in records:
+        current.append(r)
+        if isinstance(r.action, S.Update):
+            steps.append(current)
+            current = []
+    if current or not steps:
+        raise ValueError(
+            f"component {k + 1}'s records do not end with an Update: pass whole steps "
+            f"(every record of each step, e.g. all of StepResult.records)"
+        )
+    first = [r.action for r in steps[0]]
+    for s, step in enumerate(steps[1:], start=2):
+        if [r.action for r in step] != first:
+            raise ValueError(f"component {k + 1} ran different actions in step {s} than in step 1; the records must repeat one schedule")
+    return steps
+
+
+def predict(
+    schedules: Sequence[Sequence[S.Action]], costs: Costs, *, steps: int, latency_s: float = 0.0
+) -> Makespan:
+    """Critical-path makespan of ``steps`` steps of ``schedules`` priced by ``costs``."""
+    return critical_path(work_from_costs(schedules, costs, steps=steps), latency_s=latency_s)

@@ -1,0 +1,164 @@
+"""Emulated compute: blocks whose work is a sleep, so K processes overlap on a few CPU cores.
+
+``time.sleep`` releases the CPU, so four component processes sleeping "in parallel" on
+two cores take as long as one: schedule efficiency (how well a strategy pipelines) can be
+measured on a small machine without real compute getting in the way.
+
+The accounting, per emulated block and training step (the same as
+:class:`interlock.clock.ComputeCosts`, so predictions and measurements agree):
+
+- forward: ``forward_s``;
+- a backward pass asking only the input gradient: ``input_grad_s``;
+- a backward pass asking both gradients: ``input_grad_s + weight_grad_s``;
+- a backward pass asking only the weight gradient: ``weight_grad_s`` if an earlier pass on
+  this step's graph already computed an input gradient (zero-bubble style: the
+  intermediate gradients are reused), else ``input_grad_s + weight_grad_s`` (a multi-layer
+  block must still propagate through its internal layers to reach their weights).
+
+So with ``forward_s = input_grad_s + weight_grad_s = 1`` unit, local (1-wise) learning
+costs 2 units per component and step, forward 1 and backward 1, as in the paper's model.
+What a pass asks is read from the autograd engine during the backward, not from
+``ctx.needs_input_grad``: the latter is fixed at forward time (whether the input
+required grad) and cannot tell ``autograd.grad(out, a_in)`` from
+``backward(inputs=params)``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from .clock import ComputeCosts
+from .net import ComponentNet
+
+__all__ = ["EmulatedBlock", "emulated_net", "emulated_batch", "emulated_costs"]
+
+
+class _SleepyScale(torch.autograd.Function):
+    """y = x * w (w broadcast over the last dim); the backward sleeps by the accounting above."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, costs: ComputeCosts) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.costs = costs
+        ctx.input_done = False  # an input gradient went through this graph (this step's forward)
+        return x * w
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        want_input, want_weight = _asked(ctx)
+        costs: ComputeCosts = ctx.costs
+        seconds = costs.input_grad_s if want_input else 0.0
+        if want_weight:
+            reuse = want_input or ctx.input_done
+            seconds += costs.weight_grad_s + (0.0 if reuse else costs.input_grad_s)
+        ctx.input_done = ctx.input_done or want_input
+        time.sleep(seconds)
+        x, w = ctx.saved_tensors
+        grad_x = grad * w if want_input else None
+        grad_w = (grad * x).reshape(-1, w.shape[0]).sum(0) if want_weight else None
+        return grad_x, grad_w, None
+
+
+def _asked(ctx) -> tuple[bool, bool]:
+    """(input gradient wanted, weight gradient wanted) by the backward pass now running.
+
+    The engine knows which graph nodes this pass will execute; the nodes feeding x and w
+    are non-leaf views (see EmulatedBlock.forward), which the engine can be asked about
+    inside ``autograd.grad`` too (it refuses to answer for leaves there).
+    """
+    return tuple(fn is not None and torch._C._will_engine_execute_node(fn) for fn, _ in ctx.next_functions)
+
+
+class EmulatedBlock(nn.Module):
+    """A block whose forward and backward sleep set times; computes ``x * w`` over the last dim.
+
+    ``w`` is a real parameter of shape (features,) (ones at first), so a weight gradient
+    exists and optimizers have something to update. Input (..., features), output alike.
+    On the meta device (``ComponentNet.check``'s dry run) nothing sleeps.
+    """
+
+    def __init__(self, *, forward_s: float, input_grad_s: float, weight_grad_s: float, features: int) -> None:
+        super().__init__()
+        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+            raise ValueError(f"features={features!r}: must be an integer >= 1")
+        # ComputeCosts validates the times (finite, >= 0) and is the accounting the clock uses.
+        self.costs = ComputeCosts(forward_s=forward_s, input_grad_s=input_grad_s, weight_grad_s=weight_grad_s)
+        self.features = features
+        self.weight = nn.Parameter(torch.ones(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., features) -> (..., features)
+        if x.shape[-1] != self.features:
+            raise ValueError(f"EmulatedBlock expects inputs of shape (..., {self.features}), got {tuple(x.shape)}")
+        if x.device.type != "meta":
+            time.sleep(self.costs.forward_s)
+        # Views make the nodes feeding the product non-leaves, so _asked works under autograd.grad.
+        return _SleepyScale.apply(x.view_as(x), self.weight.view_as(self.weight), self.costs)
+
+    def extra_repr(self) -> str:
+        c = self.costs
+        return f"features={self.features}, forward_s={c.forward_s}, input_grad_s={c.input_grad_s}, weight_grad_s={c.weight_grad_s}"
+
+
+def _split(backward_s: float, split: float) -> tuple[float, float]:
+    if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0.0 <= split <= 1.0:
+        raise ValueError(f"split={split!r}: the input-gradient share of a backward pass must be in [0, 1]")
+    return split * backward_s, (1.0 - split) * backward_s
+
+
+def emulated_costs(*, forward_s: float, backward_s: float, split: float = 0.5) -> ComputeCosts:
+    """The clock's cost model for :func:`emulated_net` with the same arguments (heads, messages, updates: 0)."""
+    input_grad_s, weight_grad_s = _split(backward_s, split)
+    return ComputeCosts(forward_s=forward_s, input_grad_s=input_grad_s, weight_grad_s=weight_grad_s)
+
+
+def emulated_net(
+    components: int,
+    *,
+    forward_s: float,
+    backward_s: float,
+    split: float = 0.5,
+    features: int = 8,
+    classes: int = 4,
+    seed: int = 0,
+) -> ComponentNet:
+    """K emulated components, each with a cheap linear head (negligible next to the sleeps).
+
+    Each component's forward sleeps ``forward_s``, its full backward ``backward_s``, of
+    which ``split`` is the input-gradient part. ``seed`` fixes the heads' initial weights
+    (without touching the global RNG), so every process builds the same network.
+    """
+    if isinstance(components, bool) or not isinstance(components, int) or components < 1:
+        raise ValueError(f"components={components!r}: must be an integer >= 1")
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
+        raise ValueError(f"classes={classes!r}: must be an integer >= 2")
+    input_grad_s, weight_grad_s = _split(backward_s, split)
+    blocks = [
+        EmulatedBlock(forward_s=forward_s, input_grad_s=input_grad_s, weight_grad_s=weight_grad_s, features=features)
+        for _ in range(components)
+    ]
+    g = torch.Generator().manual_seed(seed)
+    heads = []
+    for _ in range(components):
+        head = nn.Linear(features, classes)
+        with torch.no_grad():
+            head.weight.copy_(torch.randn(classes, features, generator=g) / features**0.5)
+            head.bias.zero_()
+        heads.append(head)
+    return ComponentNet(blocks=blocks, heads=heads)
+
+
+def emulated_batch(batch: int, *, features: int = 8, classes: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random batch (x: (batch, features), y: (batch,) class indices) for :func:`emulated_net`.
+
+    The values do not matter for emulated timing, only the sleeps do; they are seeded so
+    that every process (and every engine) sees the same batch.
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch={batch!r}: must be an integer >= 1")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, features, generator=g)
+    y = torch.randint(0, classes, (batch,), generator=g)
+    return x, y

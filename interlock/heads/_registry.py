@@ -1,0 +1,82 @@
+"""The head registry and the checks every head builder shares (in_shape kinds, options)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+__all__ = ["register", "names", "create", "image_shape", "token_shape", "check_options", "positive_int"]
+
+HeadBuilder = Callable[..., nn.Module]
+_HEADS: dict[str, HeadBuilder] = {}
+
+
+def register(name: str) -> Callable[[HeadBuilder], HeadBuilder]:
+    """Decorator: ``@register("mlp")`` on ``builder(*, in_shape, num_classes, **options) -> nn.Module``."""
+
+    def add(builder: HeadBuilder) -> HeadBuilder:
+        if name in _HEADS:
+            raise ValueError(f"head {name!r} is registered twice; pick another name")
+        _HEADS[name] = builder
+        return builder
+
+    return add
+
+
+def names() -> list[str]:
+    """Registered head names, sorted."""
+    return sorted(_HEADS)
+
+
+def create(name: str, *, in_shape: Sequence[int], num_classes: int, **kw) -> nn.Module:
+    """Head ``name`` mapping a component's output (B, *in_shape) to predictions.
+
+    ``in_shape`` is the component's output shape without the batch: (C, H, W) for images,
+    (T, C) for tokens, (C,) for feature vectors. Predictions are (B, num_classes), or
+    (B, T, num_classes) for tokens (num_classes is then the vocabulary size).
+    """
+    if name not in _HEADS:
+        raise ValueError(f"unknown head {name!r}; known heads: {', '.join(names())}")
+    builder = _HEADS[name]
+    shape = tuple(in_shape)
+    if not shape or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in shape):
+        raise ValueError(f"head {name!r}: in_shape={tuple(in_shape)} must be positive ints without the batch, e.g. (C, H, W) or (T, C)")
+    positive_int(num_classes, "num_classes", f"head {name!r}")
+    check_options(builder, kw, f"head {name!r}", reserved=("in_shape", "num_classes"))
+    return builder(in_shape=shape, num_classes=num_classes, **kw)
+
+
+def check_options(builder: Callable, kw: dict, what: str, *, reserved: Sequence[str] = ()) -> None:
+    """ValueError (not TypeError) naming the options ``builder`` accepts when ``kw`` has others."""
+    params = inspect.signature(builder).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    options = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in reserved]
+    unknown = sorted(set(kw) - set(options))
+    if unknown:
+        raise ValueError(f"{what} does not take option(s) {', '.join(unknown)}; its options are: {', '.join(options) or 'none'}")
+
+
+def positive_int(value, name: str, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{what}: {name}={value!r} must be a positive int")
+    return value
+
+
+def image_shape(in_shape: tuple[int, ...], head: str) -> tuple[int, int, int]:
+    """(C, H, W) or a ValueError saying which heads take other inputs."""
+    if len(in_shape) != 3:
+        raise ValueError(
+            f"head {head!r} needs an image input in_shape=(C, H, W); got {in_shape}. "
+            f"For tokens (T, C) use 'linear' or 'transformer'; for vectors (C,) use 'linear'"
+        )
+    return in_shape  # type: ignore[return-value]
+
+
+def token_shape(in_shape: tuple[int, ...], head: str) -> tuple[int, int]:
+    """(T, C) or a ValueError."""
+    if len(in_shape) != 2:
+        raise ValueError(f"head {head!r} needs a token input in_shape=(T, C); got {in_shape}; for images use e.g. 'linear', 'conv', 'mlp'")
+    return in_shape  # type: ignore[return-value]

@@ -1,0 +1,243 @@
+"""The clock: the paper's closed forms, and the critical-path simulation of our schedules.
+
+Unit accounting (ComputeCosts.units): Forward 1; a backward pass 1 split into its
+input-gradient part (``split``) and weight-gradient part (1 - split); FullGrad costs both
+parts (1); a WeightGrad costs only its weight part if an input gradient already went
+through the component's graph this step, else both parts (1); HeadLoss, sends,
+receives and Update cost 0. So every plain backward is 1 unit, as in the paper.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import interlock as il
+from interlock import schedule as S
+from interlock.clock import (
+    ComputeCosts,
+    critical_path,
+    end_to_end_time_units,
+    local_time_units,
+    paper_time_units,
+    predict,
+    work_from_costs,
+    work_from_records,
+)
+from interlock.worker import ActionRecord
+
+
+def schedules(strategy, K, *, batch_streams=False):
+    plan = strategy.plan(K)
+    return [S.build_schedule(plan, k, has_head=True, batch_streams=batch_streams) for k in range(K)]
+
+
+def makespan(strategy, K, steps, costs):
+    return predict(schedules(strategy, K), costs, steps=steps).makespan_s
+
+
+# -- closed forms -----------------------------------------------------------------------------
+
+
+def test_closed_forms_by_hand():
+    assert end_to_end_time_units(components=3, steps=2) == 12  # 2ab
+    assert local_time_units(components=4, steps=5) == 13  # 2b + a - 1
+    assert paper_time_units(components=4, steps=3, n=2) == 14  # 2bn + a - n
+    assert paper_time_units(components=4, steps=3, n=4) == end_to_end_time_units(components=4, steps=3)
+    assert paper_time_units(components=4, steps=3, n=1) == local_time_units(components=4, steps=3)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(components=3, steps=2, n=4), r"n=4 exceeds the 3 components; use n <= 3"),
+    (dict(components=0, steps=2, n=1), r"components=0: must be an integer >= 1"),
+    (dict(components=3, steps=True, n=1), r"steps=True: must be an integer >= 1"),
+    (dict(components=3, steps=2, n=1.5), r"n=1.5: must be an integer >= 1"),
+])
+def test_closed_forms_validate(kw, match):
+    with pytest.raises(ValueError, match=match):
+        paper_time_units(**kw)
+
+
+# -- our schedules under the paper's accounting ---------------------------------------------
+
+
+@pytest.mark.parametrize("split", [0.5, 1.0])
+def test_end_to_end_and_local_match_the_paper(split):
+    # End-to-end uses FullGrads and one lone WeightGrad (component 1); local uses lone
+    # WeightGrads: every backward is 1 unit whatever the split, as the paper counts it.
+    costs = ComputeCosts.units(split=split)
+    for a in range(1, 6):
+        for b in range(1, 5):
+            assert makespan(il.EndToEnd(), a, b, costs) == end_to_end_time_units(components=a, steps=b)
+            assert makespan(il.Local(), a, b, costs) == local_time_units(components=a, steps=b)
+
+
+class PerStreamCosts:
+    """Unit costs where a weight pass reuses intermediates only of streams whose input
+    gradient this component computed this step (ComputeCosts reuses them per graph)."""
+
+    def durations(self, schedule):
+        seen, out = set(), []
+        for a in schedule:
+            if isinstance(a, S.InputGrad):
+                seen.update(a.losses)
+            elif isinstance(a, S.FullGrad):
+                seen.add(a.loss)
+            cost = {S.Forward: 1.0, S.InputGrad: 1.0, S.FullGrad: 1.0}.get(type(a), 0.0)
+            if isinstance(a, S.WeightGrad):
+                cost = 0.0 if set(a.losses) <= seen else 1.0
+            out.append(cost)
+        return out
+
+
+def test_n_wise_without_split_is_one_unit_under_the_paper():
+    # Paper: each group of n components is backprop over n components, 2n units a step,
+    # plus a - n to fill the pipeline: 2bn + a - n. Ours with the whole backward in the
+    # input-gradient part (split=1: InputGrad 1, a weight pass after it 0):
+    # - the period is the same 2n: component 1 forwards, the n-1 above it forward (n), the
+    #   stream L_n comes back through n-1 input passes (n-1), and component 1's weight
+    #   pass is a lone one (it forwards no stream), 1 unit;
+    # - the component that finishes last, a-n+1, ends its step with the weight pass of the
+    #   top stream L_a after input passes for the streams it forwards; its intermediates
+    #   count as reused (per graph), so that pass costs 0 where the paper charges 1.
+    # Hence 2bn + a - n - 1 for 1 < n < a.
+    costs = ComputeCosts.units(split=1.0)
+    for a in range(3, 7):
+        for n in range(2, a):
+            for b in range(1, 5):
+                paper = paper_time_units(components=a, steps=b, n=n)
+                assert makespan(il.Interlocking(n), a, b, costs) == paper - 1, (a, n, b)
+    # The reuse is the whole difference: charging it per stream gives the paper exactly.
+    for a in range(1, 7):
+        for n in range(1, a + 1):
+            for b in range(1, 5):
+                assert makespan(il.Interlocking(n), a, b, PerStreamCosts()) == paper_time_units(components=a, steps=b, n=n)
+
+
+def test_weight_gradient_split_beats_the_paper():
+    # Input and weight passes 0.5 each. The period is component 1's cycle: n forwards,
+    # n-1 half-unit input passes, its lone weight pass 1: 1.5n + 0.5 per step (the cycle
+    # through the top component's FullGrad, n + 2 + 0.5(n-3), is as long). The last to
+    # finish, component a-n+1, ends a - n after component 1's period boundary:
+    # b(1.5n + 0.5) + a - n, against the paper's 2bn + a - n.
+    costs = ComputeCosts.units(split=0.5)
+    for a in range(3, 7):
+        for n in range(2, a):
+            for b in range(1, 5):
+                got = makespan(il.Interlocking(n), a, b, costs)
+                assert got == b * (1.5 * n + 0.5) + a - n, (a, n, b)
+                assert got < paper_time_units(components=a, steps=b, n=n)
+    assert makespan(il.Interlocking(2), 4, 3, costs) == 12.5  # 2-wise, a=4, b=3: paper 14
+
+
+@pytest.mark.parametrize("mix", ["furthest", "sum"])
+@pytest.mark.parametrize("batch_streams", [False, True])
+def test_every_schedule_runs_and_lies_between_bounds(mix, batch_streams):
+    costs = ComputeCosts.units(split=0.5)
+    K, b = 4, 3
+    for n in range(1, K + 1):
+        sched = schedules(il.Interlocking(n, mix), K, batch_streams=batch_streams)
+        run = predict(sched, costs, steps=b)
+        serial = sum(sum(costs.durations(s)) for s in sched) * b
+        assert max(run.busy_s) <= run.makespan_s <= serial
+        assert all(abs(busy + idle - run.makespan_s) < 1e-12 for busy, idle in zip(run.busy_s, run.idle_s))
+        assert len(run.records) == sum(len(s) for s in sched) * b
+
+
+# -- the simulation by hand -----------------------------------------------------------------
+
+
+def test_local_two_components_by_hand():
+    run = predict(schedules(il.Local(), 2), ComputeCosts.units(), steps=2)
+    spans = {k: [(r.action.kind, r.start_s, r.end_s) for r in run.records if r.component == k] for k in (0, 1)}
+    assert spans[0] == [
+        ("Forward", 0, 1), ("SendActivation", 1, 1), ("HeadLoss", 1, 1), ("WeightGrad", 1, 2), ("Update", 2, 2),
+        ("Forward", 2, 3), ("SendActivation", 3, 3), ("HeadLoss", 3, 3), ("WeightGrad", 3, 4), ("Update", 4, 4),
+    ]
+    # Component 2 starts step 2 when step 2's activation arrives (3), not when it is free (3 too: no barrier).
+    assert spans[1] == [
+        ("RecvActivation", 1, 1), ("Forward", 1, 2), ("HeadLoss", 2, 2), ("WeightGrad", 2, 3), ("Update", 3, 3),
+        ("RecvActivation", 3, 3), ("Forward", 3, 4), ("HeadLoss", 4, 4), ("WeightGrad", 4, 5), ("Update", 5, 5),
+    ]
+    assert run.makespan_s == 5 and run.busy_s == (4, 4) and run.idle_s == (1, 1)
+
+
+def test_latency_delays_every_message():
+    # End-to-end, K=2, one step: F1 [0,1], activation lands at 1+L, F2 [1+L, 2+L],
+    # FullGrad [2+L, 3+L], the stream lands at 3+2L, component 1's WeightGrad ends at 4+2L.
+    run = predict(schedules(il.EndToEnd(), 2), ComputeCosts.units(), steps=1, latency_s=0.25)
+    assert run.makespan_s == 4.5
+    recv = [r for r in run.records if isinstance(r.action, S.RecvStream)]
+    assert [(r.start_s, r.end_s) for r in recv] == [(3.5, 3.5)]
+
+
+def test_steps_pipeline_without_a_barrier():
+    # Local, K=3, component 3 twice as slow: components 1 and 2 run ahead, so the run
+    # takes component 3's work after its first activation: 2 + 3 * 4 = 14, not 3 * (1 + 1 + 4).
+    sched = schedules(il.Local(), 3)
+    def cost(k):
+        return lambda a: (2.0 if k == 2 else 1.0) * (1.0 if isinstance(a, (S.Forward, S.WeightGrad)) else 0.0)
+    work = [work_from_costs([s], cost(k), steps=3)[0] for k, s in enumerate(sched)]
+    assert critical_path(work).makespan_s == 14
+
+
+def test_mismatched_tags_and_deadlocks_are_errors():
+    F = 1.0
+    mismatched = [
+        [(S.Forward(), F), (S.SendActivation(), 0.0), (S.RecvStream(1, 0), 0.0)],
+        [(S.RecvActivation(), 0.0), (S.Forward(), F), (S.SendStream(1, 1), 0.0)],
+    ]
+    with pytest.raises(ValueError, match=r"component 1's RecvStream expects \('stream', 1, 0\).*\('stream', 1, 1\)"):
+        critical_path(mismatched)
+    deadlocked = [[(S.Forward(), F)], [(S.RecvActivation(), 0.0), (S.Forward(), F)]]
+    with pytest.raises(ValueError, match=r"deadlocks.*2: RecvActivation"):
+        critical_path(deadlocked)
+    with pytest.raises(ValueError, match=r"talks to component 2, but the work covers components 1..1"):
+        critical_path([[(S.Forward(), F), (S.SendActivation(), 0.0)]])
+    with pytest.raises(ValueError, match=r"must be a finite number of seconds >= 0"):
+        critical_path([[(S.Forward(), -1.0)]])
+    with pytest.raises(ValueError, match=r"split=1.5"):
+        ComputeCosts.units(split=1.5)
+
+
+# -- work from measured records -------------------------------------------------------------
+
+
+def _records(durations_per_step):
+    """Synthetic records of Local, K=2, laid out one after the other (times do not matter, only durations)."""
+    sched = schedules(il.Local(), 2)
+    out, t = [], 0.0
+    for step in durations_per_step:
+        for k, s in enumerate(sched):
+            for a, d in zip(s, step[k]):
+                out.append(ActionRecord(k, a, t, t + d))
+                t += d + 0.5  # gaps (another component's turn) are not work
+    return sched, out
+
+
+def test_work_from_records_replays_and_averages():
+    # Per component: Recv?, Forward, Send?, HeadLoss, WeightGrad, Update.
+    step1 = [[1.0, 0.0, 0.0, 1.0, 0.0], [9.0, 2.0, 0.0, 1.0, 0.0]]  # component 2's receive "waited" 9 s
+    step2 = [[3.0, 0.0, 0.0, 1.0, 0.0], [5.0, 2.0, 0.0, 3.0, 0.0]]
+    sched, records = _records([step1, step2])
+    replay = work_from_records(records)
+    assert [d for _, d in replay[0]] == step1[0] + step2[0]
+    assert [d for _, d in replay[1]] == [0.0] + step1[1][1:] + [0.0] + step2[1][1:]  # receives charged 0
+    # Replay: component 1 [0,1] F, [1,2] WG, [2,5] F, [5,6] WG; component 2 F [1,3], WG [3,4], F [5,7], WG [7,10].
+    assert critical_path(replay).makespan_s == 10
+    mean = work_from_records(records, mode="mean", steps=3)
+    assert [d for _, d in mean[0]] == [2.0, 0.0, 0.0, 1.0, 0.0] * 3
+    assert [d for _, d in mean[1]] == [0.0, 2.0, 0.0, 2.0, 0.0] * 3
+    assert [a for a, _ in mean[1]] == list(sched[1]) * 3
+
+
+def test_work_from_records_validates():
+    sched, records = _records([[[1.0] * 5, [1.0] * 5]])
+    with pytest.raises(ValueError, match="do not end with an Update"):
+        work_from_records(records[:-1])
+    with pytest.raises(ValueError, match="lack components \\[1\\]"):
+        work_from_records([r for r in records if r.component == 1])
+    with pytest.raises(ValueError, match="pass steps only with mode='mean'"):
+        work_from_records(records, steps=2)
+    other = [ActionRecord(1, S.Forward(), 0.0, 1.0), ActionRecord(1, S.Update(), 1.0, 1.0)]
+    with pytest.raises(ValueError, match="component 2 ran different actions in step 2"):
+        work_from_records(records + [ActionRecord(0, a, 9.0, 9.0) for a in sched[0]] + other)

@@ -1,0 +1,130 @@
+"""Emulated compute: sleeps follow the accounting, and the clock predicts what they measure.
+
+Sleeps overshoot (scheduler latency on a shared machine), so timings are checked with a
+one-sided generous margin: never shorter than asked (less a little clock slack), at most
+SLACK longer. The sleeps are distinct enough (20/30/50 ms) that a wrong charge fails.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import interlock as il
+from interlock import clock
+from interlock.emulate import EmulatedBlock, emulated_batch, emulated_costs, emulated_net
+
+FWD, IN, W = 0.02, 0.03, 0.05
+SLACK = 0.015  # seconds a sleep may overshoot on a loaded machine
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def assert_took(seconds, expected):
+    assert expected - 1e-3 <= seconds <= expected + SLACK, f"took {seconds * 1e3:.1f} ms, expected {expected * 1e3:.1f} ms"
+
+
+def block():
+    return EmulatedBlock(forward_s=FWD, input_grad_s=IN, weight_grad_s=W, features=3)
+
+
+def test_passes_sleep_by_what_they_ask_and_give_exact_gradients():
+    b = block()
+    with torch.no_grad():
+        b.weight.copy_(torch.tensor([1.0, 2.0, -1.0]))
+    x = torch.tensor([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]], requires_grad=True)
+    g = torch.tensor([[1.0, 0.0, 2.0], [3.0, 1.0, -1.0]])
+
+    took, y = timed(lambda: b(x))
+    assert_took(took, FWD)
+    torch.testing.assert_close(y, x.detach() * b.weight.detach())
+
+    took, (gx,) = timed(lambda: torch.autograd.grad(y, x, g, retain_graph=True))  # input only
+    assert_took(took, IN)
+    torch.testing.assert_close(gx, g * torch.tensor([1.0, 2.0, -1.0]))
+
+    took, _ = timed(lambda: torch.autograd.backward(y, g, inputs=[b.weight], retain_graph=True))  # weight only, reusing
+    assert_took(took, W)
+    torch.testing.assert_close(b.weight.grad, torch.tensor([1 * 1 + 3 * 0.5, 0 * 2 + 1 * -1.0, 2 * 3 + -1 * 2.0]))
+
+    y2 = b(x)
+    took, _ = timed(lambda: torch.autograd.backward(y2, g, inputs=[b.weight], retain_graph=True))  # weight only, fresh graph
+    assert_took(took, IN + W)
+    took, _ = timed(lambda: torch.autograd.backward(y2, g, inputs=[x, b.weight]))  # both
+    assert_took(took, IN + W)
+
+
+def test_first_component_and_batched_streams():
+    b = block()
+    x = torch.randn(4, 3)  # the network input: no input gradient exists
+    y = b(x)
+    took, _ = timed(lambda: torch.autograd.backward(y, torch.ones_like(y), inputs=[b.weight]))
+    assert_took(took, IN + W)
+
+    a = torch.randn(4, 3, requires_grad=True)
+    y = b(a)
+    vs = torch.randn(2, 4, 3)  # two streams in one batched call: one input pass
+    took, (gs,) = timed(lambda: torch.autograd.grad(y, a, vs, is_grads_batched=True))
+    assert_took(took, IN)
+    torch.testing.assert_close(gs, vs * b.weight.detach())
+
+
+def test_dry_runs_do_not_sleep_and_bad_arguments_say_what_to_change():
+    net = emulated_net(3, forward_s=0.5, backward_s=0.5)
+    emulated_net(1, forward_s=0.0, backward_s=0.0).check(torch.randn(2, 8))  # the first meta dry run warms up slowly
+    took, _ = timed(lambda: net.check(torch.randn(2, 8)))  # meta device: no sleeps
+    assert took < 0.5
+    with pytest.raises(ValueError, match=r"forward_s=-1: must be a finite number of seconds >= 0"):
+        EmulatedBlock(forward_s=-1, input_grad_s=0, weight_grad_s=0, features=2)
+    with pytest.raises(ValueError, match=r"split=2: the input-gradient share"):
+        emulated_net(2, forward_s=0.0, backward_s=0.0, split=2)
+    with pytest.raises(ValueError, match=r"expects inputs of shape \(..., 8\)"):
+        net.blocks[0](torch.randn(2, 5))
+
+
+def test_sleeps_overlap_across_threads():
+    # What lets K processes overlap on 2 cores: a sleeping block holds neither CPU nor GIL.
+    b = EmulatedBlock(forward_s=0.1, input_grad_s=0.0, weight_grad_s=0.0, features=2)
+    threads = [threading.Thread(target=b, args=(torch.zeros(1, 2),)) for _ in range(4)]
+    took, _ = timed(lambda: ([t.start() for t in threads], [t.join() for t in threads]))
+    assert took < 0.1 + 0.05  # not 4 x 0.1
+
+
+def test_batch_is_seeded_and_shaped():
+    x, y = emulated_batch(5, features=6, classes=3, seed=7)
+    x2, y2 = emulated_batch(5, features=6, classes=3, seed=7)
+    assert x.shape == (5, 6) and y.shape == (5,) and int(y.min()) >= 0 and int(y.max()) < 3
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert not torch.equal(x, emulated_batch(5, features=6, classes=3, seed=8)[0])
+    a, b = emulated_net(2, forward_s=0, backward_s=0, seed=1), emulated_net(2, forward_s=0, backward_s=0, seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("strategy", [il.Local(), il.Interlocking(2), il.EndToEnd()], ids=lambda s: s.name)
+def test_engine_measurements_follow_the_clock(strategy):
+    K, fwd, bwd = 3, 0.02, 0.02
+    net = emulated_net(K, forward_s=fwd, backward_s=bwd, split=0.5)
+    engine = il.SimulatedEngine(net, strategy, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), loss_fn=F.cross_entropy)
+    x, y = emulated_batch(8, seed=0)
+    engine.step(x, y)  # warm-up (first calls of the head and optimizer)
+    records = [r for _ in range(2) for r in engine.step(x, y).records]
+    costs = emulated_costs(forward_s=fwd, backward_s=bwd, split=0.5)
+    for w in engine.workers:
+        expected = costs.durations(w.schedule) * 2
+        measured = [r for r in records if r.component == w.index]
+        assert [r.action for r in measured] == list(w.schedule) * 2
+        for r, e in zip(measured, expected):
+            assert e - 1e-3 <= r.duration_s <= e + SLACK, (w.index, r.action, r.duration_s, e)
+    schedules = [w.schedule for w in engine.workers]
+    predicted = clock.predict(schedules, costs, steps=2).makespan_s
+    from_records = clock.critical_path(clock.work_from_records(records, mode="replay")).makespan_s
+    # Every action overshoots a little; the critical path holds at most ~20 of them.
+    assert predicted - 1e-3 <= from_records <= predicted + 0.03
