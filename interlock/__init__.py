@@ -7,7 +7,8 @@
 """
 
 from . import clock, emulate, flops, heads, models, trace
-from .engines import SimulatedEngine, StepResult
+from .engines import DistributedEngine, PipelineEngine, SimulatedEngine, StepResult
+from .launch import run_local
 from .net import ComponentNet, group_blocks, parameter_count, partition_balanced, partition_uniform
 from .strategies import EndToEnd, GradientPlan, Interlocking, Local, Strategy
 
@@ -16,6 +17,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ComponentNet",
     "SimulatedEngine",
+    "DistributedEngine",
+    "PipelineEngine",
+    "run_local",
     "StepResult",
     "Strategy",
     "GradientPlan",

@@ -116,7 +116,7 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
         lr_scheduler=make_lr_factory(config.lr, total_steps),
         loss_weights=config.loss_weights,
         rng_seed=config.seed,  # dropout masks depend on (seed, step, component) only: resumable, engine-independent
-        record=False,
+        record=config.engine == "simulated",  # action timings feed the predicted K-device step time
     )
     if config.engine == "distributed":
         from .engines.distributed import DistributedEngine
@@ -151,34 +151,31 @@ def evaluate(engine, batches, *, num_classes: int, is_text: bool, device: str = 
         yf = y.flatten()
         valid = yf != IGNORE_INDEX  # text evaluation marks targets already scored by another window
         count += int(valid.sum())
-        # (K-1, N, C): softmax sums of the heads in each top-m ensemble; zeros where this process holds none.
-        probs = torch.zeros(K - 1, yf.numel(), num_classes, device=yf.device)
+        # (K, N, C): each head's softmax in its own slot, zeros where another process holds the head,
+        # so the reduction below is exact and every engine sums the ensembles in the same order.
+        probs = torch.zeros(K, yf.numel(), num_classes, device=yf.device) if K > 1 else None
         for k, out in enumerate(outs):
             if out is None:
                 continue
             logits = (out.flatten(0, 1) if is_text else out).float()  # (N, C)
             correct[k] += ((logits.argmax(-1) == yf) & valid).sum().item()
             loss_sum[k] += F.cross_entropy(logits, yf, reduction="sum").item()
-            if K > 1:
-                p = logits.softmax(-1)
-                for m in range(max(2, K - k), K + 1):  # head k is in the top m heads when k >= K - m
-                    probs[m - 2] += p
-        if K > 1:
+            if probs is not None:
+                probs[k] = logits.softmax(-1)
+        if probs is not None:
             probs = engine.all_reduce_sum(probs)
-            for m in range(2, K + 1):
-                if in_top[m - 2] == 0:
+            ens = torch.zeros_like(probs[0])
+            for m in range(1, K + 1):  # the top m heads: K-m+1..K
+                ens = ens + probs[K - m]
+                if m == 1 or in_top[m - 2] == 0 or not engine.is_main:  # scored once, on the main process
                     continue
-                ens = probs[m - 2] / in_top[m - 2]
-                correct[K + m - 2] += ((ens.argmax(-1) == yf) & valid).sum().item()
-                picked = ens.gather(1, yf.clamp_min(0)[:, None])[:, 0]
+                mean = ens / in_top[m - 2]
+                correct[K + m - 2] += ((mean.argmax(-1) == yf) & valid).sum().item()
+                picked = mean.gather(1, yf.clamp_min(0)[:, None])[:, 0]
                 loss_sum[K + m - 2] -= picked.clamp_min(1e-12).log()[valid].sum().item()
     net.train(was_training)
     correct = engine.all_reduce_sum(correct)
     loss_sum = engine.all_reduce_sum(loss_sum)
-    # Ensembles were scored identically on every process: undo the reduction's multiplicity.
-    procs = engine.all_reduce_sum(torch.ones((), dtype=torch.float64)).item()
-    correct[K:] /= procs
-    loss_sum[K:] /= procs
     row: dict = {}
     for k in range(K):
         ok = present[k] > 0
@@ -275,6 +272,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
     step = start
     last_eval: dict = {}
     window_losses: list[list[float]] = []
+    window_records: list = []
     # Step time is wall time per training step, data loading included, evaluation and checkpoints excluded.
     window_time, window_steps, train_time = 0.0, 0, 0.0
     end = total_steps if stop_after is None else min(total_steps, stop_after)
@@ -294,6 +292,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                         f"its last good checkpoint. Lower optim.lr (now {config.optim.lr}) or add warm-up (lr.warmup_steps)"
                     )
             window_losses.append(result.losses)
+            window_records.extend(result.records)
             step += 1
             window_steps += 1
             if step % config.log_every == 0 or step == end:
@@ -301,9 +300,12 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                 row = {"kind": "train", "step": step, "total_steps": total_steps, "epoch": step / task.steps_per_epoch,
                        "step_time_s": window_time / window_steps, "samples_per_s": window_steps * x.shape[0] / window_time,
                        "lr": engine_lr(engine)}
+                if window_records and hasattr(engine, "predicted_time"):
+                    # What K devices would need per step: the critical path of this window's measured actions.
+                    row["predicted_parallel_step_time_s"] = engine.predicted_time(window_records).makespan_s / window_steps
                 row.update({f"loss_{k + 1}": v for k, v in enumerate(losses)})
                 emit(row)
-                window_losses, window_time, window_steps = [], 0.0, 0
+                window_losses, window_records, window_time, window_steps = [], [], 0.0, 0
             if config.eval_every and step % config.eval_every == 0 and step < total_steps:
                 last_eval = do_eval(step, final=False)
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < end:
@@ -321,8 +323,8 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
 
 
 def engine_lr(engine) -> float:
-    k = engine.local_components[0]
-    return float(engine.workers[k].optimizer.param_groups[0]["lr"]) if hasattr(engine, "workers") else float("nan")
+    """The current learning rate of this process's first component."""
+    return float(engine.optimizers[engine.local_components[0]].param_groups[0]["lr"])
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> TrainConfig:

@@ -3,16 +3,27 @@
 A transport delivers tensors between components in FIFO order per (src, dst) channel,
 and checks that what arrives carries the tag the receiver's schedule expects: a
 mismatch means two schedules disagree, which is a bug worth a loud error.
+
+``InMemoryTransport`` serves the simulated engine (all components in one process);
+``TorchDistributedTransport`` serves the distributed engines (one process per
+component, torch.distributed point-to-point).
 """
 
 from __future__ import annotations
 
-from collections import deque
+import json
+import logging
+from collections import Counter, deque
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Protocol
 
 import torch
+import torch.distributed as dist
 
-__all__ = ["Transport", "InMemoryTransport", "TransportError"]
+__all__ = ["Transport", "InMemoryTransport", "TorchDistributedTransport", "TransportError"]
+
+logger = logging.getLogger(__name__)
 
 
 class TransportError(RuntimeError):
@@ -37,10 +48,12 @@ class InMemoryTransport:
     def __init__(self) -> None:
         self._queues: dict[tuple[int, int], deque[tuple[tuple, torch.Tensor]]] = {}
         self.messages_sent = 0
+        self.sent_by_kind: Counter[str] = Counter()  # tag[0] ("activation", "stream") -> messages
 
     def send(self, tensor: torch.Tensor, *, src: int, dst: int, tag: tuple) -> None:
         self._queues.setdefault((src, dst), deque()).append((tag, tensor.detach()))
         self.messages_sent += 1
+        self.sent_by_kind[str(tag[0])] += 1
 
     def ready(self, *, src: int, dst: int) -> bool:
         """Whether a message is waiting on channel (src, dst) (the simulated engine polls this)."""
@@ -58,3 +71,190 @@ class InMemoryTransport:
     def pending(self) -> int:
         """Messages sent but not received (zero after a complete step)."""
         return sum(len(q) for q in self._queues.values())
+
+
+# Point-to-point tags of the two messages that carry one tensor. They keep interlock's
+# messages apart from other p2p traffic on the same process group (e.g. pipelining's);
+# NCCL ignores tags and relies on the order, which the schedules fix.
+_HEADER_P2P_TAG = 7301
+_PAYLOAD_P2P_TAG = 7302
+HEADER_BYTES = 512
+
+
+class TorchDistributedTransport:
+    """One process per component: torch.distributed point-to-point (gloo on CPU, NCCL on GPU).
+
+    Each message is two point-to-point sends: a fixed-size header (the interlock tag,
+    dtype, shape and strides, as JSON in ``HEADER_BYTES`` bytes) and the payload. The
+    receiver allocates its buffer from the header, so shapes may change from step to
+    step (a smaller last batch) and the tag is checked before the payload is read.
+    Dense tensors keep their strides (e.g. channels_last), so the receiver computes with
+    the same memory layout, and the same rounding, as the simulated engine.
+
+    ``send`` never waits for the receiver (``isend``): a component runs ahead of the one
+    it feeds, which is what lets local learning pipeline. A gloo or NCCL send completes
+    only once the receiver has posted the matching receive, so the transport keeps the
+    handles (and the tensors) of its sends; when more than ``max_pending_sends`` are
+    outstanding, ``send`` waits for the oldest. That bounds the memory a component that
+    runs ahead holds, and bounds how many steps it can run ahead. ``flush`` waits for all.
+
+    ``ranks[k]`` is the global rank holding component k (default: rank k). ``group``
+    carries the payloads; ``header_group`` the headers (default ``group``; with NCCL
+    pass a gloo group, so headers stay on the CPU and decoding one costs no device sync).
+    ``device``: where received tensors are allocated. ``timeout_s``: how long a receive
+    or a send waits before failing (default: the process group's timeout).
+    """
+
+    def __init__(
+        self,
+        *,
+        ranks: Sequence[int] | None = None,
+        group: dist.ProcessGroup | None = None,
+        header_group: dist.ProcessGroup | None = None,
+        device: torch.device | str | None = None,
+        max_pending_sends: int = 32,
+        timeout_s: float | None = None,
+    ) -> None:
+        if not dist.is_available() or not dist.is_initialized():
+            raise RuntimeError(
+                "TorchDistributedTransport needs an initialised process group: call "
+                "torch.distributed.init_process_group first (the distributed engine does this for you)"
+            )
+        if isinstance(max_pending_sends, bool) or not isinstance(max_pending_sends, int) or max_pending_sends < 1:
+            raise ValueError(f"max_pending_sends={max_pending_sends!r}: give an integer >= 1")
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"timeout_s={timeout_s!r}: give a positive number of seconds, or None for the group's timeout")
+        self.ranks = tuple(range(dist.get_world_size())) if ranks is None else tuple(int(r) for r in ranks)
+        self.group = group
+        self.header_group = group if header_group is None else header_group
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.max_pending_sends = max_pending_sends
+        self._timeout = None if timeout_s is None else timedelta(seconds=timeout_s)
+        # Oldest first: (header work, payload work or None, header, payload). The tensors are
+        # kept alive here until their sends complete.
+        self._pending: deque[tuple] = deque()
+        self.messages_sent = 0
+        self.messages_received = 0
+        self.sent_by_kind: Counter[str] = Counter()  # tag[0] ("activation", "stream") -> messages
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send(self, tensor: torch.Tensor, *, src: int, dst: int, tag: tuple) -> None:
+        """Start sending ``tensor`` from component ``src`` to ``dst``; returns without waiting for ``dst``."""
+        peer = self._rank_of(dst)
+        payload, stride = _dense_flat(tensor.detach())
+        header = _encode_header(tag, tensor.dtype, tuple(tensor.shape), stride)
+        header_work = dist.isend(header, dst=peer, group=self.header_group, tag=_HEADER_P2P_TAG)
+        # An empty tensor has nothing to send (and gloo rejects zero-byte messages).
+        payload_work = (
+            dist.isend(payload, dst=peer, group=self.group, tag=_PAYLOAD_P2P_TAG) if payload.numel() else None
+        )
+        self._pending.append((header_work, payload_work, header, payload, src, dst, tag))
+        self.messages_sent += 1
+        self.sent_by_kind[str(tag[0])] += 1
+        if len(self._pending) > self.max_pending_sends:
+            logger.debug("component %d: %d sends outstanding; waiting for the oldest", src + 1, len(self._pending))
+            while len(self._pending) > self.max_pending_sends:
+                self._wait_oldest()
+
+    def outstanding_sends(self) -> int:
+        """Sends not yet known to be complete (the receiver may already hold some of them)."""
+        return len(self._pending)
+
+    def flush(self) -> None:
+        """Wait until every message sent so far has been received."""
+        while self._pending:
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        header_work, payload_work, _, _, src, dst, tag = self._pending.popleft()
+        what = f"component {src + 1} sending {tag} to component {dst + 1} (rank {self._rank_of(dst)})"
+        self._wait(header_work, what)
+        if payload_work is not None:
+            self._wait(payload_work, what)
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def recv(self, *, src: int, dst: int, tag: tuple) -> torch.Tensor:
+        """Receive the next tensor on channel (src, dst); TransportError if it is not tagged ``tag``."""
+        peer = self._rank_of(src)
+        what = f"component {dst + 1} waiting for {tag} from component {src + 1} (rank {peer})"
+        header = torch.empty(HEADER_BYTES, dtype=torch.uint8)
+        self._wait(dist.irecv(header, src=peer, group=self.header_group, tag=_HEADER_P2P_TAG), what)
+        got, dtype, shape, stride = _decode_header(header)
+        if got != tuple(tag):
+            raise TransportError(f"component {dst + 1} expected {tag} from component {src + 1} but received {got}")
+        out = torch.empty_strided(shape, stride, dtype=dtype, device=self.device)
+        flat, _ = _dense_flat(out)
+        if flat.numel():
+            self._wait(dist.irecv(flat, src=peer, group=self.group, tag=_PAYLOAD_P2P_TAG), what)
+        self.messages_received += 1
+        return out
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _rank_of(self, component: int) -> int:
+        if not 0 <= component < len(self.ranks):
+            raise TransportError(f"component {component + 1} does not exist: this transport knows {len(self.ranks)} components")
+        return self.ranks[component]
+
+    def _wait(self, work, what: str) -> None:
+        try:
+            if self._timeout is None:
+                work.wait()
+            else:
+                work.wait(timeout=self._timeout)
+        except Exception as err:  # a peer died or timed out: say which message was lost
+            raise TransportError(f"{what}: {err}") from err
+
+
+def _dense_flat(t: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """A 1-D view of ``t``'s elements in memory order, and the strides to rebuild ``t`` from it.
+
+    A dense tensor (contiguous or a permutation of it, e.g. channels_last) is sent as it
+    lies in memory; anything else (a strided slice) is made contiguous first.
+    """
+    if not _is_dense(t):
+        t = t.contiguous()
+    return t.as_strided((t.numel(),), (1,), t.storage_offset()), tuple(t.stride())
+
+
+def _is_dense(t: torch.Tensor) -> bool:
+    # Non-overlapping and dense: sorted by stride, each dimension's stride is the product
+    # of the sizes of the dimensions below it (dimensions of size 1 do not matter).
+    expected = 1
+    for size, stride in sorted(((s, st) for s, st in zip(t.shape, t.stride()) if s != 1), key=lambda p: p[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _encode_header(tag: tuple, dtype: torch.dtype, shape: tuple[int, ...], stride: tuple[int, ...]) -> torch.Tensor:
+    text = json.dumps([list(tag), str(dtype).removeprefix("torch."), list(shape), list(stride)], separators=(",", ":"))
+    raw = text.encode()
+    if len(raw) > HEADER_BYTES:
+        raise TransportError(
+            f"the header of message {tag} is {len(raw)} bytes, over the {HEADER_BYTES}-byte limit; "
+            f"use a shorter tag or a tensor with fewer dimensions"
+        )
+    header = torch.zeros(HEADER_BYTES, dtype=torch.uint8)
+    header[: len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+    return header
+
+
+def _decode_header(header: torch.Tensor) -> tuple[tuple, torch.dtype, tuple[int, ...], tuple[int, ...]]:
+    raw = header.numpy().tobytes().rstrip(b"\0")
+    try:
+        tag, dtype_name, shape, stride = json.loads(raw)
+        dtype = getattr(torch, dtype_name)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(dtype_name)
+    except Exception as err:
+        # Not a header: the two sides disagree on what is sent when (or someone else's message).
+        raise TransportError(f"received a malformed message header {raw[:80]!r}: {err}") from err
+    return _as_tuple(tag), dtype, tuple(shape), tuple(stride)
+
+
+def _as_tuple(value):
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, list) else value

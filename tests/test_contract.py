@@ -166,9 +166,25 @@ def test_resume_from_component_states_equals_uninterrupted():
     engine2 = il.SimulatedEngine(resumed, il.Interlocking(2), optimizer=sgd, loss_fn=loss_fn, lr_scheduler=scheduler)
     for k, state in enumerate(saved):
         engine2.load_component_state(k, state)
-    engine2.step_count = 2
     tail = [engine2.step(bx, by).losses for bx, by in batches[2:]]
     assert tail == full_losses[2:]
     assert_same_state(state_of([resumed]), state_of([full]))
-    with pytest.raises(ValueError, match="belongs to component 1, not component 2"):
+    with pytest.raises(ValueError, match="holds component 1 of 3; load the file of component 2 of 3"):
         engine2.load_component_state(1, saved[0])
+
+
+def test_predicted_time_of_local_is_the_slowest_component_pipelined():
+    # Local learning: no component waits for a later one, so K devices need about the busiest
+    # component's time per step (plus the pipeline fill), far less than the sum over components.
+    blocks, heads, x, y, loss_fn = PARTS["bn"](4, seed=3)
+    net = il.ComponentNet(blocks=blocks, heads=heads)
+    engine = il.SimulatedEngine(net, il.Local(), optimizer=sgd, loss_fn=loss_fn)
+    records = [r for _ in range(6) for r in engine.step(x, y).records]
+    span = engine.predicted_time(records)
+    busy = span.busy_s
+    assert span.makespan_s < sum(busy) and span.makespan_s >= max(busy)
+    e2e = il.SimulatedEngine(net, il.EndToEnd(), optimizer=sgd, loss_fn=loss_fn)
+    e2e_records = [r for _ in range(6) for r in e2e.step(x, y).records]
+    e2e_span = e2e.predicted_time(e2e_records)
+    # End-to-end cannot overlap forward and backward of different components within a step.
+    assert e2e_span.makespan_s >= 0.95 * sum(r.duration_s for r in e2e_records if r.action.kind in ("Forward", "FullGrad", "WeightGrad"))

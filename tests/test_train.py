@@ -45,7 +45,7 @@ def assert_states_equal(a, b):
 
 
 def without_timing(rows):
-    drop = {"step_time_s", "samples_per_s"}
+    drop = {"step_time_s", "samples_per_s", "predicted_parallel_step_time_s"}
     return [{k: v for k, v in r.items() if k not in drop} for r in rows]
 
 
@@ -190,3 +190,21 @@ def test_losses_are_finite_and_decrease_on_real_digits(tmp_path):
     assert all(math.isfinite(r["loss_3"]) for r in train)
     assert train[-1]["loss_3"] < train[0]["loss_3"]
     assert result.final["test_final_acc"] > 0.5  # ten classes: chance is 0.1
+
+
+def test_distributed_training_equals_simulated_and_resumes_a_simulated_checkpoint(tmp_path):
+    # One process per component (gloo, one thread each) gives the simulated run's numbers
+    # exactly; and a run interrupted on one engine resumes on the other.
+    from interlock.distributed_run import run_distributed
+
+    extra = ["steps=6", "strategy=2-wise", "checkpoint_every=3", "threads=1"]
+    simulated = run(config(tmp_path / "sim", *extra))
+    distributed = run_distributed(config(tmp_path / "dist", *extra, "engine=distributed"), resume=False)
+    assert distributed == simulated.final
+    assert_states_equal(component_states(tmp_path / "dist" / "run"), component_states(tmp_path / "sim" / "run"))
+
+    interrupted = config(tmp_path / "mixed", *extra)
+    run(interrupted, stop_after=4)  # newest checkpoint: step 3, written by the simulated engine
+    resumed = run_distributed(config(tmp_path / "mixed", *extra, "engine=distributed"), resume=True)
+    assert resumed == simulated.final
+    assert_states_equal(component_states(tmp_path / "mixed" / "run"), component_states(tmp_path / "sim" / "run"))

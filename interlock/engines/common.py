@@ -14,7 +14,7 @@ from ..strategies import GradientPlan, Strategy
 from ..transport import Transport
 from ..worker import ActionRecord, ComponentWorker, LossFn
 
-__all__ = ["StepResult", "EngineOptions", "make_worker", "check_heads", "component_state", "load_component_state"]
+__all__ = ["StepResult", "EngineOptions", "make_worker", "check_heads", "pack_component_state", "load_component"]
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], object]
@@ -109,29 +109,39 @@ def make_worker(
     )
 
 
-def component_state(net: ComponentNet, worker: ComponentWorker) -> dict:
-    """Everything needed to resume component k: weights and buffers, optimizer, LR scheduler."""
-    k = worker.index
-    head = net.heads[k]
+def pack_component_state(
+    *, k: int, num_components: int, strategy: str, step_count: int, block, head, optimizer, lr_scheduler
+) -> dict:
+    """Everything needed to resume component k: weights and buffers, optimizer, LR scheduler, step.
+
+    One format for every engine, so a checkpoint written by one engine loads into another.
+    The tensors are the live ones: save or copy the dict before training on.
+    """
     return {
         "component": k,
-        "block": net.blocks[k].state_dict(),
+        "num_components": num_components,
+        "strategy": strategy,
+        "step_count": step_count,
+        "block": block.state_dict(),
         "head": None if head is None else head.state_dict(),
-        "optimizer": worker.optimizer.state_dict(),
-        "lr_scheduler": None if worker.lr_scheduler is None else worker.lr_scheduler.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": None if lr_scheduler is None else lr_scheduler.state_dict(),
     }
 
 
-def load_component_state(net: ComponentNet, worker: ComponentWorker, state: dict, k: int) -> None:
-    if state.get("component") != k:
-        raise ValueError(f"this state belongs to component {state.get('component', -1) + 1}, not component {k + 1}")
-    if (state["head"] is None) != (net.heads[k] is None):
-        raise ValueError(f"the saved state and this network disagree on whether component {k + 1} has a head")
-    if (state["lr_scheduler"] is None) != (worker.lr_scheduler is None):
-        raise ValueError("the saved state and this engine disagree on whether an LR scheduler is used")
-    net.blocks[k].load_state_dict(state["block"])
-    if net.heads[k] is not None:
-        net.heads[k].load_state_dict(state["head"])
-    worker.optimizer.load_state_dict(state["optimizer"])
-    if worker.lr_scheduler is not None:
-        worker.lr_scheduler.load_state_dict(state["lr_scheduler"])
+def load_component(state: dict, *, k: int, num_components: int, block, head, optimizer, lr_scheduler) -> None:
+    """Load a component checkpoint into the given modules, optimizer and scheduler, checking it fits."""
+    got, of = state.get("component"), state.get("num_components")
+    if got != k or of != num_components:
+        held = "no component" if got is None else f"component {got + 1} of {of}"
+        raise ValueError(f"this checkpoint holds {held}; load the file of component {k + 1} of {num_components}")
+    if (state["head"] is None) != (head is None):
+        raise ValueError(f"the checkpoint and this network disagree on whether component {k + 1} has a head")
+    if (state["lr_scheduler"] is None) != (lr_scheduler is None):
+        raise ValueError("the checkpoint and this engine disagree on whether an LR scheduler is used")
+    block.load_state_dict(state["block"])
+    if head is not None:
+        head.load_state_dict(state["head"])
+    optimizer.load_state_dict(state["optimizer"])
+    if lr_scheduler is not None:
+        lr_scheduler.load_state_dict(state["lr_scheduler"])

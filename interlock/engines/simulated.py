@@ -18,7 +18,7 @@ from .. import schedule as S
 from ..net import ComponentNet
 from ..strategies import Strategy
 from ..transport import InMemoryTransport
-from .common import EngineOptions, LossFn, StepResult, check_heads, component_state, load_component_state, make_worker
+from .common import EngineOptions, LossFn, StepResult, check_heads, load_component, make_worker, pack_component_state
 
 __all__ = ["SimulatedEngine"]
 
@@ -119,6 +119,14 @@ class SimulatedEngine:
             return self.transport.ready(src=k + 1, dst=k)
         return True
 
+    def predicted_time(self, records, *, latency_s: float = 0.0):
+        """The makespan K devices would need for the steps in ``records`` (``StepResult.records`` of
+        one or more whole steps): their measured action durations replayed on the schedules'
+        dependencies (critical path, no barrier between steps). Returns a :class:`interlock.clock.Makespan`."""
+        from ..clock import critical_path, work_from_records
+
+        return critical_path(work_from_records(records, mode="replay"), latency_s=latency_s)
+
     # -- the interface every engine offers the training program ---------------------------
 
     is_main = True  # this process reports and writes run-level files
@@ -142,11 +150,20 @@ class SimulatedEngine:
         return self.net.heads_forward(x)
 
     def component_state(self, k: int) -> dict:
-        """Component k's block and head weights, optimizer and LR-scheduler state (one checkpoint file each)."""
-        return component_state(self.net, self.workers[k])
+        """Component k's block and head weights, optimizer and LR-scheduler state, and the step count
+        (one checkpoint file per component, in the format every engine reads)."""
+        w = self.workers[k]
+        return pack_component_state(
+            k=k, num_components=self.num_components, strategy=self.strategy.name, step_count=self.step_count,
+            block=w.block, head=w.head, optimizer=w.optimizer, lr_scheduler=w.lr_scheduler,
+        )
 
     def load_component_state(self, k: int, state: dict) -> None:
-        load_component_state(self.net, self.workers[k], state, k)
+        """Restore what :meth:`component_state` returned (the step count included)."""
+        w = self.workers[k]
+        load_component(state, k=k, num_components=self.num_components, block=w.block, head=w.head,
+                       optimizer=w.optimizer, lr_scheduler=w.lr_scheduler)
+        self.step_count = int(state["step_count"])
 
     def close(self) -> None:
         pass

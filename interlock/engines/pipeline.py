@@ -1,0 +1,293 @@
+"""End-to-end training through torch.distributed.pipelining: micro-batched GPipe or 1F1B.
+
+The baseline that local learning competes with on wall-clock time: ordinary backprop,
+with the batch cut into ``microbatches`` so that the K ranks overlap (GPipe: all
+forwards then all backwards; 1F1B: one forward, one backward in the steady state, less
+activation memory). Each rank holds one component, as in
+:class:`~interlock.engines.distributed.DistributedEngine`, wrapped in a PyTorch
+``PipelineStage``; the last rank's stage ends with the final head.
+
+The loss of a step is the mean of the micro-batches' mean losses, and the schedule
+scales the gradients by 1/microbatches, so with equal micro-batches a step follows the
+full-batch gradient up to float rounding, except where a module mixes samples within a
+batch: BatchNorm normalises each micro-batch with its own statistics (and moves its
+running statistics once per micro-batch).
+
+Auxiliary heads are not trained here (this is plain end-to-end backprop): they are
+dropped from the rank with a warning. Use ``DistributedEngine(net, EndToEnd())`` to train
+watching heads. Launch as the distributed engine (torchrun, one process per component).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..net import ComponentNet
+from ..transport import TorchDistributedTransport
+from .common import EngineOptions, LossFn, StepResult, load_component, pack_component_state
+from .distributed import RankGroup, chain_heads_forward, keep_component
+
+__all__ = ["PipelineEngine", "PIPELINE_SCHEDULES"]
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_SCHEDULES = ("gpipe", "1f1b")
+
+
+def _pipelining():
+    # Imported on first use: torch.distributed.pipelining pulls in dynamo and DTensor (a
+    # second or more per process), which the other engines never need.
+    from torch.distributed import pipelining
+
+    return pipelining
+
+
+class PipelineEngine:
+    """Train ``net`` end to end through a micro-batched pipeline, one process per component.
+
+    ``optimizer`` / ``lr_scheduler``: factories as for the other engines (one optimizer
+    per component, over its block, and the final head on the last rank);
+    ``microbatches``: micro-batches per step (must divide the batch size; 1F1B needs at
+    least K); ``schedule``: "gpipe" or "1f1b"; ``timeout_s``, ``device``: as for
+    :class:`~interlock.engines.distributed.DistributedEngine`. ``net`` is modified in place:
+    this rank keeps its own component only.
+
+    The stages are given their micro-batch shapes up front (found with a meta-device dry
+    run passed up the ranks at the first step, and again whenever the target shape
+    changes), so PyTorch does not run a shape-inference forward that would move BatchNorm
+    statistics. Inputs whose targets have the same shape must have the same shape.
+    """
+
+    def __init__(
+        self,
+        net: ComponentNet,
+        *,
+        optimizer,
+        loss_fn: LossFn,
+        microbatches: int,
+        schedule: str = "gpipe",
+        lr_scheduler=None,
+        timeout_s: float = 300.0,
+        device: torch.device | str | None = None,
+        max_pending_sends: int = 32,
+    ) -> None:
+        if not isinstance(net, ComponentNet):
+            raise ValueError(f"net must be an interlock.ComponentNet, got {type(net).__name__}")
+        K = net.num_components
+        if schedule not in PIPELINE_SCHEDULES:
+            raise ValueError(f"schedule={schedule!r}: use one of {list(PIPELINE_SCHEDULES)}")
+        if isinstance(microbatches, bool) or not isinstance(microbatches, int) or microbatches < 1:
+            raise ValueError(f"microbatches={microbatches!r}: give an integer >= 1")
+        if schedule == "1f1b" and microbatches < K:
+            raise ValueError(f"the 1F1B schedule needs microbatches >= the {K} components; use microbatches >= {K} or 'gpipe'")
+        self.options = EngineOptions(optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler)
+        self.options.validate(K)
+        self.microbatches = microbatches
+        self.schedule_name = schedule
+        self.group = RankGroup.join(device=device, timeout_s=timeout_s)
+        self.group.require_world_size(K)
+        self._num_components = K
+        self.device = self.group.device
+        k = self.group.rank
+        keep_component(net, k)
+        if k < K - 1 and net.heads[k] is not None:
+            logger.warning(
+                "PipelineEngine trains end to end and does not train auxiliary heads: head %d is dropped on rank %d",
+                k + 1, k,
+            )
+            net.heads[k] = None
+        self.net = net
+        self.block: nn.Module = net.blocks[k].to(self.device)
+        self.head: nn.Module | None = None if net.heads[k] is None else net.heads[k].to(self.device)
+        # The stage's module: the block, and on the last rank the final head after it.
+        self.stage_module = self.block if self.head is None else nn.Sequential(self.block, self.head)
+        opt_factory, sched_factory, _ = self.options.for_component(k)
+        params = [p for p in self.stage_module.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"component {k + 1} has no trainable parameters; merge it into a neighbouring component")
+        self.optimizer = opt_factory(params)
+        if not isinstance(self.optimizer, torch.optim.Optimizer):
+            raise ValueError(f"the optimizer factory returned a {type(self.optimizer).__name__}, not a torch.optim.Optimizer")
+        self.lr_scheduler = None if sched_factory is None else sched_factory(self.optimizer)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss_fn = loss_fn
+        self.transport = TorchDistributedTransport(
+            header_group=self.group.control_group, device=self.device,
+            max_pending_sends=max_pending_sends, timeout_s=timeout_s,
+        )
+        self._schedule = None
+        self._shape_key: tuple | None = None
+        self.step_count = 0
+        self.epoch_s = self.group.epoch()
+        logger.info("rank %d of %d: pipeline stage %d (%s, %d micro-batches)", k, K, k + 1, schedule, microbatches)
+
+    # -- the interface shared with the other engines ------------------------------------
+
+    @property
+    def rank(self) -> int:
+        return self.group.rank
+
+    @property
+    def is_main(self) -> bool:
+        return self.group.rank == 0
+
+    @property
+    def num_components(self) -> int:
+        return self._num_components
+
+    @property
+    def local_components(self) -> list[int]:
+        return [self.group.rank]
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer | None]:
+        return [self.optimizer if j == self.rank else None for j in range(self.num_components)]
+
+    @property
+    def is_last(self) -> bool:
+        return self.rank == self.num_components - 1
+
+    def step(self, x: torch.Tensor | None, y: torch.Tensor) -> StepResult:
+        """One end-to-end step on the batch (x on rank 0, y on every rank).
+
+        ``losses[K-1]`` on the last rank is the step's loss (mean over micro-batches); NaN
+        elsewhere. No action records (the pipeline's actions are PyTorch's, not interlock's).
+        """
+        if y is None:
+            raise ValueError("every rank needs the targets y: they fix the micro-batch shapes; pass the same batch on every rank")
+        if self.rank == 0 and x is None:
+            raise ValueError("rank 0 runs the first stage: pass the batch inputs x")
+        batch = y.shape[0]
+        if batch % self.microbatches:
+            raise ValueError(
+                f"the batch of {batch} does not split into {self.microbatches} equal micro-batches; use a batch size "
+                f"divisible by {self.microbatches} (unequal micro-batches would weight samples unequally)"
+            )
+        key = tuple(y.shape)
+        if key != self._shape_key:
+            self._schedule = self._make_schedule(x, batch // self.microbatches)
+            self._shape_key = key
+        step = self.step_count
+        args = (x.to(self.device),) if self.rank == 0 else ()
+        kwargs = {}
+        mb_losses: list[torch.Tensor] = []
+        if self.is_last:
+            kwargs = {"target": y.to(self.device), "losses": mb_losses}
+        self._schedule.step(*args, return_outputs=False, **kwargs)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+        self.step_count += 1
+        losses = [math.nan] * self.num_components
+        if self.is_last:
+            losses[-1] = float(torch.stack([l.detach() for l in mb_losses]).mean())
+        return StepResult(step=step, losses=losses, records=[])
+
+    def gather_losses(self, losses: list[float]) -> list[float]:
+        return self.group.gather_losses(losses)
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        return self.group.all_reduce_sum(t)
+
+    def barrier(self) -> None:
+        self.group.barrier()
+
+    def heads_forward(self, x: torch.Tensor | None) -> list[torch.Tensor | None]:
+        """Evaluation forward (no grad): the final head's prediction on the last rank, None elsewhere."""
+        return chain_heads_forward(
+            self.transport, rank=self.rank, num_components=self.num_components,
+            block=self.block, head=self.head, x=x, device=self.device,
+        )
+
+    def component_state(self, k: int) -> dict:
+        """As :meth:`DistributedEngine.component_state` (the head is the final head, on the last rank only)."""
+        self._check_local(k)
+        return pack_component_state(
+            k=k, num_components=self.num_components, strategy=f"pipeline-{self.schedule_name}", step_count=self.step_count,
+            block=self.block, head=self.head, optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,
+        )
+
+    def load_component_state(self, k: int, state: dict) -> None:
+        self._check_local(k)
+        load_component(state, k=k, num_components=self.num_components, block=self.block, head=self.head,
+                       optimizer=self.optimizer, lr_scheduler=self.lr_scheduler)
+        self.step_count = int(state["step_count"])
+
+    def _check_local(self, k: int) -> None:
+        if k != self.rank:
+            raise ValueError(f"rank {self.rank} holds component {self.rank + 1} only; component {k + 1} lives on rank {k}")
+
+    def close(self, *, wait: bool = True) -> None:
+        if wait:
+            self.transport.flush()
+        self.group.close(wait=wait)
+
+    def __enter__(self) -> "PipelineEngine":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        self.close(wait=exc_type is None)
+
+    # -- stage construction ----------------------------------------------------------------
+
+    def _make_schedule(self, x: torch.Tensor | None, microbatch: int):
+        """A PipelineStage with static micro-batch shapes, and the schedule over it."""
+        start = time.perf_counter()
+        K, k = self.num_components, self.rank
+        if k == 0:
+            spec = ((microbatch, *x.shape[1:]), x.dtype)
+        else:
+            got: list = [None]
+            dist.recv_object_list(got, src=k - 1, group=self.group.control_group)
+            spec = got[0]
+        shape, dtype = spec
+        inp = torch.empty(shape, dtype=dtype, device="meta")
+        out = _output_meta(self.stage_module, inp)
+        if k < K - 1:
+            dist.send_object_list([(tuple(out.shape), out.dtype)], dst=k + 1, group=self.group.control_group)
+        # Static shapes (meta tensors carry shape, strides and dtype): no inference forward.
+        pp = _pipelining()
+        stage = pp.PipelineStage(
+            self.stage_module, k, K, self.device,
+            input_args=inp.requires_grad_(k > 0 and inp.is_floating_point()),
+            output_args=_as_meta(out).requires_grad_(out.is_floating_point()),
+        )
+        schedule_class = {"gpipe": pp.ScheduleGPipe, "1f1b": pp.Schedule1F1B}[self.schedule_name]
+        schedule = schedule_class(
+            stage, self.microbatches, loss_fn=self.loss_fn if self.is_last else _unused_loss, scale_grads=True
+        )
+        logger.debug("rank %d: pipeline stage for micro-batches of %s built in %.3f s", k, shape, time.perf_counter() - start)
+        return schedule
+
+
+def _unused_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # The schedule runs backward only if it has a loss function; only the last stage calls it.
+    raise AssertionError("only the last pipeline stage computes the loss")
+
+
+def _as_meta(t: torch.Tensor) -> torch.Tensor:
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+
+
+def _output_meta(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
+    """The stage's output for input ``inp`` on the meta device (no compute, no state change).
+
+    Modules with an op that has no meta kernel get a real dry run on a copy instead.
+    """
+    state = {name: torch.empty_like(t, device="meta") for name, t in [*module.named_parameters(), *module.named_buffers()]}
+    try:
+        with torch.no_grad():
+            return torch.func.functional_call(module, state, (inp,))
+    except Exception:  # no meta kernel: run a copy for real, on zeros
+        with torch.no_grad():
+            dev = next((p.device for p in module.parameters()), torch.device("cpu"))
+            return copy.deepcopy(module)(torch.zeros(inp.shape, dtype=inp.dtype, device=dev))

@@ -1,0 +1,298 @@
+"""What the processes spawned by tests/test_distributed.py run (module level, so "spawn" can import it).
+
+Each function runs on every rank and returns plain data (state dicts, floats, counts)
+for the parent process to compare with the simulated engine.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+import interlock as il
+from interlock.engines.distributed import DistributedEngine
+from interlock.engines.pipeline import PipelineEngine
+from reference import PARTS
+
+STEPS = 3
+
+
+def sgd(params):
+    return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-3)
+
+
+def step_lr(opt):
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
+
+
+def batches_for(x, y, steps=STEPS):
+    # Different batches per step, derived from the one sample batch (as in test_contract.py).
+    return [(x.roll(s, 0), y.roll(s, 0)) for s in range(steps)]
+
+
+def dropout_parts(K: int, *, seed: int):
+    """The MLP of reference.py with dropout in every block and head: masks must match across engines."""
+    blocks, heads, x, y, loss_fn = PARTS["mlp"](K, seed=seed)
+    blocks = [nn.Sequential(*b, nn.Dropout(0.3)) for b in blocks]
+    heads = [nn.Sequential(nn.Dropout(0.2), h) for h in heads]
+    return blocks, heads, x, y, loss_fn
+
+
+class Sleep(nn.Module):
+    """Stands in for a slow component: sleeps in its forward."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return x
+
+
+ALL_PARTS = {**PARTS, "dropout": dropout_parts}
+
+
+def strategy_cases(K: int) -> list[tuple[str, il.Strategy, dict]]:
+    """(name, strategy, engine options): end-to-end, local and every n-wise interlocking with both mixes."""
+    cases = [("end-to-end", il.EndToEnd(), {}), ("local", il.Local(), {})]
+    for n in range(2, K + 1):
+        for mix in ("furthest", "sum"):
+            if n < K or mix == "sum":  # Interlocking(K, "furthest") is EndToEnd()
+                cases.append((il.Interlocking(n, mix).name, il.Interlocking(n, mix), {}))
+    if K >= 3:
+        cases.append(("3-wise-sum batched", il.Interlocking(3, "sum"), {"batch_streams": True}))
+    return cases
+
+
+def own_state(engine) -> dict[str, torch.Tensor]:
+    k = engine.rank
+    out = {f"block.{n}": t.clone() for n, t in engine.net.blocks[k].state_dict().items()}
+    if engine.net.heads[k] is not None:
+        out.update({f"head.{n}": t.clone() for n, t in engine.net.heads[k].state_dict().items()})
+    return out
+
+
+def _init_group() -> None:
+    dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+
+
+# -- scenarios ------------------------------------------------------------------------------
+
+
+def train_strategies(K: int, parts: str, seed: int, steps: int = STEPS, rng_seed: int | None = None) -> dict:
+    """Every strategy case on ``parts``; per case this rank's parameters, losses, message counts, eval prediction."""
+    out = {}
+    for name, strategy, opts in strategy_cases(K):
+        blocks, heads, x, y, loss_fn = ALL_PARTS[parts](K, seed=seed)
+        net = il.ComponentNet(blocks=blocks, heads=heads)
+        engine = DistributedEngine(net, strategy, optimizer=sgd, loss_fn=loss_fn, rng_seed=rng_seed, timeout_s=60, **opts)
+        losses, records = [], []
+        for bx, by in batches_for(x, y, steps):
+            result = engine.step(bx if engine.rank == 0 else None, by)
+            losses.append(result.losses)
+            records.append([(r.action.kind, r.start_s, r.end_s) for r in result.records])
+        gathered = engine.gather_losses(losses[-1])
+        net.eval()
+        prediction = engine.heads_forward(x if engine.rank == 0 else None)[engine.rank]
+        net.train()
+        out[name] = {
+            "state": own_state(engine),
+            "losses": losses,
+            "gathered": gathered,
+            "sent_by_kind": dict(engine.transport.sent_by_kind),
+            "received": engine.transport.messages_received,
+            "records": records,
+            "prediction": prediction,
+            "rank_sum": engine.all_reduce_sum(torch.tensor([float(engine.rank + 1)])).item(),
+        }
+        engine.close()
+    return out
+
+
+def run_ahead(sleep_s: float, steps: int) -> dict:
+    """K=2, component 2 sleeps ``sleep_s`` per forward: when does each rank finish its steps (s since the epoch)?"""
+    out = {}
+    for name, strategy in (("local", il.Local()), ("end-to-end", il.EndToEnd())):
+        blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=1)
+        blocks[1] = nn.Sequential(Sleep(sleep_s), blocks[1])
+        net = il.ComponentNet(blocks=blocks, heads=heads)
+        engine = DistributedEngine(net, strategy, optimizer=sgd, loss_fn=loss_fn, timeout_s=60)
+        for bx, by in batches_for(x, y, steps):
+            engine.step(bx if engine.rank == 0 else None, by)
+        out[name] = time.perf_counter() - engine.epoch_s
+        engine.close()
+    return out
+
+
+def resume(K: int, seed: int) -> dict:
+    """4 uninterrupted steps vs 2 steps, a checkpoint per component, a fresh engine, 2 more steps."""
+    strategy = il.Interlocking(2)
+    batches = batches_for(*ALL_PARTS["dropout"](K, seed=seed)[2:4], steps=4)
+
+    def make(net_seed: int) -> DistributedEngine:
+        blocks, heads, _, _, loss_fn = ALL_PARTS["dropout"](K, seed=net_seed)
+        net = il.ComponentNet(blocks=blocks, heads=heads)
+        return DistributedEngine(net, strategy, optimizer=sgd, loss_fn=loss_fn, lr_scheduler=step_lr, rng_seed=5, timeout_s=60)
+
+    def train(engine, part):
+        return [engine.step(bx if engine.rank == 0 else None, by).losses[engine.rank] for bx, by in part]
+
+    full = make(seed)
+    full_losses = train(full, batches)
+    full_state = own_state(full)
+    full.close()
+
+    half = make(seed)
+    train(half, batches[:2])
+    buf = io.BytesIO()
+    torch.save(half.component_state(half.rank), buf)  # what the caller writes, one file per component
+    half.close()
+
+    resumed = make(seed + 100)  # different initial weights: everything must come from the checkpoint
+    buf.seek(0)
+    resumed.load_component_state(resumed.rank, torch.load(buf, weights_only=False))
+    step_after_load = resumed.step_count
+    tail_losses = train(resumed, batches[2:])
+    out = {
+        "full_state": full_state, "full_losses": full_losses, "resumed_state": own_state(resumed),
+        "tail_losses": tail_losses, "step_after_load": step_after_load,
+        "lr": resumed.worker.optimizer.param_groups[0]["lr"], "full_lr": full.worker.optimizer.param_groups[0]["lr"],
+    }
+    resumed.close()
+    return out
+
+
+def pipeline(K: int, seed: int, schedule: str, microbatches: int, steps: int = 2) -> dict:
+    """End to end through torch.distributed.pipelining: this rank's parameters, losses, eval prediction."""
+    blocks, heads, x, y, loss_fn = PARTS["mlp"](K, seed=seed)
+    net = il.ComponentNet(blocks=blocks, heads=heads)
+    engine = PipelineEngine(net, optimizer=sgd, loss_fn=loss_fn, microbatches=microbatches, schedule=schedule, timeout_s=60)
+    losses = [engine.step(bx if engine.rank == 0 else None, by).losses for bx, by in batches_for(x, y, steps)]
+    prediction = engine.heads_forward(x if engine.rank == 0 else None)[engine.rank]
+    out = {"state": own_state(engine), "losses": losses, "prediction": prediction}
+    engine.close()
+    return out
+
+
+# -- what one spawn runs ----------------------------------------------------------------------
+
+
+def rank_main(K: int, scenarios: list[tuple[str, str, tuple]]) -> dict:
+    """Run ``scenarios`` [(key, function name, args)] in order in one process group; their results by key."""
+    _init_group()
+    out = {}
+    for key, fn, args in scenarios:
+        out[key] = globals()[fn](*args)
+    dist.barrier()
+    dist.destroy_process_group()
+    return out
+
+
+def fail_mid_run(fail_rank: int, fail_step: int, steps: int) -> None:
+    """End-to-end training in which ``fail_rank`` raises before step ``fail_step``; the others block on it."""
+    blocks, heads, x, y, loss_fn = PARTS["mlp"](3, seed=0)
+    net = il.ComponentNet(blocks=blocks, heads=heads)
+    engine = DistributedEngine(net, il.EndToEnd(), optimizer=sgd, loss_fn=loss_fn, timeout_s=10)
+    for s, (bx, by) in enumerate(batches_for(x, y, steps)):
+        if engine.rank == fail_rank and s == fail_step:
+            raise ValueError(f"deliberate failure on rank {fail_rank} at step {s}")
+        engine.step(bx if engine.rank == 0 else None, by)
+    engine.close()
+
+
+def pipeline_bn_counts(K: int, seed: int, microbatches: int) -> int:
+    """One pipeline step on a BatchNorm network: how often did this rank's BatchNorm run?"""
+    blocks, heads, x, y, loss_fn = PARTS["bn"](K, seed=seed)
+    net = il.ComponentNet(blocks=blocks, heads=heads)
+    engine = PipelineEngine(net, optimizer=sgd, loss_fn=loss_fn, microbatches=microbatches, timeout_s=60)
+    engine.step(x if engine.rank == 0 else None, y)
+    engine.close()
+    return int(engine.block[1].num_batches_tracked)
+
+
+# -- the transport on its own ------------------------------------------------------------------
+
+
+def transport_payloads() -> list[torch.Tensor]:
+    """Tensors of awkward layouts and dtypes; both ranks build the same ones."""
+    base = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    return [
+        base.to(memory_format=torch.channels_last),  # dense, permuted strides: kept as they are
+        base[0, 0].t(),  # dense transpose
+        base[:, :, ::2],  # not dense: sent contiguous
+        torch.empty(0, 3),  # nothing to send but the header
+        torch.arange(7, dtype=torch.int64),
+        torch.tensor([True, False, True]),
+        torch.tensor(3.5, dtype=torch.float64),  # 0-dim
+    ]
+
+
+def transport_round_trip() -> list[tuple[torch.Tensor, tuple[int, ...]]] | None:
+    """Rank 0 sends every payload to rank 1 (tag per index); rank 1 returns what arrived, with its strides."""
+    from interlock.transport import TorchDistributedTransport
+
+    transport = TorchDistributedTransport(max_pending_sends=2)  # more sends than that: waits for the oldest
+    payloads = transport_payloads()
+    if dist.get_rank() == 0:
+        for i, t in enumerate(payloads):
+            transport.send(t, src=0, dst=1, tag=("case", i))
+        transport.flush()
+        return None
+    got = [transport.recv(src=0, dst=1, tag=("case", i)) for i in range(len(payloads))]
+    return [(t, tuple(t.stride())) for t in got]
+
+
+def tag_mismatch() -> None:
+    """Rank 1 expects a stream where rank 0 sends an activation: a schedule bug, a loud error on rank 1."""
+    from interlock.transport import TorchDistributedTransport
+
+    _init_group()
+    transport = TorchDistributedTransport(timeout_s=30)
+    if dist.get_rank() == 0:
+        transport.send(torch.ones(3), src=0, dst=1, tag=("activation",))
+        transport.flush()  # never completes: rank 1 fails first
+    else:
+        transport.recv(src=0, dst=1, tag=("stream", 0, 0))
+
+
+def engine_lifecycle() -> dict:
+    """An engine that initialises the process group itself destroys it on close()."""
+    blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=0)
+    engine = DistributedEngine(il.ComponentNet(blocks=blocks, heads=heads), il.Local(), optimizer=sgd, loss_fn=loss_fn)
+    engine.step(x if engine.rank == 0 else None, y)
+    during = dist.is_initialized()
+    engine.close()
+    return {"during": during, "after": dist.is_initialized(), "kept": [b is not None for b in engine.net.blocks]}
+
+
+def wrong_world_size() -> None:
+    blocks, heads, x, y, loss_fn = PARTS["mlp"](3, seed=0)
+    DistributedEngine(il.ComponentNet(blocks=blocks, heads=heads), il.Local(), optimizer=sgd, loss_fn=loss_fn)
+
+
+def hang_on_rank_1(timeout_s: float) -> None:
+    """Rank 1 stops sending (stuck, not dead): rank 0 fails at the process-group timeout."""
+    blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=0)
+    engine = DistributedEngine(
+        il.ComponentNet(blocks=blocks, heads=heads), il.EndToEnd(), optimizer=sgd, loss_fn=loss_fn, timeout_s=timeout_s
+    )
+    if engine.rank == 1:
+        time.sleep(600)
+    engine.step(x, y)
+
+
+def die_on_rank_1() -> None:
+    """Rank 1 vanishes without an exception (as if killed)."""
+    import os
+
+    _init_group()
+    if dist.get_rank() == 1:
+        os._exit(3)
+    dist.barrier()

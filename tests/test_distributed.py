@@ -1,0 +1,276 @@
+"""The distributed engines against the simulated engine: gloo on CPU, one thread per process.
+
+Starting processes and process groups costs time on a small machine, so each K gets ONE
+run of K processes (a module-scoped fixture) that runs every scenario for that K; the
+tests then compare what each rank returned with the simulated engine, computed here in
+the parent process. The failure tests start their own small runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+
+import pytest
+import torch
+
+import interlock as il
+from interlock import schedule as S
+from interlock.launch import RankFailedError, run_local
+from interlock.transport import TransportError
+
+import dist_helpers as H
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed")
+
+SEEDS = {2: 21, 3: 31, 4: 41}
+PIPELINE_CASES = {2: [("gpipe", 2), ("1f1b", 4)], 4: [("gpipe", 4), ("1f1b", 4)]}
+SLEEP_S, AHEAD_STEPS = 0.1, 4
+DROPOUT_STEPS, DROPOUT_RNG_SEED = 2, 7
+
+
+def _scenarios(K: int) -> list[tuple[str, str, tuple]]:
+    seed = SEEDS[K]
+    out = [("bn", "train_strategies", (K, "bn", seed)), ("dropout", "train_strategies", (K, "dropout", seed, DROPOUT_STEPS, DROPOUT_RNG_SEED))]
+    if K == 2:
+        out.append(("ahead", "run_ahead", (SLEEP_S, AHEAD_STEPS)))
+        out.append(("transport", "transport_round_trip", ()))
+        out.append(("pipeline-bn", "pipeline_bn_counts", (K, seed, 2)))
+    if K == 3:
+        out.append(("resume", "resume", (K, seed)))
+    for schedule, mb in PIPELINE_CASES.get(K, []):
+        out.append((f"pipeline-{schedule}", "pipeline", (K, seed, schedule, mb)))
+    return out
+
+
+@pytest.fixture(scope="module", params=[2, 3, 4], ids=lambda K: f"K{K}")
+def spawned(request):
+    """(K, per-rank results) of one spawn of K processes running every scenario for K."""
+    K = request.param
+    return K, run_local(H.rank_main, K, K, _scenarios(K), timeout_s=180)
+
+
+# -- the simulated engine, in this process --------------------------------------------------
+
+
+def simulate(K: int, parts: str, seed: int, strategy, *, steps: int = H.STEPS, **opts):
+    blocks, heads, x, y, loss_fn = H.ALL_PARTS[parts](K, seed=seed)
+    net = il.ComponentNet(blocks=blocks, heads=heads)
+    engine = il.SimulatedEngine(net, strategy, optimizer=H.sgd, loss_fn=loss_fn, **opts)
+    losses = [engine.step(bx, by).losses for bx, by in H.batches_for(x, y, steps)]
+    return net, losses, engine, x
+
+
+def component_state(net: il.ComponentNet, k: int) -> dict[str, torch.Tensor]:
+    out = {f"block.{n}": t for n, t in net.blocks[k].state_dict().items()}
+    if net.heads[k] is not None:
+        out.update({f"head.{n}": t for n, t in net.heads[k].state_dict().items()})
+    return out
+
+
+def assert_bitwise_equal(got: dict, want: dict, what: str) -> None:
+    assert got.keys() == want.keys(), what
+    for key in want:
+        assert torch.equal(got[key], want[key]), f"{what}: {key} differs by {(got[key].double() - want[key].double()).abs().max()}"
+
+
+# -- distributed == simulated ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parts", ["bn", "dropout"])
+def test_distributed_equals_simulated_bit_for_bit(spawned, parts):
+    K, ranks = spawned
+    seed = SEEDS[K]
+    steps, rng_seed = (H.STEPS, None) if parts == "bn" else (DROPOUT_STEPS, DROPOUT_RNG_SEED)
+    for name, strategy, opts in H.strategy_cases(K):
+        net, losses, _, _ = simulate(K, parts, seed, strategy, steps=steps, rng_seed=rng_seed, **opts)
+        for k in range(K):
+            got = ranks[k][parts][name]
+            assert_bitwise_equal(got["state"], component_state(net, k), f"K={K} {parts} {name} component {k + 1}")
+            # Own loss exactly; NaN where another rank's loss would be (no collective per step).
+            assert [l[k] for l in got["losses"]] == [l[k] for l in losses], (name, k)
+            assert all(math.isnan(l[j]) for l in got["losses"] for j in range(K) if j != k)
+            # gather_losses fills in every component's loss of that step, on every rank.
+            assert got["gathered"] == losses[-1], (name, k)
+
+
+def test_heads_forward_and_all_reduce_match(spawned):
+    K, ranks = spawned
+    name, strategy, _ = H.strategy_cases(K)[1]  # local: every head trained
+    net, _, _, x = simulate(K, "bn", SEEDS[K], strategy)
+    net.eval()
+    with torch.no_grad():
+        want = net.heads_forward(x)
+    for k in range(K):
+        assert torch.equal(ranks[k]["bn"][name]["prediction"], want[k]), k
+        assert ranks[k]["bn"][name]["rank_sum"] == K * (K + 1) / 2
+
+
+def test_messages_match_the_simulated_transport_and_local_sends_no_streams(spawned):
+    K, ranks = spawned
+    for name, strategy, opts in H.strategy_cases(K):
+        _, _, sim, _ = simulate(K, "bn", SEEDS[K], strategy, **opts)
+        sent = sum((Counter(r["bn"][name]["sent_by_kind"]) for r in ranks), Counter())
+        eval_messages = K - 1  # heads_forward sends one activation across each boundary
+        assert sent.pop("eval_activation") == eval_messages
+        assert sent == sim.transport.sent_by_kind, name
+        assert sum(r["bn"][name]["received"] for r in ranks) == sim.transport.messages_sent + eval_messages
+        if name == "local":
+            assert sent["stream"] == 0 and sent["activation"] == (K - 1) * H.STEPS
+
+
+def test_records_follow_the_schedule_on_a_common_clock(spawned):
+    K, ranks = spawned
+    plan = il.EndToEnd().plan(K)
+    for k in range(K):
+        kinds = [a.kind for a in S.build_schedule(plan, k, has_head=True)]
+        for step in ranks[k]["bn"]["end-to-end"]["records"]:
+            assert [kind for kind, _, _ in step] == kinds
+            times = [t for _, s, e in step for t in (s, e)]
+            assert times == sorted(times) and times[0] >= 0.0  # seconds since the common epoch
+    # Times are comparable across ranks: component k+1 receives an activation only after k began sending it.
+    slack_s = 0.5  # the epoch barrier releases ranks within a scheduling delay of each other
+    for k in range(K - 1):
+        for lo, hi in zip(ranks[k]["bn"]["end-to-end"]["records"], ranks[k + 1]["bn"]["end-to-end"]["records"]):
+            send = next(s for kind, s, _ in lo if kind == "SendActivation")
+            received = next(e for kind, _, e in hi if kind == "RecvActivation")
+            assert received >= send - slack_s
+
+
+# -- pipelining ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spawned", [2], indirect=True, ids=["K2"])
+def test_local_runs_ahead_and_end_to_end_waits(spawned):
+    K, ranks = spawned
+    fast, slow = ranks[0]["ahead"], ranks[1]["ahead"]
+    sleeping = SLEEP_S * AHEAD_STEPS
+    assert slow["local"] >= sleeping and slow["end-to-end"] >= sleeping
+    # Local: component 1 never waits for component 2, so it finishes long before it.
+    assert fast["local"] < slow["local"] - sleeping / 2, (fast, slow)
+    # End-to-end: component 1 needs component 2's gradient every step.
+    assert fast["end-to-end"] >= sleeping
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spawned", [3], indirect=True, ids=["K3"])
+def test_resume_from_component_states_equals_uninterrupted(spawned):
+    K, ranks = spawned
+    net, losses, engine, _ = simulate(K, "dropout", SEEDS[K], il.Interlocking(2), steps=4, rng_seed=5, lr_scheduler=H.step_lr)
+    for k in range(K):
+        got = ranks[k]["resume"]
+        assert got["step_after_load"] == 2
+        assert_bitwise_equal(got["resumed_state"], got["full_state"], f"component {k + 1} resumed")
+        assert got["tail_losses"] == got["full_losses"][2:]
+        assert got["lr"] == got["full_lr"] == engine.optimizers[k].param_groups[0]["lr"]
+        # And the uninterrupted run is the simulated engine's (dropout masks, LR schedule and all).
+        assert_bitwise_equal(got["full_state"], component_state(net, k), f"component {k + 1}")
+        assert got["full_losses"] == [l[k] for l in losses]
+
+
+# -- torch.distributed.pipelining ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spawned", sorted(PIPELINE_CASES), indirect=True, ids=lambda K: f"K{K}")
+def test_pipeline_engine_equals_simulated_end_to_end(spawned):
+    # mlp parts: no BatchNorm, so the mean of the micro-batch losses has the full-batch
+    # gradient (BatchNorm would normalise each micro-batch with its own statistics).
+    K, ranks = spawned
+    seed = SEEDS[K]
+    blocks, heads, x, y, loss_fn = H.PARTS["mlp"](K, seed=seed)
+    net = il.ComponentNet(blocks=blocks, heads=[None] * (K - 1) + [heads[-1]])  # the pipeline trains no aux head
+    sim = il.SimulatedEngine(net, il.EndToEnd(), optimizer=H.sgd, loss_fn=loss_fn)
+    losses = [sim.step(bx, by).losses[-1] for bx, by in H.batches_for(x, y, 2)]
+    with torch.no_grad():
+        want_prediction = net(x)
+    for schedule, _ in PIPELINE_CASES[K]:
+        for k in range(K):
+            got = ranks[k][f"pipeline-{schedule}"]
+            want = component_state(net, k)
+            assert got["state"].keys() == want.keys()
+            for key in want:  # equal up to float rounding (a mean of micro-batch means)
+                torch.testing.assert_close(got["state"][key], want[key], msg=lambda m: f"{schedule} {k} {key}: {m}")
+            assert all(math.isnan(l[j]) for l in got["losses"] for j in range(K) if j != K - 1 or k != K - 1)
+        torch.testing.assert_close(torch.tensor([l[-1] for l in ranks[-1][f"pipeline-{schedule}"]["losses"]]), torch.tensor(losses))
+        torch.testing.assert_close(ranks[-1][f"pipeline-{schedule}"]["prediction"], want_prediction)
+        assert all(ranks[k][f"pipeline-{schedule}"]["prediction"] is None for k in range(K - 1))
+
+
+@pytest.mark.parametrize("spawned", [2], indirect=True, ids=["K2"])
+def test_pipeline_stages_get_static_shapes_so_batchnorm_runs_once_per_microbatch(spawned):
+    # PyTorch's shape inference would run an extra forward (on empty tensors past stage 1),
+    # polluting BatchNorm's running statistics; static shapes avoid it.
+    K, ranks = spawned
+    assert [r["pipeline-bn"] for r in ranks] == [2, 2]
+
+
+# -- the transport ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spawned", [2], indirect=True, ids=["K2"])
+def test_transport_delivers_any_layout_and_dtype(spawned):
+    K, ranks = spawned
+    got = ranks[1]["transport"]
+    sent = H.transport_payloads()
+    assert len(got) == len(sent)
+    # Dense tensors keep their layout (channels_last stays channels_last, a transpose stays
+    # transposed); the strided slice (case 2) arrives contiguous.
+    strides = [t.stride() for t in sent]
+    strides[2] = sent[2].contiguous().stride()
+    for i, (want, (t, stride)) in enumerate(zip(sent, got)):
+        assert t.dtype == want.dtype and t.shape == want.shape and torch.equal(t, want), i
+        assert stride == strides[i], i
+    assert got[0][0].is_contiguous(memory_format=torch.channels_last) and not got[0][0].is_contiguous()
+
+
+def test_a_tag_mismatch_is_a_loud_error_on_the_receiver():
+    with pytest.raises(TransportError, match=r"component 2 expected \('stream', 0, 0\) from component 1 but received \('activation',\)"):
+        run_local(H.tag_mismatch, 2, timeout_s=60)
+
+
+# -- lifecycle and failures -------------------------------------------------------------------------
+
+
+def test_engine_creates_and_destroys_its_process_group_and_keeps_one_component():
+    ranks = run_local(H.engine_lifecycle, 2, timeout_s=60)
+    assert [r["during"] for r in ranks] == [True, True]
+    assert [r["after"] for r in ranks] == [False, False]
+    assert [r["kept"] for r in ranks] == [[True, False], [False, True]]
+
+
+def test_world_size_must_equal_the_number_of_components():
+    with pytest.raises(ValueError, match=r"the network has 3 components but 2 processes were started.*nproc-per-node=3"):
+        run_local(H.wrong_world_size, 2, timeout_s=60)
+
+
+def test_a_stuck_rank_fails_its_peer_at_the_process_group_timeout():
+    start = time.monotonic()
+    with pytest.raises(TransportError, match=r"component 1 waiting for \('stream', 1, 0\) from component 2"):
+        run_local(H.hang_on_rank_1, 2, 2.0, timeout_s=60, grace_s=1.0)
+    assert 2.0 <= time.monotonic() - start < 20
+
+
+def test_a_rank_that_dies_without_an_exception_is_named():
+    with pytest.raises(RankFailedError, match="rank 1 of 2 exited with code 3"):
+        run_local(H.die_on_rank_1, 2, timeout_s=60)
+
+
+def test_run_local_times_out():
+    with pytest.raises(TimeoutError, match=r"ranks \[0, 1\] of 2 were still running"):
+        run_local(H.hang_on_rank_1, 2, 30.0, timeout_s=3)
+
+
+def test_a_failing_rank_ends_the_run_with_its_own_error():
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="deliberate failure on rank 1 at step 2") as info:
+        run_local(H.fail_mid_run, 3, 1, 2, 4, timeout_s=60)
+    elapsed = time.monotonic() - start
+    # Spawning three processes takes a few seconds here; the failure itself ends the run at once
+    # (the peers see the closed connection), well within the engine's 10 s timeout.
+    assert elapsed < 30, elapsed
+    assert "Traceback on rank 1 of 3" in str(info.value.__cause__)
+    assert "fail_mid_run" in str(info.value.__cause__)
+    assert any("raised on rank 1 of 3" in note for note in getattr(info.value, "__notes__", ["raised on rank 1 of 3"]))
