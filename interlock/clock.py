@@ -96,18 +96,14 @@ class ComputeCosts:
     - ``InputGrad`` (input gradient only): ``input_grad_s``. A batched InputGrad of several
       streams is one call and is charged once (an emulated block cannot see the batch).
     - ``FullGrad`` (input and weight gradients in one pass): ``input_grad_s + weight_grad_s``.
-    - ``WeightGrad`` (weight gradient only): ``weight_grad_s`` if an input gradient was
-      already computed through this component's graph earlier in the step (zero-bubble
-      style: the intermediate gradients are reused), else ``input_grad_s + weight_grad_s``
-      (a multi-layer block must still propagate through its internal layers).
-
-    The reuse rule is per graph, not per stream: under n-wise "furthest", a component's
-    InputGrad (its own loss) and WeightGrad (the loss above) carry different vectors, so
-    on real hardware the weight pass would not find all its intermediates. The charge is
-    thus optimistic there; it is the rule :class:`interlock.emulate.EmulatedBlock` sleeps
-    by, so predictions and emulated measurements agree. (With the whole backward in the
-    input part, n-wise then takes 2bn + a - n - 1 units, one less than the paper; reuse
-    per stream gives the paper's 2bn + a - n exactly: see tests/test_clock.py.)
+    - ``WeightGrad`` (weight gradient only): ``weight_grad_s`` if it is the weight pass of a
+      single stream whose input gradient this component computed earlier in the step
+      (zero-bubble style: that pass's intermediate gradients are reused), else
+      ``input_grad_s + weight_grad_s`` (the vector is new to the block: the pass must still
+      propagate through its internal layers to reach their weights). Under n-wise
+      "furthest" a component forwards its own loss's stream but trains on the one from
+      above, so its weight pass is a full one; with the whole backward in the input part
+      (split=1) n-wise then takes the paper's 2bn + a - n units exactly (tests/test_clock.py).
 
     With ``forward_s=1`` and ``input_grad_s + weight_grad_s = 1`` every component's plain
     backward (FullGrad, or a lone WeightGrad) is 1 unit: the paper's accounting, under
@@ -138,18 +134,21 @@ class ComputeCosts:
     def durations(self, schedule: Sequence[S.Action]) -> tuple[float, ...]:
         """Seconds of each action of one step's ``schedule`` (one component)."""
         out = []
-        input_done = False  # an input gradient went through this step's graph already
+        input_done: set[int] = set()  # streams whose input gradient went through this step's graph
         for action in schedule:
             if isinstance(action, S.Forward):
                 d = self.forward_s
             elif isinstance(action, S.HeadLoss):
                 d = self.head_s
             elif isinstance(action, S.InputGrad):
-                d, input_done = self.input_grad_s, True
+                d = self.input_grad_s
+                input_done.update(action.losses)
             elif isinstance(action, S.FullGrad):
-                d, input_done = self.input_grad_s + self.weight_grad_s, True
+                d = self.input_grad_s + self.weight_grad_s
+                input_done.add(action.loss)
             elif isinstance(action, S.WeightGrad):
-                d = self.weight_grad_s + (0.0 if input_done else self.input_grad_s)
+                reuse = len(action.losses) == 1 and action.losses[0] in input_done
+                d = self.weight_grad_s + (0.0 if reuse else self.input_grad_s)
             elif isinstance(action, (S.RecvActivation, S.RecvStream, S.SendActivation, S.SendStream)):
                 d = self.message_s
             elif isinstance(action, S.Update):

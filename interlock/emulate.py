@@ -10,10 +10,12 @@ The accounting, per emulated block and training step (the same as
 - forward: ``forward_s``;
 - a backward pass asking only the input gradient: ``input_grad_s``;
 - a backward pass asking both gradients: ``input_grad_s + weight_grad_s``;
-- a backward pass asking only the weight gradient: ``weight_grad_s`` if an earlier pass on
-  this step's graph already computed an input gradient (zero-bubble style: the
-  intermediate gradients are reused), else ``input_grad_s + weight_grad_s`` (a multi-layer
-  block must still propagate through its internal layers to reach their weights).
+- a backward pass asking only the weight gradient: ``weight_grad_s`` if an earlier
+  input-only pass on this step's graph carried the very same gradient tensor (zero-bubble
+  style: that pass's intermediate gradients are reused), else ``input_grad_s +
+  weight_grad_s`` (a new vector must still propagate through the block's internal layers
+  to reach their weights). The worker passes a stream's own tensor to both passes when it
+  forwards and trains on the same single stream; a sum of streams is a new tensor.
 
 So with ``forward_s = input_grad_s + weight_grad_s = 1`` unit, local (1-wise) learning
 costs 2 units per component and step, forward 1 and backward 1, as in the paper's model.
@@ -43,7 +45,7 @@ class _SleepyScale(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, costs: ComputeCosts) -> torch.Tensor:
         ctx.save_for_backward(x, w)
         ctx.costs = costs
-        ctx.input_done = False  # an input gradient went through this graph (this step's forward)
+        ctx.input_done = set()  # data pointers of the gradients whose input pass went through this graph
         return x * w
 
     @staticmethod
@@ -51,15 +53,25 @@ class _SleepyScale(torch.autograd.Function):
         want_input, want_weight = _asked(ctx)
         costs: ComputeCosts = ctx.costs
         seconds = costs.input_grad_s if want_input else 0.0
+        key = _identity(grad)
         if want_weight:
-            reuse = want_input or ctx.input_done
+            reuse = want_input or (key is not None and key in ctx.input_done)
             seconds += costs.weight_grad_s + (0.0 if reuse else costs.input_grad_s)
-        ctx.input_done = ctx.input_done or want_input
+        if want_input and key is not None:
+            ctx.input_done.add(key)
         time.sleep(seconds)
         x, w = ctx.saved_tensors
         grad_x = grad * w if want_input else None
         grad_w = (grad * x).reshape(-1, w.shape[0]).sum(0) if want_weight else None
         return grad_x, grad_w, None
+
+
+def _identity(grad: torch.Tensor) -> int | None:
+    """Which gradient tensor this is (its storage), or None for a batched (vmapped) gradient, which has none."""
+    try:
+        return grad.data_ptr()
+    except RuntimeError:
+        return None
 
 
 def _asked(ctx) -> tuple[bool, bool]:

@@ -118,7 +118,9 @@ class Update(Action):
     """Optimizer step (block and head parameters), LR scheduler step, zero the gradients."""
 
 
-def build_schedule(plan: GradientPlan, k: int, *, has_head: bool, batch_streams: bool = False) -> tuple[Action, ...]:
+def build_schedule(
+    plan: GradientPlan, k: int, *, has_head: bool, batch_streams: bool = False, split_backward: bool = False
+) -> tuple[Action, ...]:
     """The actions of component ``k`` (0-based) for one step.
 
     ``has_head``: the component owns a head (trained on its loss even if the plan does
@@ -126,6 +128,11 @@ def build_schedule(plan: GradientPlan, k: int, *, has_head: bool, batch_streams:
     ``batch_streams``: wait for all streams from above and compute their input gradients
     in one batched call, instead of forwarding each as it arrives. Same gradients,
     different rounding and timing; measured in benchmarks/step_overhead.py.
+    ``split_backward``: where a component forwards and trains on a single stream, compute its
+    input gradient first, send it, and only then the weight gradient (instead of one
+    FullGrad), so the component below can start sooner. With autograd the weight pass
+    recomputes the block's internal gradients, so this costs about half a backward more per
+    component; it pays only where the shorter critical path is worth more (benchmarks/schedule.py).
     """
     K = plan.num_components
     if not 0 <= k < K:
@@ -154,7 +161,7 @@ def build_schedule(plan: GradientPlan, k: int, *, has_head: bool, batch_streams:
     def send(j: int) -> None:
         backward.append(SendStream(j, plan.hops_left(j, k) - 1))
 
-    if len(streams) == 1 and trained == streams and streams[0] in continuing:
+    if len(streams) == 1 and trained == streams and streams[0] in continuing and not split_backward:
         # Plain backprop: one stream, trained on and forwarded: a single backward pass.
         (j,) = streams
         recv(j)

@@ -23,6 +23,7 @@ from interlock.clock import (
     work_from_costs,
     work_from_records,
 )
+from interlock.schedule import build_schedule
 from interlock.worker import ActionRecord
 
 
@@ -71,62 +72,47 @@ def test_end_to_end_and_local_match_the_paper(split):
             assert makespan(il.Local(), a, b, costs) == local_time_units(components=a, steps=b)
 
 
-class PerStreamCosts:
-    """Unit costs where a weight pass reuses intermediates only of streams whose input
-    gradient this component computed this step (ComputeCosts reuses them per graph)."""
-
-    def durations(self, schedule):
-        seen, out = set(), []
-        for a in schedule:
-            if isinstance(a, S.InputGrad):
-                seen.update(a.losses)
-            elif isinstance(a, S.FullGrad):
-                seen.add(a.loss)
-            cost = {S.Forward: 1.0, S.InputGrad: 1.0, S.FullGrad: 1.0}.get(type(a), 0.0)
-            if isinstance(a, S.WeightGrad):
-                cost = 0.0 if set(a.losses) <= seen else 1.0
-            out.append(cost)
-        return out
-
-
-def test_n_wise_without_split_is_one_unit_under_the_paper():
+def test_n_wise_without_split_is_the_paper_exactly():
     # Paper: each group of n components is backprop over n components, 2n units a step,
     # plus a - n to fill the pipeline: 2bn + a - n. Ours with the whole backward in the
-    # input-gradient part (split=1: InputGrad 1, a weight pass after it 0):
-    # - the period is the same 2n: component 1 forwards, the n-1 above it forward (n), the
-    #   stream L_n comes back through n-1 input passes (n-1), and component 1's weight
-    #   pass is a lone one (it forwards no stream), 1 unit;
-    # - the component that finishes last, a-n+1, ends its step with the weight pass of the
-    #   top stream L_a after input passes for the streams it forwards; its intermediates
-    #   count as reused (per graph), so that pass costs 0 where the paper charges 1.
-    # Hence 2bn + a - n - 1 for 1 < n < a.
+    # input-gradient part (split=1: InputGrad 1, the weight pass of a stream already
+    # input-passed 0, of a new one 1): component 1's cycle is n forwards, n-1 input passes
+    # bringing L_n down, and its lone weight pass: 2n a step; the last component to finish,
+    # a-n+1, ends a - n later.
     costs = ComputeCosts.units(split=1.0)
-    for a in range(3, 7):
-        for n in range(2, a):
-            for b in range(1, 5):
-                paper = paper_time_units(components=a, steps=b, n=n)
-                assert makespan(il.Interlocking(n), a, b, costs) == paper - 1, (a, n, b)
-    # The reuse is the whole difference: charging it per stream gives the paper exactly.
     for a in range(1, 7):
         for n in range(1, a + 1):
             for b in range(1, 5):
-                assert makespan(il.Interlocking(n), a, b, PerStreamCosts()) == paper_time_units(components=a, steps=b, n=n)
+                assert makespan(il.Interlocking(n), a, b, costs) == paper_time_units(components=a, steps=b, n=n), (a, n, b)
+
+
+def makespan_split(strategy, a, b, costs):
+    plan = strategy.plan(a)
+    schedules = [build_schedule(plan, k, has_head=True, split_backward=True) for k in range(a)]
+    return predict(schedules, costs, steps=b).makespan_s
 
 
 def test_weight_gradient_split_beats_the_paper():
-    # Input and weight passes 0.5 each. The period is component 1's cycle: n forwards,
-    # n-1 half-unit input passes, its lone weight pass 1: 1.5n + 0.5 per step (the cycle
-    # through the top component's FullGrad, n + 2 + 0.5(n-3), is as long). The last to
-    # finish, component a-n+1, ends a - n after component 1's period boundary:
-    # b(1.5n + 0.5) + a - n, against the paper's 2bn + a - n.
     costs = ComputeCosts.units(split=0.5)
+    # Input and weight passes 0.5 each, one FullGrad where a component forwards and trains
+    # on its only stream (the top component): its weight half stays on the critical path.
+    # Component a-1 then waits for a forward and a FullGrad above it and ends with a full
+    # weight pass (its own stream is not the one it trains on): 1.5n + 1 a step, plus a - n.
     for a in range(3, 7):
         for n in range(2, a):
             for b in range(1, 5):
-                got = makespan(il.Interlocking(n), a, b, costs)
+                assert makespan(il.Interlocking(n), a, b, costs) == b * (1.5 * n + 1) + a - n, (a, n, b)
+    # split_backward: the top component also sends its input gradient first and leaves the
+    # weight half for later (reused: same stream). Every cycle loses half a unit:
+    # b(1.5n + 0.5) + a - n, below the paper's 2bn + a - n for every n >= 2.
+    for a in range(3, 7):
+        for n in range(2, a + 1):
+            for b in range(1, 5):
+                got = makespan_split(il.Interlocking(n), a, b, costs)
                 assert got == b * (1.5 * n + 0.5) + a - n, (a, n, b)
                 assert got < paper_time_units(components=a, steps=b, n=n)
-    assert makespan(il.Interlocking(2), 4, 3, costs) == 12.5  # 2-wise, a=4, b=3: paper 14
+    # The benchmark's case: 2-wise, K=4, b=32 steps, against plain end-to-end (2ab = 256).
+    assert makespan_split(il.Interlocking(2), 4, 32, costs) / end_to_end_time_units(components=4, steps=32) == 114 / 256
 
 
 @pytest.mark.parametrize("mix", ["furthest", "sum"])

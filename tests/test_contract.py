@@ -188,3 +188,14 @@ def test_predicted_time_of_local_is_the_slowest_component_pipelined():
     e2e_span = e2e.predicted_time(e2e_records)
     # End-to-end cannot overlap forward and backward of different components within a step.
     assert e2e_span.makespan_s >= 0.95 * sum(r.duration_s for r in e2e_records if r.action.kind in ("Forward", "FullGrad", "WeightGrad"))
+
+
+@pytest.mark.parametrize("n,mix", [(1, "furthest"), (2, "furthest"), (3, "furthest"), (2, "sum"), (3, "sum")])
+def test_split_backward_keeps_the_contract(n, mix):
+    # Sending a lone stream's input gradient before its weight gradient changes timing only.
+    blocks, heads, x, y, loss_fn = PARTS["bn"](3, seed=6)
+    batches = batches_for(x, y)
+    ref_blocks, ref_heads, _ = reference_train(blocks, heads, batches, loss_fn, n=n, mix=mix, make_opt=sgd)
+    net, _, engine = engine_train(blocks, heads, batches, loss_fn, il.Interlocking(n, mix), split_backward=True)
+    assert not any(a.kind == "FullGrad" for w in engine.workers for a in w.schedule)
+    assert_same_state(state_of(list(net.blocks) + list(net.heads)), state_of(ref_blocks + ref_heads))

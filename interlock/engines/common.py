@@ -38,6 +38,7 @@ class EngineOptions:
     lr_scheduler: SchedulerFactory | Sequence[SchedulerFactory | None] | None = None
     loss_weights: Sequence[float] | None = None
     batch_streams: bool = False
+    split_backward: bool = False
     rng_seed: int | None = None
     record: bool = True
 
@@ -102,7 +103,9 @@ def make_worker(
         lr_scheduler=None if sched_factory is None else sched_factory(optimizer),
         loss_fn=options.loss_fn,
         loss_weight=weight,
-        schedule=build_schedule(plan, k, has_head=head is not None, batch_streams=options.batch_streams),
+        schedule=build_schedule(
+            plan, k, has_head=head is not None, batch_streams=options.batch_streams, split_backward=options.split_backward
+        ),
         transport=transport,
         rng_seed=options.rng_seed,
         record=options.record,

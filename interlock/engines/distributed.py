@@ -244,6 +244,7 @@ class DistributedEngine:
         lr_scheduler=None,
         loss_weights: Sequence[float] | None = None,
         batch_streams: bool = False,
+        split_backward: bool = False,
         rng_seed: int | None = None,
         record: bool = True,
         timeout_s: float = 300.0,
@@ -261,7 +262,7 @@ class DistributedEngine:
         check_heads(net, strategy, self.plan)
         self.options = EngineOptions(
             optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler, loss_weights=loss_weights,
-            batch_streams=batch_streams, rng_seed=rng_seed, record=record,
+            batch_streams=batch_streams, split_backward=split_backward, rng_seed=rng_seed, record=record,
         )
         self.options.validate(K)
         if sample_input is not None:

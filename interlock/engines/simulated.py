@@ -29,7 +29,9 @@ class SimulatedEngine:
     ``optimizer``: factory ``params -> torch.optim.Optimizer`` (or one per component);
     ``lr_scheduler``: factory ``optimizer -> scheduler`` stepped once per step (or one per
     component); ``loss_weights``: K non-negative weights of L_1..L_K; ``batch_streams``:
-    compute several streams' input gradients in one batched call; ``rng_seed``: give each
+    compute several streams' input gradients in one batched call; ``split_backward``: send a
+    lone stream's input gradient before computing the weight gradient (see
+    :func:`interlock.schedule.build_schedule`); ``rng_seed``: give each
     component its own random state per step (dropout masks then match the distributed
     engine's); ``sample_input``: validate the network's shapes now rather than at the first step.
     """
@@ -44,6 +46,7 @@ class SimulatedEngine:
         lr_scheduler=None,
         loss_weights: Sequence[float] | None = None,
         batch_streams: bool = False,
+        split_backward: bool = False,
         rng_seed: int | None = None,
         record: bool = True,
         sample_input: torch.Tensor | None = None,
@@ -58,7 +61,7 @@ class SimulatedEngine:
         check_heads(net, strategy, self.plan)
         self.options = EngineOptions(
             optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler, loss_weights=loss_weights,
-            batch_streams=batch_streams, rng_seed=rng_seed, record=record,
+            batch_streams=batch_streams, split_backward=split_backward, rng_seed=rng_seed, record=record,
         )
         self.options.validate(net.num_components)
         self.transport = InMemoryTransport()

@@ -1,0 +1,254 @@
+"""Time per step of each strategy on K processes, next to the paper's time model and our clock.
+
+Two modes, measured in one run:
+
+* ``emulated``: every block's forward sleeps one time unit and its backward one unit (half
+  for the input gradient, half for the weight gradient), so K processes overlap even on 2
+  cores. Compared with the interlocking paper's model (Fig. 2) for a components and b
+  steps: end-to-end 2ab units, 1-wise 2b+a-1, n-wise 2bn+a-n; and with the simulated
+  engine's critical-path prediction (interlock.clock) from the same costs.
+* ``real``: a real convnet on real CIFAR-10 images, one thread per process, compared with
+  single-process end-to-end training (the simulated engine) on one and on two threads.
+
+Each measurement is one JSON line; a table follows. Traces of the emulated runs (Chrome
+trace JSON and Gantt PNG, one row per component) go to ``--trace-dir`` if given.
+
+    python benchmarks/schedule.py                                  # both modes, K=4 emulated, K=2 real
+    python benchmarks/schedule.py --mode emulated --components 4 --steps 32 --unit-ms 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import interlock as il
+from interlock import clock, emulate
+from interlock.data import find_data_root, read_cifar10_binary
+from interlock.launch import run_local
+from interlock.schedule import build_schedule
+
+# name -> (strategy, split_backward). "+split": a lone stream's input gradient is sent before
+# its weight gradient is computed (interlock.schedule.build_schedule).
+SYNC = {
+    "end-to-end": (il.EndToEnd, False),
+    "1-wise": (il.Local, False),
+    "2-wise": (lambda: il.Interlocking(2), False),
+    "3-wise": (lambda: il.Interlocking(3), False),
+    "end-to-end+split": (il.EndToEnd, True),
+    "2-wise+split": (lambda: il.Interlocking(2), True),
+    "3-wise+split": (lambda: il.Interlocking(3), True),
+}
+PIPE = {"gpipe": "gpipe", "1f1b": "1f1b"}
+
+
+def _n(variant: str) -> int | None:
+    base = variant.split("+")[0]
+    return int(base.split("-")[0]) if base.endswith("-wise") else None
+
+
+def fits(variant: str, K: int) -> bool:
+    n = _n(variant)
+    return n is None or n <= K
+
+
+def model_units(variant: str, a: int, b: int) -> float | None:
+    variant = variant.split("+")[0]
+    if variant == "end-to-end":
+        return clock.end_to_end_time_units(components=a, steps=b)
+    if variant == "1-wise":
+        return clock.local_time_units(components=a, steps=b)
+    if variant.endswith("-wise"):
+        n = int(variant.split("-")[0])
+        return clock.paper_time_units(components=a, steps=b, n=n) if n <= a else None
+    return None
+
+
+def sgd(params):
+    return torch.optim.SGD(params, lr=0.01)
+
+
+# -- what each rank runs (module level: the launcher pickles it) -----------------------------
+
+
+def _build(spec: dict):
+    if spec["mode"] == "emulated":
+        unit = spec["unit_s"] / (spec["microbatches"] if spec["variant"] in PIPE else 1)  # a micro-batch costs its share
+        net = emulate.emulated_net(spec["K"], forward_s=unit, backward_s=unit, split=0.5)
+        x, y = emulate.emulated_batch(spec["batch"], seed=0)
+        return net, x, y
+    torch.manual_seed(0)
+    net = il.models.create("toy_cnn", components=spec["K"], heads="linear", depth=spec["depth"])
+    return net, spec["x"], spec["y"]
+
+
+def _rank(spec: dict) -> dict:
+    net, x, y = _build(spec)
+    variant = spec["variant"]
+    if variant in PIPE:
+        engine = il.PipelineEngine(net, optimizer=sgd, loss_fn=F.cross_entropy, microbatches=spec["microbatches"],
+                                   schedule=PIPE[variant])
+    else:
+        strategy, split = SYNC[variant]
+        engine = il.DistributedEngine(net, strategy(), optimizer=sgd, loss_fn=F.cross_entropy, record=True,
+                                      split_backward=split)
+    for _ in range(spec["warmup"]):
+        engine.step(x if engine.rank == 0 else None, y)
+    engine.barrier()
+    t0 = time.perf_counter()
+    records = []
+    for _ in range(spec["steps"]):
+        records.extend(engine.step(x if engine.rank == 0 else None, y).records)
+    if hasattr(engine, "transport"):
+        engine.transport.flush()  # the last sends have arrived: the step is really done
+    engine.barrier()
+    wall = time.perf_counter() - t0
+    engine.close()
+    return {"wall_s": wall, "records": records}
+
+
+def measure(spec: dict, variant: str) -> tuple[float, list]:
+    results = run_local(_rank, spec["K"], {**spec, "variant": variant}, timeout_s=600)
+    wall = max(r["wall_s"] for r in results)
+    return wall, [rec for r in results for rec in r["records"]]
+
+
+# -- the two modes -------------------------------------------------------------------------
+
+
+def emulated(args, emit) -> None:
+    K, b, unit = args.components, args.steps, args.unit_ms / 1000
+    spec = {"mode": "emulated", "K": K, "steps": b, "warmup": 2, "unit_s": unit, "batch": 8, "microbatches": args.microbatches}
+    costs = emulate.emulated_costs(forward_s=unit, backward_s=unit, split=0.5)
+    times = {}
+    for variant in [v for v in [*SYNC, *PIPE] if fits(v, K)]:
+        wall, records = measure(spec, variant)
+        times[variant] = wall
+        row = {"bench": "schedule", "mode": "emulated", "variant": variant, "components": K, "steps": b,
+               "unit_s": unit, "time_s": round(wall, 4), "time_units": round(wall / unit, 2)}
+        units = model_units(variant, K, b)
+        if units is not None:
+            row["paper_model_units"] = units
+            row["ratio_to_paper_model"] = round(wall / unit / units, 3)
+        if variant in SYNC:
+            strategy, split = SYNC[variant]
+            plan = strategy().plan(K)
+            schedules = [build_schedule(plan, k, has_head=True, split_backward=split) for k in range(K)]
+            predicted = clock.predict(schedules, costs, steps=b).makespan_s
+            row["clock_predicted_units"] = round(predicted / unit, 2)
+            row["ratio_to_clock"] = round(wall / predicted, 3)
+        if args.trace_dir and records:  # (the pipelining engines record no actions)
+            from interlock.trace import chrome_trace, gantt_png
+
+            out = Path(args.trace_dir)
+            chrome_trace(records, out / f"emulated_{variant}.trace.json")
+            gantt_png(records, out / f"emulated_{variant}.png", title=f"{variant}, K={K}, emulated compute")
+        emit(row)
+    for variant, t in times.items():
+        emit({"bench": "schedule", "mode": "emulated", "variant": variant, "ratio_to_end_to_end": round(t / times["end-to-end"], 3)})
+
+
+def real(args, emit) -> None:
+    root = find_data_root(args.data)
+    if root is None or not (root / "cifar-10-batches-bin" / "data_batch_1.bin").is_file():
+        sys.exit("CIFAR-10 not found: pass --data DIR (a folder holding cifar-10-batches-bin/) or set $INTERLOCK_DATA")
+    images, labels = read_cifar10_binary(root / "cifar-10-batches-bin" / "data_batch_1.bin", limit=args.batch)
+    x = (images.float() / 255 - 0.5) / 0.25  # (B, 3, 32, 32)
+    K, b = 2, args.real_steps
+    spec = {"mode": "real", "K": K, "steps": b, "warmup": 2, "x": x, "y": labels, "batch": args.batch,
+            "depth": args.depth, "microbatches": args.microbatches}
+    # Single-process end-to-end baselines, one and two threads, same network and batch.
+    torch.manual_seed(0)
+    base_net = il.models.create("toy_cnn", components=K, heads="linear", depth=args.depth)
+    baselines = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        engine = il.SimulatedEngine(copy.deepcopy(base_net), il.EndToEnd(), optimizer=sgd, loss_fn=F.cross_entropy, record=False)
+        for _ in range(2):
+            engine.step(x, labels)
+        t0 = time.perf_counter()
+        for _ in range(b):
+            engine.step(x, labels)
+        baselines[threads] = (time.perf_counter() - t0) / b
+        emit({"bench": "schedule", "mode": "real", "variant": f"single-process end-to-end, {threads} thread(s)",
+              "step_time_s": round(baselines[threads], 4), "samples_per_s": round(args.batch / baselines[threads], 1)})
+    # Predicted K-device time from the simulated engine's measured actions (one thread).
+    torch.set_num_threads(1)
+    predictions = {}
+    for variant in [v for v in SYNC if fits(v, K)]:
+        strategy, split = SYNC[variant]
+        engine = il.SimulatedEngine(copy.deepcopy(base_net), strategy(), optimizer=sgd, loss_fn=F.cross_entropy,
+                                    split_backward=split)
+        engine.step(x, labels)
+        records = [r for _ in range(4) for r in engine.step(x, labels).records]
+        predictions[variant] = engine.predicted_time(records).makespan_s / 4
+    for variant in [v for v in [*SYNC, *PIPE] if fits(v, K)]:
+        wall, _ = measure(spec, variant)
+        step = wall / b
+        row = {"bench": "schedule", "mode": "real", "variant": variant, "components": K, "steps": b, "batch": args.batch,
+               "step_time_s": round(step, 4), "samples_per_s": round(args.batch / step, 1),
+               "speedup_vs_single_process_1_thread": round(baselines[1] / step, 3),
+               "speedup_vs_single_process_2_threads": round(baselines[2] / step, 3)}
+        if variant in predictions:
+            row["clock_predicted_step_time_s"] = round(predictions[variant], 4)
+        emit(row)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mode", choices=["emulated", "real", "both"], default="both")
+    p.add_argument("--components", type=int, default=4, help="K for emulated mode (real mode uses K=2)")
+    p.add_argument("--steps", type=int, default=32, help="steps b in emulated mode")
+    p.add_argument("--unit-ms", type=float, default=50.0, help="emulated time unit (one forward of one component)")
+    p.add_argument("--microbatches", type=int, default=4, help="micro-batches for GPipe / 1F1B")
+    p.add_argument("--real-steps", type=int, default=12)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--depth", type=int, default=4, help="conv layers of the real-mode toy CNN")
+    p.add_argument("--data", default=None)
+    p.add_argument("--trace-dir", default=None, help="write Chrome traces and Gantt PNGs of the emulated runs here")
+    args = p.parse_args(argv)
+    rows = []
+
+    def emit(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    if args.mode in ("emulated", "both"):
+        emulated(args, emit)
+    if args.mode in ("real", "both"):
+        real(args, emit)
+    print(table(rows), file=sys.stderr)
+
+
+def table(rows: list[dict]) -> str:
+    lines = []
+    em = [r for r in rows if r["mode"] == "emulated" and "time_s" in r]
+    if em:
+        rel = {r["variant"]: r["ratio_to_end_to_end"] for r in rows if r["mode"] == "emulated" and "ratio_to_end_to_end" in r}
+        lines += ["", f"emulated compute, K={em[0]['components']}, b={em[0]['steps']} steps (time units):",
+                  "| variant | measured | paper model | measured / model | clock prediction | vs end-to-end |",
+                  "|---|---|---|---|---|---|"]
+        for r in em:
+            lines.append(f"| {r['variant']} | {r['time_units']} | {r.get('paper_model_units', '-')} | "
+                         f"{r.get('ratio_to_paper_model', '-')} | {r.get('clock_predicted_units', '-')} | {rel[r['variant']]} |")
+    re_ = [r for r in rows if r["mode"] == "real"]
+    if re_:
+        lines += ["", "real compute, K=2 processes x 1 thread (samples/s):",
+                  "| variant | samples/s | vs 1-process e2e (1 thread) | vs 1-process e2e (2 threads) | clock prediction s/step |",
+                  "|---|---|---|---|---|"]
+        for r in re_:
+            lines.append(f"| {r['variant']} | {r['samples_per_s']} | {r.get('speedup_vs_single_process_1_thread', '-')} | "
+                         f"{r.get('speedup_vs_single_process_2_threads', '-')} | {r.get('clock_predicted_step_time_s', '-')} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
