@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import time
@@ -113,6 +114,8 @@ def cmd_train(args) -> int:
     else:
         config = _config(args, [f"strategy={args.strategy}"] if args.strategy else None)
     final = run_one(config, resume=args.resume, quiet=args.quiet, label=config.strategy)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun every rank runs this; one prints
+        return 0
     print(json.dumps({"run_dir": config.run_dir, "strategy": config.strategy, **{k: v for k, v in final.items() if k != "kind"}}))
     return 0
 
@@ -207,6 +210,28 @@ def _table(results: dict[str, list[dict]], base: TrainConfig) -> str:
     return "\n".join(lines)
 
 
+def cmd_heads(args) -> int:
+    """Each head's parameters and FLOPs next to its component's (DGL aims for heads under 5%)."""
+    from . import heads, models
+
+    kw = {}
+    for item in args.options:
+        key, _, value = item.partition("=")
+        kw[key] = json.loads(value) if value[:1] in "0123456789-[{tf" else value
+    net = models.create(args.model, components=args.components, heads=args.heads, partition=args.partition, **kw)
+    sample = models.build(args.model, components=args.components, **kw).sample_input
+    rows = heads.cost(net, sample)
+    print(f"| component | output shape | component params | head params | params ratio | component GFLOPs | head GFLOPs | FLOPs ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        ratio = lambda v: "-" if v is None else f"{100 * v:.1f}%"
+        print(f"| {r['component']} | {tuple(r['out_shape'])} | {r['component_params']:,} | {r['head_params']:,} | "
+              f"{ratio(r['head_params_ratio'])} | {r['component_flops'] / 1e9:.4f} | {r['head_flops'] / 1e9:.4f} | "
+              f"{ratio(r['head_flops_ratio'])} |")
+    print(f"\nFLOPs of one forward pass on the model's sample input ({tuple(sample.shape)}); heads: {args.heads}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="interlock", description="Depthwise model-parallel training with local losses.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp.add_argument("--strategies", default="end-to-end,local,2-wise")
     p_cmp.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     p_cmp.set_defaults(fn=cmd_compare)
+    p_heads = sub.add_parser("heads", help="parameters and FLOPs of each head relative to its component")
+    p_heads.add_argument("model", help="a registered model, e.g. dgl_cnn, resnet18, toy_cnn")
+    p_heads.add_argument("options", nargs="*", help="model options, e.g. width=0.25 stem=imagenet")
+    p_heads.add_argument("--components", type=int, default=4)
+    p_heads.add_argument("--heads", default="mlp_sr", help="auxiliary head for every component")
+    p_heads.add_argument("--partition", default="uniform", help="uniform, params or flops")
+    p_heads.set_defaults(fn=cmd_heads, overrides=[])
     # Overrides may follow flags (``--steps 5 optim.lr=0.1``): collect the key=value leftovers.
     args, extra = parser.parse_known_args(argv)
     stray = [e for e in extra if e.startswith("-") or "=" not in e]

@@ -139,6 +139,7 @@ class TrainConfig:
     eval_every: int = 0  # steps between evaluations (0: only at the end)
     log_every: int = 20  # steps between train-metric rows
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
+    trace_steps: int = 0  # write trace.json (Chrome trace) and trace.png (Gantt) of this many steps after the first
     engine: str = "simulated"  # simulated | distributed
     dist_timeout_s: float = 300.0  # distributed: a rank silent this long ends the run (and a failed rank ends it at once)
     device: str = "cpu"
@@ -154,8 +155,8 @@ class TrainConfig:
         _check((self.epochs > 0) != (self.steps > 0), f"set exactly one of epochs (now {self.epochs}) or steps (now {self.steps}) to a positive value")
         _check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing}: use 0 <= label_smoothing < 1")
         _check(self.engine in ("simulated", "distributed"), f"engine={self.engine!r}: use simulated or distributed")
-        _check(self.eval_every >= 0 and self.log_every >= 1 and self.checkpoint_every >= 0,
-               "eval_every and checkpoint_every must be >= 0, log_every >= 1")
+        _check(self.eval_every >= 0 and self.log_every >= 1 and self.checkpoint_every >= 0 and self.trace_steps >= 0,
+               "eval_every, checkpoint_every and trace_steps must be >= 0, log_every >= 1")
         if self.loss_weights is not None:
             self.loss_weights = tuple(float(w) for w in self.loss_weights)
             _check(len(self.loss_weights) == self.model.components,

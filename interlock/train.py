@@ -116,7 +116,7 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
         lr_scheduler=make_lr_factory(config.lr, total_steps),
         loss_weights=config.loss_weights,
         rng_seed=config.seed,  # dropout masks depend on (seed, step, component) only: resumable, engine-independent
-        record=config.engine == "simulated",  # action timings feed the predicted K-device step time
+        record=True,  # action timings: per-component busy/wait/comm time, traces, predicted K-device time
     )
     if config.engine == "distributed":
         from .engines.distributed import DistributedEngine
@@ -273,6 +273,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
     last_eval: dict = {}
     window_losses: list[list[float]] = []
     window_records: list = []
+    traced: list = []
     # Step time is wall time per training step, data loading included, evaluation and checkpoints excluded.
     window_time, window_steps, train_time = 0.0, 0, 0.0
     end = total_steps if stop_after is None else min(total_steps, stop_after)
@@ -293,6 +294,10 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                     )
             window_losses.append(result.losses)
             window_records.extend(result.records)
+            if config.trace_steps and start + 1 <= step < start + 1 + config.trace_steps:  # (the first step warms up)
+                traced.extend(result.records)
+                if step + 1 == start + 1 + config.trace_steps:
+                    _write_trace(engine, traced, run_dir, barrier, title=f"{config.strategy}, K={K}, steps {start + 2}..{step + 1}")
             step += 1
             window_steps += 1
             if step % config.log_every == 0 or step == end:
@@ -300,6 +305,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                 row = {"kind": "train", "step": step, "total_steps": total_steps, "epoch": step / task.steps_per_epoch,
                        "step_time_s": window_time / window_steps, "samples_per_s": window_steps * x.shape[0] / window_time,
                        "lr": engine_lr(engine)}
+                row.update(_component_times(engine, window_records, window_steps))
                 if window_records and hasattr(engine, "predicted_time"):
                     # What K devices would need per step: the critical path of this window's measured actions.
                     row["predicted_parallel_step_time_s"] = engine.predicted_time(window_records).makespan_s / window_steps
@@ -320,6 +326,43 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         metrics.close()
         metrics.write_csv()
     return RunResult(run_dir=run_dir, steps=step, final=last_eval, train_time_s=train_time, history=history)
+
+
+def _component_times(engine, records: list, steps: int) -> dict:
+    """Per component, seconds per step spent computing, waiting in receives and sending (one collective)."""
+    from .trace import component_times
+
+    K = engine.num_components
+    table = torch.zeros(K, 3, dtype=torch.float64)  # (K, [busy, wait, comm]); each process fills its own rows
+    if records:
+        for row in component_times(records):
+            table[row["component"] - 1] = torch.tensor([row["busy_s"], row["wait_s"], row["comm_s"]], dtype=torch.float64)
+    table = engine.all_reduce_sum(table) / steps
+    out = {}
+    for k in range(K):
+        out[f"busy_s_per_step_{k + 1}"] = float(table[k, 0])
+        out[f"wait_s_per_step_{k + 1}"] = float(table[k, 1])
+        out[f"comm_s_per_step_{k + 1}"] = float(table[k, 2])
+    return out
+
+
+def _write_trace(engine, records: list, run_dir: Path, barrier, *, title: str) -> None:
+    """trace.json (Chrome trace, one row per component) and trace.png (Gantt) in the run directory.
+
+    Each process saves its own records; the main process merges and draws them.
+    """
+    from .trace import chrome_trace, gantt_png
+
+    folder = run_dir / "trace_records"
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in engine.local_components:
+        torch.save([r for r in records if r.component == k], folder / f"component_{k + 1}.pt")
+    barrier()
+    if engine.is_main:
+        merged = [r for k in range(engine.num_components) for r in torch.load(folder / f"component_{k + 1}.pt", weights_only=False)]
+        chrome_trace(merged, run_dir / "trace.json")
+        gantt_png(merged, run_dir / "trace.png", title=title)
+    barrier()
 
 
 def engine_lr(engine) -> float:

@@ -46,7 +46,8 @@ def assert_states_equal(a, b):
 
 def without_timing(rows):
     drop = {"step_time_s", "samples_per_s", "predicted_parallel_step_time_s"}
-    return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+    timing = ("busy_s_", "wait_s_", "comm_s_")
+    return [{k: v for k, v in r.items() if k not in drop and not k.startswith(timing)} for r in rows]
 
 
 def test_parse_strategy_round_trips_names():
@@ -208,3 +209,35 @@ def test_distributed_training_equals_simulated_and_resumes_a_simulated_checkpoin
     resumed = run_distributed(config(tmp_path / "mixed", *extra, "engine=distributed"), resume=True)
     assert resumed == simulated.final
     assert_states_equal(component_states(tmp_path / "mixed" / "run"), component_states(tmp_path / "sim" / "run"))
+
+
+def test_trace_and_component_times_are_written(tmp_path):
+    result = run(config(tmp_path, "steps=5", "strategy=2-wise", "trace_steps=2", "eval_every=0"))
+    run_dir = tmp_path / "run"
+    events = [e for e in json.loads((run_dir / "trace.json").read_text())["traceEvents"] if e.get("ph") == "X"]
+    assert {e["tid"] for e in events} == {1, 2, 3}  # one row per component
+    assert sum(e["name"] == "Update" for e in events) == 3 * 2  # two traced steps of three components
+    assert (run_dir / "trace.png").stat().st_size > 5_000
+    row = next(r for r in result.history if r["kind"] == "train")
+    assert all(row[f"busy_s_per_step_{k}"] > 0 for k in (1, 2, 3))
+    assert all(row[f"wait_s_per_step_{k}"] >= 0 and row[f"comm_s_per_step_{k}"] >= 0 for k in (1, 2, 3))
+    assert 0 < row["predicted_parallel_step_time_s"] < row["step_time_s"]
+
+
+def test_language_model_trains_from_the_command_line(tmp_path, capsys):
+    args = ["train", "--quiet", "--steps", "4", "--run-dir", str(tmp_path / "lm"), "--strategy", "2-wise",
+            "data.name=shakespeare", "data.batch_size=4", "data.block_size=16", "data.eval_batches=2",
+            "data.eval_batch_size=8", "data.eval_text=wikitext2", "model.name=gpt", "model.components=2",
+            "model.heads=transformer", "model.kwargs.n_layer=2", "model.kwargs.n_head=2", "model.kwargs.n_embd=16",
+            "optim.name=adam", "optim.lr=1e-3", "lr.name=inverse_sqrt", "lr.warmup_steps=2", "threads=1"]
+    assert cli.main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # A 66-symbol vocabulary (65 characters + <unk>): an untrained model's perplexity is about 66.
+    assert 20 < out["test_final_ppl"] < 80 and out["wikitext2_final_ppl"] > 1
+    assert math.isclose(out["test_final_ppl"], math.exp(out["test_final_loss"]), rel_tol=1e-9)
+
+
+def test_heads_command_reports_costs(capsys):
+    assert cli.main(["heads", "dgl_cnn", "width=0.25", "--components", "2", "--heads", "mlp_sr"]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("| 1 ") or l.startswith("| 2 ")]
+    assert len(lines) == 2 and all(l.count("%") == 2 for l in lines)
