@@ -224,6 +224,8 @@ def run(
 def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop_after) -> RunResult:
     K = engine.num_components
     barrier = _barrier(engine)
+    # A distributed rank's own device (cuda:LOCAL_RANK under NCCL), else the configured one.
+    device = getattr(engine, "device", config.device)
     checkpoint = latest_checkpoint(run_dir) if run_dir.exists() else None
     if resume:
         if checkpoint is None:
@@ -253,7 +255,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         if not final and "val" in splits:  # the test set is scored at the end only when there is a validation split
             splits = {"val": splits["val"]}
         for split, batches in splits.items():
-            scores = evaluate(engine, batches, num_classes=task.num_classes, is_text=task.is_text, device=config.device)
+            scores = evaluate(engine, batches, num_classes=task.num_classes, is_text=task.is_text, device=device)
             row.update({f"{split}_{k}": v for k, v in scores.items()})
         emit(row)
         return row
@@ -281,7 +283,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         epoch, offset = divmod(step, task.steps_per_epoch)
         tick = time.perf_counter()
         for x, y in task.train_batches(epoch=epoch, start_step=offset):
-            result = engine.step(x.to(config.device), y.to(config.device))
+            result = engine.step(x.to(device), y.to(device))
             spent = time.perf_counter() - tick
             window_time += spent
             train_time += spent
