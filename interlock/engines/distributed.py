@@ -217,7 +217,41 @@ def chain_heads_forward(
     return [out if j == rank else None for j in range(num_components)]
 
 
-class DistributedEngine:
+class RankEngine:
+    """What every one-component-per-rank engine offers the training program, from its ``group``."""
+
+    group: RankGroup
+    _num_components: int
+
+    @property
+    def rank(self) -> int:
+        return self.group.rank
+
+    @property
+    def is_main(self) -> bool:
+        return self.group.rank == 0
+
+    @property
+    def num_components(self) -> int:
+        return self._num_components
+
+    @property
+    def local_components(self) -> list[int]:
+        return [self.group.rank]
+
+    def gather_losses(self, losses: list[float]) -> list[float]:
+        """Every component's loss from a step's ``losses`` (one collective: call it on every rank, at log intervals)."""
+        return self.group.gather_losses(losses)
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum of ``t`` over the ranks (call on every rank)."""
+        return self.group.all_reduce_sum(t)
+
+    def barrier(self) -> None:
+        self.group.barrier()
+
+
+class DistributedEngine(RankEngine):
     """Train component ``rank`` of ``net`` with ``strategy``, one process per component.
 
     Options as :class:`~interlock.engines.simulated.SimulatedEngine` (``optimizer``,
@@ -292,22 +326,6 @@ class DistributedEngine:
     # -- what the training program uses ---------------------------------------------------
 
     @property
-    def rank(self) -> int:
-        return self.group.rank
-
-    @property
-    def is_main(self) -> bool:
-        return self.group.rank == 0
-
-    @property
-    def num_components(self) -> int:
-        return self._num_components
-
-    @property
-    def local_components(self) -> list[int]:
-        return [self.group.rank]
-
-    @property
     def optimizers(self) -> list[torch.optim.Optimizer | None]:
         """Indexed by component: this rank's optimizer at ``rank``, None elsewhere."""
         return [self.worker.optimizer if j == self.rank else None for j in range(self.num_components)]
@@ -336,17 +354,6 @@ class DistributedEngine:
     def _records(self) -> list[ActionRecord]:
         e = self.epoch_s
         return [replace(r, start_s=r.start_s - e, end_s=r.end_s - e) for r in self.worker.records]
-
-    def gather_losses(self, losses: list[float]) -> list[float]:
-        """Every component's loss from a step's ``losses`` (one collective: call it on every rank, at log intervals)."""
-        return self.group.gather_losses(losses)
-
-    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
-        """The sum of ``t`` over the ranks (call on every rank)."""
-        return self.group.all_reduce_sum(t)
-
-    def barrier(self) -> None:
-        self.group.barrier()
 
     def heads_forward(self, x: torch.Tensor | None) -> list[torch.Tensor | None]:
         """Evaluation forward (no grad; modules in whatever mode the caller set). Call on every rank.

@@ -33,7 +33,7 @@ from torch import nn
 from ..net import ComponentNet
 from ..transport import TorchDistributedTransport
 from .common import EngineOptions, LossFn, StepResult, load_component, pack_component_state
-from .distributed import RankGroup, chain_heads_forward, keep_component
+from .distributed import RankEngine, RankGroup, chain_heads_forward, keep_component
 
 __all__ = ["PipelineEngine", "PIPELINE_SCHEDULES"]
 
@@ -50,7 +50,7 @@ def _pipelining():
     return pipelining
 
 
-class PipelineEngine:
+class PipelineEngine(RankEngine):
     """Train ``net`` end to end through a micro-batched pipeline, one process per component.
 
     ``optimizer`` / ``lr_scheduler``: factories as for the other engines (one optimizer
@@ -132,22 +132,6 @@ class PipelineEngine:
     # -- the interface shared with the other engines ------------------------------------
 
     @property
-    def rank(self) -> int:
-        return self.group.rank
-
-    @property
-    def is_main(self) -> bool:
-        return self.group.rank == 0
-
-    @property
-    def num_components(self) -> int:
-        return self._num_components
-
-    @property
-    def local_components(self) -> list[int]:
-        return [self.group.rank]
-
-    @property
     def optimizers(self) -> list[torch.optim.Optimizer | None]:
         return [self.optimizer if j == self.rank else None for j in range(self.num_components)]
 
@@ -191,15 +175,6 @@ class PipelineEngine:
         if self.is_last:
             losses[-1] = float(torch.stack([l.detach() for l in mb_losses]).mean())
         return StepResult(step=step, losses=losses, records=[])
-
-    def gather_losses(self, losses: list[float]) -> list[float]:
-        return self.group.gather_losses(losses)
-
-    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
-        return self.group.all_reduce_sum(t)
-
-    def barrier(self) -> None:
-        self.group.barrier()
 
     def heads_forward(self, x: torch.Tensor | None) -> list[torch.Tensor | None]:
         """Evaluation forward (no grad): the final head's prediction on the last rank, None elsewhere."""
