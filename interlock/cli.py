@@ -179,7 +179,14 @@ def _summarise(rows: list[dict]) -> dict:
         "final": final,
         "step_time_s": statistics.median(step_times) if step_times else None,
         "samples_per_s": statistics.median(r["samples_per_s"] for r in train) if train else None,
+        # The simulated engine's critical-path estimate of a step on K devices (absent for other engines).
+        "predicted_parallel_step_time_s": _median(r.get("predicted_parallel_step_time_s") for r in train),
     }
+
+
+def _median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 
 def _mean_std(values: list[float]) -> str:
@@ -194,7 +201,8 @@ def _mean_std(values: list[float]) -> str:
 def _table(results: dict[str, list[dict]], base: TrainConfig) -> str:
     K = base.model.components
     split = "test"
-    head = ["strategy", f"{split} acc % (final head)"] + [f"head {k}" for k in range(1, K)] + ["step time s", "samples/s"]
+    head = ["strategy", f"{split} acc % (final head)"] + [f"head {k}" for k in range(1, K)]
+    head += ["step time s", "samples/s", f"predicted s/step on {K} devices"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for strategy, runs in results.items():
         finals = [r["final"] for r in runs]
@@ -202,7 +210,9 @@ def _table(results: dict[str, list[dict]], base: TrainConfig) -> str:
         cells += [_mean_std([f.get(f"{split}_acc_{k}") for f in finals]) for k in range(1, K)]
         times = [r["step_time_s"] for r in runs if r["step_time_s"] is not None]
         rates = [r["samples_per_s"] for r in runs if r["samples_per_s"] is not None]
-        cells += [f"{statistics.mean(times):.3f}" if times else "-", f"{statistics.mean(rates):.0f}" if rates else "-"]
+        predicted = [r["predicted_parallel_step_time_s"] for r in runs if r.get("predicted_parallel_step_time_s") is not None]
+        cells += [f"{statistics.mean(times):.3f}" if times else "-", f"{statistics.mean(rates):.0f}" if rates else "-",
+                  f"{statistics.mean(predicted):.3f}" if predicted else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     seeds = len(next(iter(results.values())))
     lines.append("")
