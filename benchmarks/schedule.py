@@ -85,9 +85,13 @@ def _build(spec: dict):
         net = emulate.emulated_net(spec["K"], forward_s=unit, backward_s=unit, split=0.5)
         x, y = emulate.emulated_batch(spec["batch"], seed=0)
         return net, x, y
+    return real_net(spec["model"], spec["K"]), spec["x"], spec["y"]
+
+
+def real_net(model: str, K: int):
+    # FLOP-balanced cut: pipelined throughput is set by the slowest component.
     torch.manual_seed(0)
-    net = il.models.create("toy_cnn", components=spec["K"], heads="linear", depth=spec["depth"])
-    return net, spec["x"], spec["y"]
+    return il.models.create(model, components=K, heads="linear", partition="flops")
 
 
 def _rank(spec: dict) -> dict:
@@ -164,42 +168,57 @@ def real(args, emit) -> None:
     x = (images.float() / 255 - 0.5) / 0.25  # (B, 3, 32, 32)
     K, b = 2, args.real_steps
     spec = {"mode": "real", "K": K, "steps": b, "warmup": 2, "x": x, "y": labels, "batch": args.batch,
-            "depth": args.depth, "microbatches": args.microbatches}
-    # Single-process end-to-end baselines, one and two threads, same network and batch.
-    torch.manual_seed(0)
-    base_net = il.models.create("toy_cnn", components=K, heads="linear", depth=args.depth)
-    baselines = {}
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        engine = il.SimulatedEngine(copy.deepcopy(base_net), il.EndToEnd(), optimizer=sgd, loss_fn=F.cross_entropy, record=False)
-        for _ in range(2):
-            engine.step(x, labels)
-        t0 = time.perf_counter()
-        for _ in range(b):
-            engine.step(x, labels)
-        baselines[threads] = (time.perf_counter() - t0) / b
-        emit({"bench": "schedule", "mode": "real", "variant": f"single-process end-to-end, {threads} thread(s)",
-              "step_time_s": round(baselines[threads], 4), "samples_per_s": round(args.batch / baselines[threads], 1)})
-    # Predicted K-device time from the simulated engine's measured actions (one thread).
+            "model": args.model, "microbatches": args.microbatches}
+    base_net = real_net(args.model, K)
+    variants = [v for v in [*SYNC, *PIPE] if fits(v, K)]
+    # Rounds interleave the single-process baselines and every distributed variant, so that
+    # machine noise hits them alike; medians over rounds are reported.
+    single: dict[int, list[float]] = {1: [], 2: []}
+    dist_steps: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(args.rounds):
+        for threads in (1, 2):
+            single[threads].append(single_process_step(base_net, x, labels, threads=threads, steps=b))
+        for variant in variants:
+            wall, _ = measure(spec, variant)
+            dist_steps[variant].append(wall / b)
     torch.set_num_threads(1)
-    predictions = {}
-    for variant in [v for v in SYNC if fits(v, K)]:
-        strategy, split = SYNC[variant]
-        engine = il.SimulatedEngine(copy.deepcopy(base_net), strategy(), optimizer=sgd, loss_fn=F.cross_entropy,
-                                    split_backward=split)
-        engine.step(x, labels)
-        records = [r for _ in range(4) for r in engine.step(x, labels).records]
-        predictions[variant] = engine.predicted_time(records).makespan_s / 4
-    for variant in [v for v in [*SYNC, *PIPE] if fits(v, K)]:
-        wall, _ = measure(spec, variant)
-        step = wall / b
-        row = {"bench": "schedule", "mode": "real", "variant": variant, "components": K, "steps": b, "batch": args.batch,
-               "step_time_s": round(step, 4), "samples_per_s": round(args.batch / step, 1),
+    predictions = {v: predicted_step(base_net, x, labels, *SYNC[v]) for v in variants if v in SYNC}
+    baselines = {t: statistics.median(ts) for t, ts in single.items()}
+    for threads, step in baselines.items():
+        emit({"bench": "schedule", "mode": "real", "variant": f"single-process end-to-end, {threads} thread(s)",
+              "model": args.model, "rounds": args.rounds, "step_time_s": round(step, 4),
+              "samples_per_s": round(args.batch / step, 1)})
+    for variant in variants:
+        step = statistics.median(dist_steps[variant])
+        row = {"bench": "schedule", "mode": "real", "variant": variant, "model": args.model, "components": K, "steps": b,
+               "rounds": args.rounds, "batch": args.batch, "step_time_s": round(step, 4),
+               "samples_per_s": round(args.batch / step, 1),
                "speedup_vs_single_process_1_thread": round(baselines[1] / step, 3),
-               "speedup_vs_single_process_2_threads": round(baselines[2] / step, 3)}
+               "speedup_vs_single_process_2_threads": round(baselines[2] / step, 3),
+               "speedups_per_round_vs_1_thread": [round(a / d, 3) for a, d in zip(single[1], dist_steps[variant])]}
         if variant in predictions:
             row["clock_predicted_step_time_s"] = round(predictions[variant], 4)
         emit(row)
+
+
+def single_process_step(net, x, y, *, threads: int, steps: int) -> float:
+    """Seconds per end-to-end step of the whole network in this process (the simulated engine)."""
+    torch.set_num_threads(threads)
+    engine = il.SimulatedEngine(copy.deepcopy(net), il.EndToEnd(), optimizer=sgd, loss_fn=F.cross_entropy, record=False)
+    for _ in range(2):
+        engine.step(x, y)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        engine.step(x, y)
+    return (time.perf_counter() - t0) / steps
+
+
+def predicted_step(net, x, y, strategy, split: bool) -> float:
+    """The clock's K-device step time from the simulated engine's measured actions (one thread)."""
+    engine = il.SimulatedEngine(copy.deepcopy(net), strategy(), optimizer=sgd, loss_fn=F.cross_entropy, split_backward=split)
+    engine.step(x, y)
+    records = [r for _ in range(4) for r in engine.step(x, y).records]
+    return engine.predicted_time(records).makespan_s / 4
 
 
 def main(argv=None) -> None:
@@ -209,9 +228,10 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=32, help="steps b in emulated mode")
     p.add_argument("--unit-ms", type=float, default=50.0, help="emulated time unit (one forward of one component)")
     p.add_argument("--microbatches", type=int, default=4, help="micro-batches for GPipe / 1F1B")
-    p.add_argument("--real-steps", type=int, default=12)
+    p.add_argument("--real-steps", type=int, default=12, help="steps per measurement in real mode")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds in real mode (medians reported)")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--depth", type=int, default=4, help="conv layers of the real-mode toy CNN")
+    p.add_argument("--model", default="resnet20", help="real-mode network (cut in two FLOP-balanced components)")
     p.add_argument("--data", default=None)
     p.add_argument("--trace-dir", default=None, help="write Chrome traces and Gantt PNGs of the emulated runs here")
     args = p.parse_args(argv)
@@ -241,7 +261,7 @@ def table(rows: list[dict]) -> str:
                          f"{r.get('ratio_to_paper_model', '-')} | {r.get('clock_predicted_units', '-')} | {rel[r['variant']]} |")
     re_ = [r for r in rows if r["mode"] == "real"]
     if re_:
-        lines += ["", "real compute, K=2 processes x 1 thread (samples/s):",
+        lines += ["", f"real compute, {re_[-1].get('model', '')}, K=2 processes x 1 thread (samples/s):",
                   "| variant | samples/s | vs 1-process e2e (1 thread) | vs 1-process e2e (2 threads) | clock prediction s/step |",
                   "|---|---|---|---|---|"]
         for r in re_:
