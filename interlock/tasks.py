@@ -140,11 +140,13 @@ def build_task(config: DataConfig, *, seed: int) -> Task:
     if config.is_text:
         name = "tinyshakespeare"
         return TextTask(load_char_corpus(name, config.root, val_fraction=0.1), config, seed)
-    name = config.name
+    name, val_size = config.name, config.val_size
     if name == "cifar10" and config.root is None and config.fallback and not _has_cifar10():
         log.warning("CIFAR-10 was not found: %s. Running on the %r data set instead.", CIFAR10_HOWTO, config.fallback)
         name = config.fallback
-    return ImageTask(load_images(name, config.root, val_size=config.val_size, seed=seed), config, seed)
+        if val_size:  # a validation split sized for CIFAR-10 may not fit the small stand-in: hold out 10% at most
+            val_size = min(val_size, len(load_images(name, val_size=0, seed=seed).train_x) // 10)
+    return ImageTask(load_images(name, config.root, val_size=val_size, seed=seed), config, seed)
 
 
 def _has_cifar10() -> bool:

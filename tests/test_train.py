@@ -157,8 +157,9 @@ def test_non_finite_loss_is_caught_before_the_update(tmp_path, monkeypatch):
 def test_missing_cifar_falls_back_to_digits_and_says_how_to_get_it(monkeypatch, caplog):
     monkeypatch.setattr(tasks, "_has_cifar10", lambda: False)
     with caplog.at_level(logging.WARNING):
-        task = build_task(load_config(None, ["steps=1"]).data, seed=0)
+        task = build_task(load_config(None, ["steps=1", "data.val_size=2000"]).data, seed=0)
     assert task.data.name == "digits" and task.model_kwargs == {"num_classes": 10, "in_channels": 1, "image_size": 8}
+    assert len(task.data.val_x) == 143  # the CIFAR-sized validation split shrinks to 10% of the 1437 digits
     assert "CIFAR-10 was not found" in caplog.text and "--data" in caplog.text
 
 
