@@ -31,8 +31,9 @@ class Progress:
 
     def __call__(self, row: dict) -> None:
         if row["kind"] == "eval":
-            acc = row.get("test_final_acc", row.get("val_final_acc"))
-            self.last_eval = "" if acc is None else f" | test acc {100 * acc:.1f}%"
+            split = "test" if row.get("test_final_acc") is not None else "val"
+            acc = row.get(f"{split}_final_acc")
+            self.last_eval = "" if acc is None else f" | {split} acc {100 * acc:.1f}%"
             if "test_final_ppl" in row:
                 self.last_eval += f" ppl {row['test_final_ppl']:.2f}"
         else:
