@@ -221,6 +221,7 @@ class RankEngine:
     """What every one-component-per-rank engine offers the training program, from its ``group``."""
 
     group: RankGroup
+    transport: TorchDistributedTransport
     _num_components: int
 
     @property
@@ -249,6 +250,25 @@ class RankEngine:
 
     def barrier(self) -> None:
         self.group.barrier()
+
+    def _check_local(self, k: int) -> None:
+        if k != self.rank:
+            raise ValueError(f"rank {self.rank} holds component {self.rank + 1} only; component {k + 1} lives on rank {k}")
+
+    def close(self, *, wait: bool = True) -> None:
+        """Wait for this rank's sends to be received, then destroy the process group if this engine created it.
+
+        ``wait=False`` (after an error): skip the waiting, only tear down.
+        """
+        if wait:
+            self.transport.flush()
+        self.group.close(wait=wait)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        self.close(wait=exc_type is None)
 
 
 class DistributedEngine(RankEngine):
@@ -386,24 +406,3 @@ class DistributedEngine(RankEngine):
         load_component(state, k=k, num_components=self.num_components, block=self.worker.block, head=self.worker.head,
                        optimizer=self.worker.optimizer, lr_scheduler=self.worker.lr_scheduler)
         self.step_count = int(state["step_count"])
-
-    def _check_local(self, k: int) -> None:
-        if k != self.rank:
-            raise ValueError(f"rank {self.rank} holds component {self.rank + 1} only; component {k + 1} lives on rank {k}")
-
-    # -- shutting down -------------------------------------------------------------------
-
-    def close(self, *, wait: bool = True) -> None:
-        """Wait for this rank's sends to be received, then destroy the process group if this engine created it.
-
-        ``wait=False`` (after an error): skip the waiting, only tear down.
-        """
-        if wait:
-            self.transport.flush()
-        self.group.close(wait=wait)
-
-    def __enter__(self) -> "DistributedEngine":
-        return self
-
-    def __exit__(self, exc_type, *_) -> None:
-        self.close(wait=exc_type is None)

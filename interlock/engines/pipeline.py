@@ -197,20 +197,7 @@ class PipelineEngine(RankEngine):
                        optimizer=self.optimizer, lr_scheduler=self.lr_scheduler)
         self.step_count = int(state["step_count"])
 
-    def _check_local(self, k: int) -> None:
-        if k != self.rank:
-            raise ValueError(f"rank {self.rank} holds component {self.rank + 1} only; component {k + 1} lives on rank {k}")
 
-    def close(self, *, wait: bool = True) -> None:
-        if wait:
-            self.transport.flush()
-        self.group.close(wait=wait)
-
-    def __enter__(self) -> "PipelineEngine":
-        return self
-
-    def __exit__(self, exc_type, *_) -> None:
-        self.close(wait=exc_type is None)
 
     # -- stage construction ----------------------------------------------------------------
 
