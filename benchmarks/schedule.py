@@ -85,13 +85,13 @@ def _build(spec: dict):
         net = emulate.emulated_net(spec["K"], forward_s=unit, backward_s=unit, split=0.5)
         x, y = emulate.emulated_batch(spec["batch"], seed=0)
         return net, x, y
-    return real_net(spec["model"], spec["K"]), spec["x"], spec["y"]
+    return real_net(spec["model"], spec["K"], spec["partition"]), spec["x"], spec["y"]
 
 
-def real_net(model: str, K: int):
-    # FLOP-balanced cut: pipelined throughput is set by the slowest component.
+def real_net(model: str, K: int, partition):
+    # Pipelined throughput is set by the slowest component: balance the cut.
     torch.manual_seed(0)
-    return il.models.create(model, components=K, heads="linear", partition="flops")
+    return il.models.create(model, components=K, heads="linear", partition=partition)
 
 
 def _rank(spec: dict) -> dict:
@@ -168,8 +168,8 @@ def real(args, emit) -> None:
     x = (images.float() / 255 - 0.5) / 0.25  # (B, 3, 32, 32)
     K, b = 2, args.real_steps
     spec = {"mode": "real", "K": K, "steps": b, "warmup": 2, "x": x, "y": labels, "batch": args.batch,
-            "model": args.model, "microbatches": args.microbatches}
-    base_net = real_net(args.model, K)
+            "model": args.model, "partition": args.partition, "microbatches": args.microbatches}
+    base_net = real_net(args.model, K, args.partition)
     variants = [v for v in [*SYNC, *PIPE] if fits(v, K)]
     # Rounds interleave the single-process baselines and every distributed variant, so that
     # machine noise hits them alike; medians over rounds are reported.
@@ -190,7 +190,8 @@ def real(args, emit) -> None:
               "samples_per_s": round(args.batch / step, 1)})
     for variant in variants:
         step = statistics.median(dist_steps[variant])
-        row = {"bench": "schedule", "mode": "real", "variant": variant, "model": args.model, "components": K, "steps": b,
+        row = {"bench": "schedule", "mode": "real", "variant": variant, "model": args.model, "partition": args.partition,
+               "components": K, "steps": b,
                "rounds": args.rounds, "batch": args.batch, "step_time_s": round(step, 4),
                "samples_per_s": round(args.batch / step, 1),
                "speedup_vs_single_process_1_thread": round(baselines[1] / step, 3),
@@ -221,6 +222,10 @@ def predicted_step(net, x, y, strategy, split: bool) -> float:
     return engine.predicted_time(records).makespan_s / 4
 
 
+def _partition(text: str):
+    return [int(text)] if text.isdigit() else text
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mode", choices=["emulated", "real", "both"], default="both")
@@ -231,7 +236,10 @@ def main(argv=None) -> None:
     p.add_argument("--real-steps", type=int, default=12, help="steps per measurement in real mode")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds in real mode (medians reported)")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--model", default="resnet20", help="real-mode network (cut in two FLOP-balanced components)")
+    p.add_argument("--model", default="resnet20", help="real-mode network, cut in two components")
+    p.add_argument("--partition", type=_partition, default=[4],
+                   help="real-mode cut: uniform, params, flops, or a block index (default 4: resnet20's cut with the "
+                        "most even measured busy time per component, see docs/results.md)")
     p.add_argument("--data", default=None)
     p.add_argument("--trace-dir", default=None, help="write Chrome traces and Gantt PNGs of the emulated runs here")
     args = p.parse_args(argv)
