@@ -32,24 +32,24 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(run_dir: Path, engine, meta: dict, *, barrier) -> Path:
+def save_checkpoint(run_dir: Path, engine, meta: dict) -> Path:
     """Write every local component's state, then (main process) meta.json and the ``latest`` pointer.
 
-    ``barrier()`` waits until every process has written its components (identity on one process).
+    ``engine.barrier()`` waits until every process has written its components.
     """
     root = Path(run_dir) / "checkpoints"
     folder = root / f"step_{engine.step_count:08d}"
     folder.mkdir(parents=True, exist_ok=True)
     for k in engine.local_components:
         _atomic_save(engine.component_state(k), folder / f"component_{k + 1}.pt")
-    barrier()
+    engine.barrier()
     if engine.is_main:
         atomic_write_text(folder / "meta.json", json.dumps({**meta, "step": engine.step_count}, indent=2))
         atomic_write_text(root / "latest", folder.name + "\n")
         done = sorted(p for p in root.glob("step_*") if (p / "meta.json").exists())
         for old in done[:-KEEP]:
             shutil.rmtree(old, ignore_errors=True)
-    barrier()
+    engine.barrier()
     return folder
 
 

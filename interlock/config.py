@@ -170,11 +170,12 @@ class TrainConfig:
         return asdict(self)
 
 
-def _build(cls, values: dict, *, prefix: str):
+def _build(cls, values: dict, *, prefix: str = ""):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise ValueError(f"unknown option(s) {sorted(f'{prefix}.{u}' for u in unknown)}; known: {sorted(f'{prefix}.{n}' for n in names)}")
+        qualify = lambda n: f"{prefix}.{n}" if prefix else n
+        raise ValueError(f"unknown option(s) {sorted(map(qualify, unknown))}; known: {sorted(map(qualify, names))}")
     return cls(**values)
 
 
@@ -196,15 +197,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             except json.JSONDecodeError as err:
                 raise ValueError(f"config file {path} is not valid JSON: {err}") from None
     values = apply_overrides(values, overrides or [])
-    return _from_values(values)
-
-
-def _from_values(values: dict) -> TrainConfig:
-    top = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = set(values) - top
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; known: {sorted(top)}")
-    return TrainConfig(**values)
+    return _build(TrainConfig, values)
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "lr": LRConfig}

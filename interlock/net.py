@@ -120,9 +120,7 @@ class ComponentNet(nn.Module):
         """
         try:
             self._dry_run(_to_meta(sample_input), meta=True)
-        except _Misfit:
-            self._dry_run(sample_input[:2], meta=False)  # confirm with real numbers, then report
-        except Exception:  # an op without a meta kernel: fall back to a real dry run
+        except Exception:  # a misfit, or an op without a meta kernel: a real dry run confirms and reports
             self._dry_run(sample_input[:2], meta=False)
 
     def _dry_run(self, x: torch.Tensor, *, meta: bool) -> None:
@@ -137,10 +135,6 @@ class ComponentNet(nn.Module):
                 )
 
 
-class _Misfit(Exception):
-    pass
-
-
 def _to_meta(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(t, device="meta")
 
@@ -153,7 +147,7 @@ def _call(module: nn.Module, x: torch.Tensor, *, meta: bool, error: str) -> torc
             return torch.func.functional_call(module, state, (x,))
     except Exception as err:
         if meta:
-            raise _Misfit() from err
+            raise
         raise ValueError(f"{error}: {err}") from err
 
 

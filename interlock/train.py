@@ -192,10 +192,6 @@ def evaluate(engine, batches, *, num_classes: int, is_text: bool, device: str = 
     return row
 
 
-def _barrier(engine) -> Callable[[], None]:
-    return lambda: engine.all_reduce_sum(torch.zeros(1))
-
-
 def run(
     config: TrainConfig,
     *,
@@ -223,7 +219,6 @@ def run(
 
 def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop_after) -> RunResult:
     K = engine.num_components
-    barrier = _barrier(engine)
     # A distributed rank's own device (cuda:LOCAL_RANK under NCCL), else the configured one.
     device = getattr(engine, "device", config.device)
     checkpoint = latest_checkpoint(run_dir) if run_dir.exists() else None
@@ -238,7 +233,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
     if engine.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
-    barrier()
+    engine.barrier()
     metrics = MetricsWriter(run_dir, keep_until_step=start if resume else None) if engine.is_main else None
     history: list[dict] = []
 
@@ -269,7 +264,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                         f"weights of component {k + 1} ({name}) are not finite after step {step}; the run stops here "
                         f"and keeps its last good checkpoint. Lower optim.lr (now {config.optim.lr}) or add warm-up"
                     )
-        save_checkpoint(run_dir, engine, {"strategy": config.strategy, "total_steps": total_steps}, barrier=barrier)
+        save_checkpoint(run_dir, engine, {"strategy": config.strategy, "total_steps": total_steps})
 
     step = start
     last_eval: dict = {}
@@ -299,7 +294,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
             if config.trace_steps and start + 1 <= step < start + 1 + config.trace_steps:  # (the first step warms up)
                 traced.extend(result.records)
                 if step + 1 == start + 1 + config.trace_steps:
-                    _write_trace(engine, traced, run_dir, barrier, title=f"{config.strategy}, K={K}, steps {start + 2}..{step + 1}")
+                    _write_trace(engine, traced, run_dir, title=f"{config.strategy}, K={K}, steps {start + 2}..{step + 1}")
             step += 1
             window_steps += 1
             if step % config.log_every == 0 or step == end:
@@ -348,7 +343,7 @@ def _component_times(engine, records: list, steps: int) -> dict:
     return out
 
 
-def _write_trace(engine, records: list, run_dir: Path, barrier, *, title: str) -> None:
+def _write_trace(engine, records: list, run_dir: Path, *, title: str) -> None:
     """trace.json (Chrome trace, one row per component) and trace.png (Gantt) in the run directory.
 
     Each process saves its own records; the main process merges and draws them.
@@ -359,12 +354,12 @@ def _write_trace(engine, records: list, run_dir: Path, barrier, *, title: str) -
     folder.mkdir(parents=True, exist_ok=True)
     for k in engine.local_components:
         torch.save([r for r in records if r.component == k], folder / f"component_{k + 1}.pt")
-    barrier()
+    engine.barrier()
     if engine.is_main:
         merged = [r for k in range(engine.num_components) for r in torch.load(folder / f"component_{k + 1}.pt", weights_only=False)]
         chrome_trace(merged, run_dir / "trace.json")
         gantt_png(merged, run_dir / "trace.png", title=title)
-    barrier()
+    engine.barrier()
 
 
 def engine_lr(engine) -> float:

@@ -147,6 +147,9 @@ class SimulatedEngine:
         """Sum over processes (one process here)."""
         return t
 
+    def barrier(self) -> None:
+        """Wait for every process (there is only this one)."""
+
     @torch.no_grad()
     def heads_forward(self, x: torch.Tensor) -> list[torch.Tensor | None]:
         """Every head's prediction (modules in whatever mode the caller set)."""
