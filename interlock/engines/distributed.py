@@ -251,6 +251,16 @@ class RankEngine:
     def barrier(self) -> None:
         self.group.barrier()
 
+    def _join(self, net: ComponentNet, *, device, timeout_s: float) -> int:
+        """Join the process group (one rank per component) and keep only this rank's component of ``net``."""
+        K = net.num_components
+        self.group = RankGroup.join(device=device, timeout_s=timeout_s)
+        self.group.require_world_size(K)
+        self._num_components = K
+        self.device = self.group.device
+        keep_component(net, self.group.rank)
+        return self.group.rank
+
     def _check_local(self, k: int) -> None:
         if k != self.rank:
             raise ValueError(f"rank {self.rank} holds component {self.rank + 1} only; component {k + 1} lives on rank {k}")
@@ -322,12 +332,7 @@ class DistributedEngine(RankEngine):
         if sample_input is not None:
             net.check(sample_input)  # every rank still holds the whole network here
         # Configuration errors above are raised on every rank alike, before any rank joins.
-        self.group = RankGroup.join(device=device, timeout_s=timeout_s)
-        self.group.require_world_size(K)
-        self._num_components = K
-        self.device = self.group.device
-        k = self.group.rank
-        keep_component(net, k)
+        k = self._join(net, device=device, timeout_s=timeout_s)
         net.blocks[k].to(self.device)
         if net.heads[k] is not None:
             net.heads[k].to(self.device)

@@ -33,7 +33,7 @@ from torch import nn
 from ..net import ComponentNet
 from ..transport import TorchDistributedTransport
 from .common import EngineOptions, LossFn, StepResult, load_component, pack_component_state
-from .distributed import RankEngine, RankGroup, chain_heads_forward, keep_component
+from .distributed import RankEngine, chain_heads_forward
 
 __all__ = ["PipelineEngine", "PIPELINE_SCHEDULES"]
 
@@ -92,12 +92,7 @@ class PipelineEngine(RankEngine):
         self.options.validate(K)
         self.microbatches = microbatches
         self.schedule_name = schedule
-        self.group = RankGroup.join(device=device, timeout_s=timeout_s)
-        self.group.require_world_size(K)
-        self._num_components = K
-        self.device = self.group.device
-        k = self.group.rank
-        keep_component(net, k)
+        k = self._join(net, device=device, timeout_s=timeout_s)
         if k < K - 1 and net.heads[k] is not None:
             logger.warning(
                 "PipelineEngine trains end to end and does not train auxiliary heads: head %d is dropped on rank %d",
