@@ -80,8 +80,11 @@ class ComponentWorker:
         self.rng_seed = rng_seed
         self.record = record
         head_ids = set() if head is None else {id(p) for p in head.parameters()}
+        block_ids = {id(p) for p in block.parameters()}
+        # A parameter of both (a head's projection tied to the embedding) is in both lists: its
+        # gradient is the sum of the head's loss and the block's streams, each backward adding its part.
         self._head_params = [p for p in params if id(p) in head_ids]
-        self._block_params = [p for p in params if id(p) not in head_ids]
+        self._block_params = [p for p in params if id(p) in block_ids]
         self._device = next((p.device for p in params), None)
         self._state: _StepState | None = None
         self.records: list[ActionRecord] = []

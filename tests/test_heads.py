@@ -20,7 +20,8 @@ CASES = [
     ("linear", (6, 16), {}),  # tokens: per-token LayerNorm + projection
     ("pool_linear", (16, 8, 8), {}),
     ("conv", (16, 8, 8), {}),
-    ("conv", (6, 5, 7), {"width": 4}),
+    ("conv", (6, 5, 7), {"widths": (4,)}),
+    ("conv_uniform", (6, 5, 7), {"width": 4}),
     ("mlp", (16, 8, 8), {}),
     ("mlp", (6, 5, 7), {"width": 10, "layers": 1}),
     ("mlp_sr", (16, 8, 8), {}),
@@ -33,7 +34,7 @@ CASES = [
 
 def test_cases_cover_every_registered_head():
     assert {name for name, _, _ in CASES} == set(heads.names())
-    with pytest.raises(ValueError, match=r"unknown head 'mlp-sr'; known heads: cnn, conv, linear, mlp, mlp_sr"):
+    with pytest.raises(ValueError, match=r"unknown head 'mlp-sr'; known heads: cnn, conv, conv_uniform, linear, mlp, mlp_sr"):
         heads.create("mlp-sr", in_shape=(4, 4, 4), num_classes=3)
 
 
@@ -60,9 +61,9 @@ def test_heads_refuse_inputs_and_options_they_cannot_take():
         heads.create("conv", in_shape=(6, 16), num_classes=3)
     with pytest.raises(ValueError, match=r"head 'transformer' needs a token input in_shape=\(T, C\)"):
         heads.create("transformer", in_shape=(4, 4, 4), num_classes=3, n_head=2)
-    with pytest.raises(ValueError, match=r"head 'transformer' needs n_head"):
-        heads.create("transformer", in_shape=(6, 16), num_classes=3)
-    with pytest.raises(ValueError, match=r"n_embd=16 is not divisible by n_head=3"):
+    with pytest.raises(ValueError, match=r"head 'transformer': n_head=4 does not divide the embedding width C=6"):
+        heads.create("transformer", in_shape=(4, 6), num_classes=3)
+    with pytest.raises(ValueError, match=r"n_head=3 does not divide the embedding width C=16"):
         heads.create("transformer", in_shape=(6, 16), num_classes=3, n_head=3)
     with pytest.raises(ValueError, match=r"head 'mlp' does not take option\(s\) convs; its options are: width, layers"):
         heads.create("mlp", in_shape=(4, 4, 4), num_classes=3, convs=2)
@@ -72,7 +73,7 @@ def test_heads_refuse_inputs_and_options_they_cannot_take():
         heads.create("linear", in_shape=(4,), num_classes=0)
     with pytest.raises(ValueError, match=r"tie_to has shape \(3, 8\); the projection needs \(vocab, C\) = \(3, 16\)"):
         heads.create("linear", in_shape=(6, 16), num_classes=3, tie_to=torch.zeros(3, 8))
-    with pytest.raises(ValueError, match=r"tie_to and vocab_size apply to token inputs"):
+    with pytest.raises(ValueError, match=r"tie_to, tie and vocab_size apply to token inputs"):
         heads.create("linear", in_shape=(4, 4, 4), num_classes=3, tie_to=torch.zeros(3, 4))
 
 
@@ -112,8 +113,22 @@ def test_cnn_aux_runs_two_3x3_convs_at_full_resolution():
     assert forward_flops(head, x) == 2 * 2 * C * C * 9 * S * S + 2 * 4 * C * CLASSES
 
 
-def test_conv_head_keeps_the_width_and_pools_globally():
+def test_conv_head_is_appendix_b2():
+    # Paper B.2: conv3x3 128 filters (BN, ReLU), conv3x3 64 filters (BN, ReLU), global average pool, linear.
     head, x = meta_head("conv")
+    convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding) for m in convs] == [
+        (C, 128, (3, 3), (1, 1), (1, 1)), (128, 64, (3, 3), (1, 1), (1, 1))]
+    assert [m.num_features for m in head.modules() if isinstance(m, nn.BatchNorm2d)] == [128, 64]
+    assert [(m.in_features, m.out_features) for m in head.modules() if isinstance(m, nn.Linear)] == [(64, CLASSES)]
+    assert il.parameter_count(head) == (C * 9 * 128 + 2 * 128) + (128 * 9 * 64 + 2 * 64) + (64 * CLASSES + CLASSES)
+    assert forward_flops(head, x) == 2 * 9 * (C * 128 + 128 * 64) * S * S + 2 * 64 * CLASSES
+    # ResNet-32's last stage (64 channels, 8x8): 147,978 parameters, by hand from B.2.
+    assert il.parameter_count(heads.create("conv", in_shape=(64, 8, 8), num_classes=10)) == 73_728 + 256 + 73_728 + 128 + 650
+
+
+def test_conv_uniform_head_keeps_the_width_and_pools_globally():
+    head, x = meta_head("conv_uniform")
     assert il.parameter_count(head) == 2 * (C * C * 9 + 2 * C) + (C * CLASSES + CLASSES)
     assert forward_flops(head, x) == 2 * 2 * C * C * 9 * S * S + 2 * C * CLASSES
 

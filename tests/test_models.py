@@ -3,6 +3,7 @@ networks, partitions cut where a hand computation says, and the GPT is causal an
 
 from __future__ import annotations
 
+import copy
 import math
 from itertools import combinations
 
@@ -20,7 +21,8 @@ TOKENS = dict(vocab_size=32, block_size=8, n_layer=3, n_head=2, n_embd=16)
 
 # Small but complete configurations (tiny widths, 32x32 inputs) and the two K each is split into.
 SMALL: dict[str, tuple[dict, tuple[int, int]]] = {
-    "toy_cnn": ({}, (2, 4)),
+    "toy_cnn": ({}, (3, 4)),
+    "toy_cnn_strided": ({}, (2, 4)),
     "dgl_cnn": ({"width": 1 / 32}, (2, 3)),
     "resnet20": ({"width": 0.25}, (2, 4)),
     "resnet32": ({"width": 0.25, "shortcut": "B"}, (2, 3)),
@@ -93,11 +95,13 @@ def test_every_parameter_gets_a_gradient(name):
     kw, Ks = SMALL[name]
     x, y, loss_fn = batch(name, kw)
     for K in Ks:
-        torch.manual_seed(K)
-        net = models.create(name, components=K, **kw)
-        assert net.num_components == K
         strategies = [il.Local(), il.EndToEnd()] if K == Ks[0] else [il.Local()]
         for strategy in strategies:
+            # A fresh network per strategy: after one step, wide linear heads can fit a batch of two
+            # so exactly that the loss (and every gradient) is 0.0 in float32.
+            torch.manual_seed(K)
+            net = models.create(name, components=K, **kw)
+            assert net.num_components == K
             grads, losses = gradient_magnitudes(net, strategy, x, y, loss_fn)
             missing = [n for n, g in grads.items() if g is None or not g > 0 or not math.isfinite(g)]
             assert not missing, f"{name}, K={K}, {strategy.name}: no gradient for {missing}"
@@ -154,21 +158,40 @@ def block_shapes(name: str, **kw) -> list[tuple[int, ...]]:
     return [p.out_shape for p in profile_blocks(flat.blocks, flat.sample_input)]
 
 
-def test_toy_cnn_follows_the_paper():
+def test_toy_cnn_is_appendix_b1():
+    # Paper B.1 with K = 4: conv32, conv32, conv64 + maxpool(2, stride 1), conv64 + maxpool(2, stride 1).
     net = models.create("toy_cnn", components=4)
     convs = [m for m in net.blocks.modules() if isinstance(m, nn.Conv2d)]
     assert [tuple(c.weight.shape) for c in convs] == [(32, 3, 3, 3), (32, 32, 3, 3), (64, 32, 3, 3), (64, 64, 3, 3)]
-    pools = [sum(isinstance(m, nn.MaxPool2d) for m in b.modules()) for b in net.blocks]
-    assert pools == [0, 0, 1, 1]
+    assert all(c.stride == (1, 1) and c.padding == (1, 1) for c in convs)
+    pools = [[(m.kernel_size, m.stride) for m in b.modules() if isinstance(m, nn.MaxPool2d)] for b in net.blocks]
+    assert pools == [[], [], [(2, 1)], [(2, 1)]]
     assert [len(b) for b in net.blocks] == [1, 1, 1, 1]  # one conv layer per component
-    assert block_shapes("toy_cnn", depth=4) == [(32, 32, 32), (32, 32, 32), (64, 16, 16), (64, 8, 8)]
-    final = [m for m in net.heads[-1].modules() if isinstance(m, nn.Linear)]
-    assert [tuple(m.weight.shape) for m in final] == [(10, 64 * 8 * 8)]  # flatten + linear
-    aux = [m for m in net.heads[0].modules() if isinstance(m, nn.Linear)]
-    assert [tuple(m.weight.shape) for m in aux] == [(10, 32 * 32 * 32)]
-    # Odd depth: the middle layer takes 64 filters; the pools stay on the last two layers.
-    assert block_shapes("toy_cnn", depth=3) == [(32, 32, 32), (64, 16, 16), (64, 8, 8)]
-    assert block_shapes("toy_cnn", components=6) == [(32, 32, 32)] * 3 + [(64, 32, 32), (64, 16, 16), (64, 8, 8)]
+    assert block_shapes("toy_cnn", components=4) == [(32, 32, 32), (32, 32, 32), (64, 31, 31), (64, 30, 30)]
+    # The final head: one linear layer on the flattened 64 x 30 x 30 output; every aux head a linear layer.
+    final = [m for m in net.heads[-1].modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    assert [tuple(m.weight.shape) for m in final] == [(10, 57_600)]
+    assert [[tuple(m.weight.shape) for m in h.modules() if isinstance(m, nn.Linear)] for h in net.heads[:-1]] == [
+        [(10, 32 * 32 * 32)], [(10, 32 * 32 * 32)], [(10, 64 * 31 * 31)]]
+    # Parameters by hand: 3x3 conv weights (no bias: BatchNorm follows) + BatchNorm scale and shift.
+    blocks = (27 * 32 + 64) + (288 * 32 + 64) + (288 * 64 + 128) + (576 * 64 + 128)
+    assert blocks == 928 + 9_280 + 18_560 + 36_992 == 65_760
+    assert sum(p.numel() for p in net.blocks.parameters()) == blocks
+    assert sum(p.numel() for p in net.heads[-1].parameters()) == 57_600 * 10 + 10
+    assert [sum(p.numel() for p in h.parameters()) for h in net.heads[:-1]] == [327_690, 327_690, 615_050]
+    # K components: component 1 and the next K-3 have 32 filters, the last two 64 (paper B.1).
+    assert block_shapes("toy_cnn", components=6) == [(32, 32, 32)] * 4 + [(64, 31, 31), (64, 30, 30)]
+    assert block_shapes("toy_cnn", components=3) == [(32, 32, 32), (64, 31, 31), (64, 30, 30)]
+    assert block_shapes("toy_cnn", components=10)[-3:] == [(32, 32, 32), (64, 31, 31), (64, 30, 30)]
+    with pytest.raises(ValueError, match=r"at least 3 conv layers .* set model.kwargs.depth >= 3"):
+        models.create("toy_cnn", components=2)
+    assert len(models.create("toy_cnn", components=2, depth=4).blocks[0]) == 2  # 4 layers in 2 components
+
+
+def test_toy_cnn_strided_keeps_our_earlier_reading():
+    assert block_shapes("toy_cnn_strided", depth=4) == [(32, 32, 32), (32, 32, 32), (64, 16, 16), (64, 8, 8)]
+    assert block_shapes("toy_cnn_strided", depth=3) == [(32, 32, 32), (64, 16, 16), (64, 8, 8)]
+    assert block_shapes("toy_cnn_strided", components=6) == [(32, 32, 32)] * 3 + [(64, 32, 32), (64, 16, 16), (64, 8, 8)]
 
 
 def test_dgl_cnn_doubles_its_width_at_each_downsampling():
@@ -241,13 +264,13 @@ def test_bad_options_say_what_to_change():
     with pytest.raises(ValueError, match=r"'resnet18': stem='tiny'; choose one of 'cifar', 'imagenet'"):
         models.create("resnet18", components=2, stem="tiny")
     with pytest.raises(ValueError, match=r"num_classes=0 must be a positive int"):
-        models.create("toy_cnn", components=2, num_classes=0)
+        models.create("toy_cnn", components=3, num_classes=0)
     with pytest.raises(ValueError, match=r"unknown head 'mpl'"):
-        models.create("toy_cnn", components=1, heads="mpl")
+        models.create("toy_cnn", components=1, depth=3, heads="mpl")
     with pytest.raises(ValueError, match=r"one head name \(or None\) per auxiliary component, 2 in all"):
         models.create("toy_cnn", components=3, heads=["mlp"])
     with pytest.raises(ValueError, match=r"head of component 1 .*head 'conv' does not take option\(s\) n_head"):
-        models.create("toy_cnn", components=2, heads="conv", head_kw={"n_head": 2})
+        models.create("toy_cnn", components=3, heads="conv", head_kw={"n_head": 2})
 
 
 def test_heads_per_component_and_options():
@@ -275,7 +298,7 @@ def test_gpt_is_causal_and_predicts_every_position():
                 assert not torch.allclose(a[:, t + 1], b[:, t + 1])
 
 
-def test_gpt_ties_with_one_component_and_copies_with_more():
+def test_gpt_heads_share_the_embedding_in_its_component_and_copy_it_elsewhere():
     one = models.create("gpt", components=1, **TOKENS)
     wte = one.blocks[0][0][0].wte.weight
     assert one.heads[-1].proj.weight is wte
@@ -283,14 +306,50 @@ def test_gpt_ties_with_one_component_and_copies_with_more():
     torch.manual_seed(0)
     net = models.create("gpt", components=3, heads="transformer", **TOKENS)
     wte = net.blocks[0][0][0].wte.weight
-    for head in net.heads:
-        proj = head.proj if isinstance(head, LMHead) else head.lm.proj
+    projs = [head.proj if isinstance(head, LMHead) else head.lm.proj for head in net.heads]
+    assert projs[0].weight is wte  # component 1 holds the embedding: its head's projection *is* it (paper B.3)
+    for proj in projs[1:]:  # other components cannot share a parameter: a copy
         assert proj.weight is not wte and proj.weight.data_ptr() != wte.data_ptr()
         torch.testing.assert_close(proj.weight, wte, rtol=0, atol=0)
+    # Paper B.3: 2 transformer blocks of 4 attention heads, whatever the model's own head count (2 here).
+    assert len(net.heads[0].blocks) == 2 and all(b.attn.n_head == 4 for b in net.heads[0].blocks)
+    assert models.create("gpt", components=3, heads="transformer", head_kw={"n_head": 8}, **TOKENS).heads[1].blocks[0].attn.n_head == 8
+    net.check(torch.zeros(2, 8, dtype=torch.long))  # no parameter shared across components
     x, y, loss_fn = batch("gpt", TOKENS)
     engine = il.SimulatedEngine(net, il.EndToEnd(), optimizer=lambda ps: torch.optim.SGD(ps, lr=0.5), loss_fn=loss_fn)
     engine.step(x, y)
     assert not torch.equal(net.heads[-1].proj.weight, wte)  # copies, so they train apart
+    assert net.heads[0].lm.proj.weight is wte
+
+
+def test_tied_embedding_gradient_is_the_sum_of_its_roles():
+    """Under 2-wise, component 1's shared embedding gets dL_2/dW through its block plus dL_1/dW through its head."""
+    torch.manual_seed(0)
+    net = models.create("gpt", components=2, heads="transformer", **TOKENS)
+    ref = copy.deepcopy(net)
+    x, y, loss_fn = batch("gpt", TOKENS)
+    seen: dict[int, torch.Tensor] = {}
+
+    class Capture(torch.optim.SGD):
+        def step(self, closure=None):
+            for g in self.param_groups:
+                for p in g["params"]:
+                    if p.grad is not None:
+                        seen[id(p)] = p.grad.clone()
+            return super().step(closure)
+
+    engine = il.SimulatedEngine(net, il.Interlocking(2), optimizer=lambda ps: Capture(ps, lr=0.0), loss_fn=loss_fn)
+    engine.step(x, y)
+    wte = net.blocks[0][0][0].wte.weight
+    # Brute force: L_1 with the block's output detached (the head's role), plus L_2 through everything.
+    rwte = ref.blocks[0][0][0].wte.weight
+    a1 = ref.blocks[0](x)
+    l1 = loss_fn(ref.heads[0](a1.detach()), y)
+    l2 = loss_fn(ref.heads[1](ref.blocks[1](a1)), y)
+    (g_head,) = torch.autograd.grad(l1, rwte)
+    (g_block,) = torch.autograd.grad(l2, rwte)
+    torch.testing.assert_close(seen[id(wte)], g_head + g_block, rtol=1e-5, atol=1e-6)
+    assert g_head.abs().max() > 0 and g_block.abs().max() > 0
 
 
 def test_gpt_rejects_sequences_longer_than_block_size():

@@ -113,14 +113,30 @@ def init_gpt_weights(module: nn.Module, *, n_layer: int) -> None:
             nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
 
 
-def copy_weight_(proj: nn.Linear, tie_to: torch.Tensor | None, head: str) -> None:
-    """Initialise ``proj.weight`` (V, C) as a copy of ``tie_to`` (not shared: each component owns its parameters)."""
+TIES = ("copy", "share")
+
+
+def tie_weight_(proj: nn.Linear, tie_to: torch.Tensor | None, tie: str, head: str) -> None:
+    """Make ``proj.weight`` (V, C) the token embedding ``tie_to``: the same parameter (``tie="share"``)
+    or a trainable copy of it (``tie="copy"``).
+
+    Sharing is possible only when the head lives in the component that holds the embedding
+    (component 1): a parameter in two components would be updated by two optimizers.
+    ``models.create`` picks "share" there and "copy" elsewhere (see ``models/gpt.py``).
+    """
+    if tie not in TIES:
+        raise ValueError(f"head {head!r}: tie={tie!r}; choose one of {', '.join(map(repr, TIES))}")
     if tie_to is None:
         return
     if tuple(tie_to.shape) != tuple(proj.weight.shape):
         raise ValueError(
             f"head {head!r}: tie_to has shape {tuple(tie_to.shape)}; the projection needs (vocab, C) = {tuple(proj.weight.shape)}"
         )
+    if tie == "share":
+        if not isinstance(tie_to, nn.Parameter):
+            raise ValueError(f"head {head!r}: tie='share' needs tie_to to be an nn.Parameter (the embedding's weight)")
+        proj.weight = tie_to
+        return
     with torch.no_grad():
         proj.weight.copy_(tie_to.detach())
 
@@ -130,38 +146,40 @@ def transformer(
     *,
     in_shape: tuple[int, ...],
     num_classes: int,
-    n_head: int | None = None,
+    n_head: int = 4,
     n_blocks: int = 2,
     dropout: float = 0.0,
     bias: bool = True,
     tie_to: torch.Tensor | None = None,
+    tie: str = "copy",
     vocab_size: int | None = None,
 ) -> nn.Module:
-    """Paper B.3: ``n_blocks`` (2) transformer blocks + LayerNorm + projection to the vocabulary.
+    """Paper B.3: ``n_blocks`` (2) transformer blocks with ``n_head`` (4) attention heads, then
+    LayerNorm + the output projection, which is the token embedding matrix.
 
     ``num_classes`` is the vocabulary size (``vocab_size``, if given, must agree); ``n_head``
-    must divide C. ``tie_to``: a (vocab, C) token-embedding weight the projection starts
-    as a copy of.
+    must divide C. ``tie_to``: the (vocab, C) token-embedding weight; ``tie``: "share" makes
+    the projection that very parameter, "copy" a trainable copy (see :func:`tie_weight_`).
     """
     _, C = token_shape(in_shape, "transformer")
-    if n_head is None:
-        raise ValueError(f"head 'transformer' needs n_head (a divisor of C={C}); pass head_kw={{'n_head': ...}}")
     positive_int(n_head, "n_head", "head 'transformer'")
+    if C % n_head:
+        raise ValueError(f"head 'transformer': n_head={n_head} does not divide the embedding width C={C}; pass head_kw={{'n_head': ...}} with a divisor of {C}")
     positive_int(n_blocks, "n_blocks", "head 'transformer'")
     _check_vocab(vocab_size, num_classes, "transformer")
     _check_dropout(dropout, "transformer")
     head = TransformerHead(n_embd=C, vocab_size=num_classes, n_head=n_head, n_blocks=n_blocks, dropout=dropout, bias=bias)
     init_gpt_weights(head, n_layer=n_blocks)
-    copy_weight_(head.lm.proj, tie_to, "transformer")
+    tie_weight_(head.lm.proj, tie_to, tie, "transformer")
     return head
 
 
-def token_linear(*, C: int, num_classes: int, bias: bool, tie_to: torch.Tensor | None, vocab_size: int | None) -> LMHead:
+def token_linear(*, C: int, num_classes: int, bias: bool, tie_to: torch.Tensor | None, tie: str, vocab_size: int | None) -> LMHead:
     """The 'linear' head on tokens (see ``linear.py``): LayerNorm + projection, GPT-2 initialised."""
     _check_vocab(vocab_size, num_classes, "linear")
     head = LMHead(n_embd=C, vocab_size=num_classes, bias=bias)
     nn.init.normal_(head.proj.weight, mean=0.0, std=0.02)
-    copy_weight_(head.proj, tie_to, "linear")
+    tie_weight_(head.proj, tie_to, tie, "linear")
     return head
 
 

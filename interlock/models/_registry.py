@@ -19,7 +19,9 @@ class Network:
     ``sample_input`` (2, ...) is an input the blocks accept (dry runs use it: shapes, FLOPs);
     ``num_classes`` is what auxiliary heads predict (the vocabulary size for a language model);
     ``head_options[name]`` are default options for auxiliary heads called ``name`` (e.g. the
-    GPT's ``n_head`` and token embedding for 'transformer' heads); the caller's win.
+    GPT's token embedding for 'transformer' heads); the caller's win. ``tied_block``: the
+    block holding the ``tie_to`` tensor of those options; an auxiliary head in the component
+    holding that block shares the tensor (``tie="share"``), every other head copies it.
     """
 
     blocks: list[nn.Module]
@@ -27,6 +29,7 @@ class Network:
     sample_input: torch.Tensor
     num_classes: int
     head_options: dict[str, dict] = field(default_factory=dict)
+    tied_block: int | None = None
 
     def __post_init__(self) -> None:
         if not self.blocks or not all(isinstance(b, nn.Module) for b in self.blocks):

@@ -89,6 +89,10 @@ def _aux_heads(heads, head_kw, network: Network, profile: Sequence[BlockProfile]
             continue
         in_shape = profile[cuts[k] - 1].out_shape
         options = {**network.head_options.get(h, {}), **(opts or {})}
+        start = cuts[k - 1] if k else 0
+        if "tie_to" in options and "tie" not in options and network.tied_block is not None:
+            # Share the tied tensor only with a head in the same component (see models/gpt.py).
+            options["tie"] = "share" if start <= network.tied_block < cuts[k] else "copy"
         try:
             out.append(head_registry.create(h, in_shape=in_shape, num_classes=network.num_classes, **options))
         except ValueError as err:

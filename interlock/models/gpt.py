@@ -6,11 +6,14 @@ transformer block is a block of its own: so every component is a run of transfor
 blocks and the embedding always lives in component 1. The final head is LayerNorm +
 linear to the vocabulary (the 'linear' head on tokens).
 
-Weight tying: with one component the output projection *is* the token embedding
-(nanoGPT). With K > 1 the two live in different components, which must own their
-parameters, so the projection starts as a copy of the embedding and the two then train
-apart (this adds vocab_size x n_embd parameters). Auxiliary 'linear' and 'transformer'
-heads start from a copy too.
+Weight tying (the interlocking paper's B.3: every head's output projection is the embedding
+matrix): a head that lives in component 1, beside the embedding, *shares* it: one
+parameter, whose gradient is the sum of its two roles (the component's stream through the
+embedding and the head's own loss through the projection). That is the final head when
+K = 1 (nanoGPT) and the auxiliary head of component 1. A head in any other component cannot
+share it (components own their parameters and run on different devices), so its projection
+starts as a copy of the embedding and trains apart (vocab_size x n_embd more parameters per
+head). This is our choice where the paper's single-device reference shares one matrix.
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ def gpt(*, components: int, **kw) -> Network:
         num_classes=cfg.vocab_size,
         head_options={
             "linear": {"bias": cfg.bias, "tie_to": wte},
-            "transformer": {"n_head": cfg.n_head, "dropout": cfg.dropout, "bias": cfg.bias, "tie_to": wte},
+            # Paper B.3: 2 blocks of 4 attention heads (the head's own count, not the model's).
+            "transformer": {"dropout": cfg.dropout, "bias": cfg.bias, "tie_to": wte},
         },
+        tied_block=0,  # wte lives in block 0: heads of the component holding it share it
     )
