@@ -243,6 +243,22 @@ def cmd_heads(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    """Train every run one paper table needs (reusing identical finished runs) and write its report."""
+    from .reproduce import names, reproduce
+
+    if args.list or not args.table:
+        from .reproduce import TABLES
+
+        for n in names():
+            print(f"{n:24s} {TABLES[n].paper}: {TABLES[n].title}")
+        return 0 if args.list else 2
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    reproduce(args.table, scale=args.scale, seeds=seeds, root=args.root, data=args.data, device=args.device,
+              rerun=args.rerun, quiet=args.quiet, overrides=args.set, jobs=args.jobs, report_only=args.report_only)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="interlock", description="Depthwise model-parallel training with local losses.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -256,6 +272,22 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp.add_argument("--strategies", default="end-to-end,local,2-wise")
     p_cmp.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     p_cmp.set_defaults(fn=cmd_compare)
+    p_rep = sub.add_parser("reproduce", help="train everything one paper table or figure needs; write a report with a verdict")
+    p_rep.add_argument("table", nargs="?", help="which table (interlock reproduce --list)")
+    p_rep.add_argument("--list", action="store_true", help="list the tables that can be reproduced")
+    p_rep.add_argument("--scale", default="cpu", choices=["cpu", "paper"],
+                       help="cpu: minutes on 2 cores (fewer epochs, fewer K; the report says so); paper: the paper's setting, for a GPU")
+    p_rep.add_argument("--seeds", help="comma-separated seeds (default: 0 at cpu scale, 0,1,2 at paper scale)")
+    p_rep.add_argument("--root", default="runs/reproduce", help="folder for the runs and reports")
+    p_rep.add_argument("--data", help="data folder (default: $INTERLOCK_DATA or ../shared/data)")
+    p_rep.add_argument("--device", help="torch device for the runs, e.g. cuda")
+    p_rep.add_argument("--rerun", action="store_true", help="move aside finished runs whose config differs and train them anew")
+    p_rep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="config override for every run, after the scale's (e.g. --set epochs=30); the report lists it")
+    p_rep.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process (default 1)")
+    p_rep.add_argument("--report-only", action="store_true", help="train nothing: report on the runs already finished")
+    p_rep.add_argument("--quiet", action="store_true", help="no progress lines")
+    p_rep.set_defaults(fn=cmd_reproduce, overrides=[])
     p_heads = sub.add_parser("heads", help="parameters and FLOPs of each head relative to its component")
     p_heads.add_argument("model", help="a registered model, e.g. dgl_cnn, resnet18, toy_cnn")
     p_heads.add_argument("options", nargs="*", help="model options, e.g. width=0.25 stem=imagenet")

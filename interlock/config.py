@@ -117,6 +117,8 @@ class LRConfig:
 
     def __post_init__(self) -> None:
         _check(self.name in ("none", "multistep", "cosine", "inverse_sqrt"), f"lr.name={self.name!r}: use none, multistep, cosine or inverse_sqrt")
+        if isinstance(self.milestones, (int, float)):  # lr.milestones=0.5 on the command line: one milestone
+            self.milestones = (self.milestones,)
         self.milestones = tuple(float(m) for m in self.milestones)
         _check(all(0 < m < 1 for m in self.milestones), f"lr.milestones={self.milestones}: give fractions of the run in (0, 1)")
         _check(0 < self.gamma <= 1, f"lr.gamma={self.gamma}: use 0 < gamma <= 1")
@@ -126,6 +128,7 @@ class LRConfig:
 
 @dataclass
 class TrainConfig:
+    preset: str = ""  # a paper's training settings laid under this config (see interlock/presets.py)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -197,7 +200,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             except json.JSONDecodeError as err:
                 raise ValueError(f"config file {path} is not valid JSON: {err}") from None
     values = apply_overrides(values, overrides or [])
-    return _build(TrainConfig, values)
+    from .presets import expand
+
+    return _build(TrainConfig, expand(values))
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "lr": LRConfig}

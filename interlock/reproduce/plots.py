@@ -1,0 +1,57 @@
+"""The reports' figures (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["lines_png", "bars_png", "curves_png"]
+
+
+def lines_png(series: dict[str, list[tuple[float, float, float]]], path: str, *, xlabel: str, ylabel: str, title: str) -> str:
+    """One line per series of (x, mean, std) points, with error bars."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, pts in series.items():
+        if pts:
+            xs, ms, ss = zip(*pts)
+            ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=name)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def bars_png(bars: dict[str, tuple[float, float]], path: str, *, ylabel: str, title: str) -> str:
+    """One bar per label: (mean, std)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    labels = list(bars)
+    ax.bar(labels, [bars[k][0] for k in labels], yerr=[bars[k][1] for k in labels], capsize=4, color="tab:blue")
+    lo = min((bars[k][0] - bars[k][1] for k in labels), default=0)
+    ax.set_ylim(max(0, lo - 5), None)
+    ax.set(ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def curves_png(curves: dict[str, list[tuple[float, float]]], path: str, *, xlabel: str, ylabel: str, title: str) -> str:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, pts in curves.items():
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, label=name)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,384 @@
+"""The tables and figures ``interlock reproduce`` can run: what each trains, and how it is judged.
+
+Each :class:`Table` lists its runs for a scale ("cpu": minutes on 2 cores, fewer epochs and
+a subset of K, said so in the report; "paper": the paper's full setting, for a GPU), and
+turns the finished runs into rows, a plot and a one-line verdict on the paper's claim.
+
+The papers' own numbers: their texts were not available to us when this was written, so
+no paper number is recorded here (``PAPER_VALUES`` is empty and the report says so). The
+verdicts check the claims the papers state in words (e.g. the interlocking paper's
+abstract: n-wise "consistently out-performs local learning in terms of task performance").
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["Run", "Table", "TABLES", "names", "Outcome", "PAPER_VALUES"]
+
+SCALES = ("cpu", "paper")
+
+# (table, row, column) -> the paper's number. Empty: see the module docstring.
+PAPER_VALUES: dict[tuple[str, str, str], float] = {}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One configuration of a table, trained once per seed."""
+
+    key: str  # folder name, unique within the table's family
+    labels: dict  # what the table groups by, e.g. {"K": 6, "strategy": "2-wise"}
+    overrides: tuple[str, ...]  # config key=value lines on top of the table's base
+
+
+@dataclass
+class Outcome:
+    """What a table's judge returns."""
+
+    markdown: str  # the results table(s)
+    verdict: str  # "confirmed: ...", "not confirmed: ..." or "inconclusive: ..."
+    plot: Callable[[str], None] | None = None  # draws the figure to the given .png path
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    title: str
+    paper: str  # the paper's table or figure
+    claim: str  # the claim the verdict checks, in the paper's words where we have them
+    family: str  # run folder shared by tables that train the same runs (Table 1 and 2)
+    plan: Callable[[str], tuple[list[str], list[Run], str]]  # scale -> (base overrides, runs, scale note)
+    judge: Callable[[dict[str, list[dict]], list[Run], str], Outcome]  # per-run results -> Outcome
+    default_seeds: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"cpu": (0,), "paper": (0, 1, 2)})
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return None, None, 0
+    return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else None), len(vals)
+
+
+def fmt(values: Sequence[float | None], scale: float = 100.0, digits: int = 2) -> str:
+    m, s, n = mean_std(values)
+    if m is None:
+        return "-"
+    return f"{scale * m:.{digits}f}" + ("" if s is None else f" ± {scale * s:.{digits}f}")
+
+
+def compare(a: Sequence[float], b: Sequence[float], *, floor: float) -> tuple[float, float]:
+    """(mean(a) - mean(b), the margin a difference must exceed to count).
+
+    The margin is two standard errors of the difference, at least ``floor`` (with one seed
+    there is no spread to measure, so only the floor applies).
+    """
+    ma, sa, na = mean_std(a)
+    mb, sb, nb = mean_std(b)
+    se = math.sqrt(((sa or 0.0) ** 2) / max(na, 1) + ((sb or 0.0) ** 2) / max(nb, 1))
+    return ma - mb, max(floor, 2 * se)
+
+
+def ordering_verdict(diffs: list[tuple[str, float, float]], *, what: str, seeds: int, higher: str) -> str:
+    """``diffs``: (where, difference, margin) with difference > 0 meaning the claim holds there."""
+    worse = [d for d in diffs if d[1] < -d[2]]
+    better = [d for d in diffs if d[1] > d[2]]
+    shown = "; ".join(f"{w}: {higher} {d:+.2f} (margin {m:.2f})" for w, d, m in diffs)
+    caveat = "" if seeds > 1 else " (one seed: no spread measured, margin is the floor)"
+    if worse:
+        return f"not confirmed: {what} fails where the difference exceeds its margin ({shown}){caveat}"
+    if len(better) == len(diffs):
+        return f"confirmed: {what} ({shown}){caveat}"
+    return f"inconclusive: {what} holds nowhere by more than the margin at every point ({shown}){caveat}"
+
+
+# -- helpers for the judges -----------------------------------------------------------------
+
+
+def finals(results: dict[str, list[dict]], run: Run, key: str) -> list[float | None]:
+    return [r["final"].get(key) for r in results.get(run.key, [])]
+
+
+def _select(runs: list[Run], **labels) -> Run | None:
+    return next((r for r in runs if all(r.labels.get(k) == v for k, v in labels.items())), None)
+
+
+def _strategies_for(K: int, ns: Sequence[int]) -> list[str]:
+    # n-wise with n >= K is end-to-end: listed once, as end-to-end.
+    return ["end-to-end", "local"] + [f"{n}-wise" for n in ns if 1 < n < K]
+
+
+# -- interlocking Fig. 4 left: toy CNN, accuracy vs K ---------------------------------------------
+
+
+def _fig4_plan(scale: str):
+    if scale == "paper":
+        Ks, extra, note = (3, 4, 6, 8, 10), ["preset=interlocking-b1"], "the paper's setting (B.1): 100 epochs, K in {3, 4, 6, 8, 10}"
+    else:
+        Ks = (3, 6)
+        extra = ["preset=interlocking-b1", "epochs=2"]
+        note = ("cpu scale: 2 epochs instead of 100 (Adam 1e-4 is far from converged), K in {3, 6} instead of "
+                "{3, 4, 6, 8, 10}, the 20,000 CIFAR-10 training images available here")
+    base = extra + ["data.eval_batch_size=1000", "log_every=26", "eval_every=0", "threads=0"]
+    runs = [Run(f"K{K}_{s}", {"K": K, "strategy": s}, (f"model.components={K}", f"strategy={s}"))
+            for K in Ks for s in _strategies_for(K, (2, 3, 4))]
+    return base, runs, note
+
+
+def _fig4_judge(results, runs, scale) -> Outcome:
+    Ks = sorted({r.labels["K"] for r in runs})
+    strategies = ["end-to-end", "local", "2-wise", "3-wise", "4-wise"]
+    lines = ["| K | " + " | ".join(strategies) + " |", "|---|" + "---|" * len(strategies)]
+    for K in Ks:
+        cells = []
+        for s in strategies:
+            run = _select(runs, K=K, strategy=s)
+            cells.append("=end-to-end" if run is None and s.endswith("-wise") and int(s[0]) >= K else
+                         ("-" if run is None else fmt(finals(results, run, "test_final_acc"))))
+        lines.append(f"| {K} | " + " | ".join(cells) + " |")
+    md = "Test accuracy % of the final head (mean ± std over seeds):\n\n" + "\n".join(lines)
+    diffs = []
+    seeds = 1
+    for K in Ks:
+        two, one = _select(runs, K=K, strategy="2-wise"), _select(runs, K=K, strategy="local")
+        if two is None or one is None:
+            continue
+        a, b = finals(results, two, "test_final_acc"), finals(results, one, "test_final_acc")
+        seeds = max(seeds, len(a))
+        d, m = compare([100 * v for v in a if v is not None], [100 * v for v in b if v is not None], floor=0.5)
+        diffs.append((f"K={K}", d, m))
+    verdict = ordering_verdict(diffs, what="2-wise beats 1-wise (local) at every K", seeds=seeds, higher="2-wise - local")
+
+    def plot(path: str) -> None:
+        from .plots import lines_png
+
+        series = {}
+        for s in strategies:
+            pts = []
+            for K in Ks:
+                run = _select(runs, K=K, strategy=s) or (_select(runs, K=K, strategy="end-to-end") if s.endswith("-wise") and int(s[0]) >= K else None)
+                if run is not None:
+                    m, sd, _ = mean_std(finals(results, run, "test_final_acc"))
+                    if m is not None:
+                        pts.append((K, 100 * m, 100 * (sd or 0.0)))
+            series[s] = pts
+        lines_png(series, path, xlabel="components K", ylabel="test accuracy % (final head)", title="toy CNN on CIFAR-10 (interlocking Fig. 4 left)")
+
+    return Outcome(md, verdict, plot)
+
+
+# -- interlocking Table 1 and Table 2: ResNet-32, 4 components ----------------------------------------
+
+
+def _resnet_plan(scale: str):
+    if scale == "paper":
+        extra, note = ["preset=interlocking-b2"], "the paper's setting (B.2): 100 epochs"
+    else:
+        extra = ["preset=interlocking-b2", "epochs=1"]
+        note = "cpu scale: 1 epoch instead of 100, on the 20,000 CIFAR-10 training images available here"
+    base = extra + ["data.eval_batch_size=1000", "log_every=26", "eval_every=0"]
+    runs = [Run(f"K4_{s}", {"strategy": s}, (f"strategy={s}",)) for s in ("end-to-end", "local", "2-wise", "3-wise")]
+    return base, runs, note
+
+
+def _table1_judge(results, runs, scale) -> Outcome:
+    head = ["strategy", "final head", "head 1", "head 2", "head 3", "step time s (1 process)", "predicted s/step on 4 devices"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in runs:
+        rs = results.get(run.key, [])
+        cells = [run.labels["strategy"], fmt(finals(results, run, "test_final_acc"))]
+        cells += [fmt(finals(results, run, f"test_acc_{k}")) for k in (1, 2, 3)]
+        cells += [fmt([r.get("step_time_s") for r in rs], scale=1, digits=3),
+                  fmt([r.get("predicted_parallel_step_time_s") for r in rs], scale=1, digits=3)]
+        lines.append("| " + " | ".join(cells) + " |")
+    md = "Test accuracy % of each head (mean ± std over seeds); step times are medians over training:\n\n" + "\n".join(lines)
+    two, one = _select(runs, strategy="2-wise"), _select(runs, strategy="local")
+    a, b = finals(results, two, "test_final_acc"), finals(results, one, "test_final_acc")
+    d, m = compare([100 * v for v in a if v is not None], [100 * v for v in b if v is not None], floor=0.5)
+    verdict = ordering_verdict([("K=4", d, m)], what="2-wise beats 1-wise (local) on ResNet-32", seeds=len(a), higher="2-wise - local")
+
+    def plot(path: str) -> None:
+        from .plots import bars_png
+
+        bars = {}
+        for run in runs:
+            m_, s_, _ = mean_std(finals(results, run, "test_final_acc"))
+            if m_ is not None:
+                bars[run.labels["strategy"]] = (100 * m_, 100 * (s_ or 0.0))
+        bars_png(bars, path, ylabel="test accuracy % (final head)", title="ResNet-32, 4 components, CIFAR-10 (interlocking Table 1)")
+
+    return Outcome(md, verdict, plot)
+
+
+def _table2_judge(results, runs, scale) -> Outcome:
+    head = ["strategy", "final head (m=1)", "m=2", "m=3", "m=4"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    gains = []
+    for run in runs:
+        cells = [run.labels["strategy"], fmt(finals(results, run, "test_final_acc"))]
+        cells += [fmt(finals(results, run, f"test_ensemble_acc_{m}")) for m in (2, 3, 4)]
+        lines.append("| " + " | ".join(cells) + " |")
+        if run.labels["strategy"] != "end-to-end":
+            base = mean_std(finals(results, run, "test_final_acc"))[0]
+            best = max((mean_std(finals(results, run, f"test_ensemble_acc_{m}"))[0] or -1, m) for m in (2, 3, 4))
+            if base is not None and best[0] >= 0:
+                gains.append((run.labels["strategy"], 100 * (best[0] - base), best[1]))
+    md = ("Test accuracy % of the ensemble of the top m heads (the mean of heads K-m+1..K's softmax), same runs as "
+          "Table 1:\n\n" + "\n".join(lines))
+    shown = "; ".join(f"{s}: best m={m} {g:+.2f} points over the final head" for s, g, m in gains)
+    verdict = ("inconclusive: the paper's Table 2 values are not recorded in this repository, so there is nothing to "
+               f"compare with; ours: {shown}")
+    return Outcome(md, verdict, None)
+
+
+# -- interlocking Figs. 6 and 7: GPT decoder on tiny shakespeare -------------------------------------
+
+
+def _gpt_plan(scale: str):
+    if scale == "paper":
+        Ks, extra = (3, 4, 5, 6), ["preset=interlocking-b3"]
+        note = "the B.3 model and head, our training values (the paper's corpus, One Billion Word, is not here), 5,000 steps"
+    else:
+        Ks = (3, 6)
+        extra = ["preset=interlocking-b3", "steps=300", "model.kwargs.n_embd=128", "model.kwargs.n_head=4",
+                 "model.kwargs.dropout=0.0", "data.block_size=64", "data.batch_size=32", "data.eval_batches=20",
+                 "data.eval_batch_size=64", "lr.warmup_steps=30"]
+        note = ("cpu scale: a 6-layer GPT of width 128 (not 384), context 64, batch 32, 300 steps instead of 5,000, "
+                "K in {3, 6} instead of 3..6")
+    base = extra + ["log_every=10", "eval_every=0"]
+    runs = [Run(f"K{K}_{s}", {"K": K, "strategy": s}, (f"model.components={K}", f"strategy={s}"))
+            for K in Ks for s in _strategies_for(K, (2,))]
+    return base, runs, note
+
+
+def _gpt_judge(results, runs, scale) -> Outcome:
+    Ks = sorted({r.labels["K"] for r in runs})
+    strategies = ["end-to-end", "local", "2-wise"]
+    lines = ["| K | " + " | ".join(f"{s} ppl" for s in strategies) + " | " + " | ".join(f"{s} predicted s/step" for s in strategies) + " |",
+             "|---|" + "---|" * (2 * len(strategies))]
+    diffs, time_diffs, seeds = [], [], 1
+    for K in Ks:
+        cells, tcells = [], []
+        for s in strategies:
+            run = _select(runs, K=K, strategy=s)
+            cells.append(fmt(finals(results, run, "test_final_ppl"), scale=1))
+            tcells.append(fmt([r.get("predicted_parallel_step_time_s") for r in results.get(run.key, [])], scale=1, digits=3))
+        lines.append(f"| {K} | " + " | ".join(cells + tcells) + " |")
+        two, one, e2e = (_select(runs, K=K, strategy=s) for s in ("2-wise", "local", "end-to-end"))
+        a, b = finals(results, two, "test_final_ppl"), finals(results, one, "test_final_ppl")
+        seeds = max(seeds, len(a))
+        d, m = compare([v for v in b if v is not None], [v for v in a if v is not None], floor=0.05)  # lower ppl is better
+        diffs.append((f"K={K}", d, m))
+        ta = [r.get("predicted_parallel_step_time_s") for r in results.get(two.key, [])]
+        tb = [r.get("predicted_parallel_step_time_s") for r in results.get(e2e.key, [])]
+        if all(v is not None for v in ta + tb) and ta and tb:
+            time_diffs.append((K, statistics.mean(ta) / statistics.mean(tb)))
+    md = ("Test perplexity of the final head at the fixed step budget, and the clock's predicted K-device step time "
+          "(from the measured action times; labelled predicted, not measured):\n\n" + "\n".join(lines))
+    verdict = ordering_verdict(diffs, what="2-wise reaches a lower perplexity than 1-wise (local) at every K", seeds=seeds,
+                               higher="local ppl - 2-wise ppl")
+    if time_diffs:
+        verdict += "; predicted 2-wise/end-to-end step time: " + ", ".join(f"K={K} {r:.2f}" for K, r in time_diffs)
+
+    def plot(path: str) -> None:
+        from .plots import curves_png
+
+        curves = {}
+        for run in runs:
+            rs = results.get(run.key, [])
+            if not rs:
+                continue
+            hist = [h for h in rs[0]["history"] if h.get("kind") == "train" and h.get("loss_" + str(run.labels["K"])) is not None]
+            pts = []
+            t = 0.0
+            last = 0
+            for h in hist:
+                dt = h.get("predicted_parallel_step_time_s") or h.get("step_time_s") or 0.0
+                t += dt * (h["step"] - last)
+                last = h["step"]
+                pts.append((t, math.exp(min(h["loss_" + str(run.labels["K"])], 20.0))))
+            curves[f"K={run.labels['K']} {run.labels['strategy']}"] = pts
+        curves_png(curves, path, xlabel="predicted K-device training time s (clock prediction from measured actions)",
+                   ylabel="training perplexity (final head)", title="GPT on tiny shakespeare (interlocking Figs. 6-7)")
+
+    return Outcome(md, verdict, plot)
+
+
+# -- DGL Table 1: auxiliary heads, accuracy and FLOPs ---------------------------------------------------
+
+
+def _dgl_plan(scale: str):
+    if scale == "paper":
+        extra, note = ["preset=dgl-4.1", "model.components=6"], "the paper's setting (section 4.1): 50 epochs, one layer per component"
+    else:
+        extra = ["preset=dgl-4.1", "model.components=6", "epochs=1", "model.kwargs.width=0.25"]
+        note = "cpu scale: the CNN at 0.25x width (32 filters first, not 128), 1 epoch instead of 50"
+    base = extra + ["strategy=local", "data.eval_batch_size=1000", "log_every=26", "eval_every=0"]
+    runs = [Run(f"head_{h}", {"head": h}, (f"model.heads={h}",)) for h in ("cnn", "mlp", "mlp_sr")]
+    return base, runs, note
+
+
+def _dgl_flops(run: Run, base: list[str]) -> tuple[float, float]:
+    """(aux heads' FLOPs as a fraction of the network's, mean per-component head/component ratio)."""
+    from .. import heads, models
+    from ..config import load_config
+
+    cfg = load_config(None, [*base, *run.overrides, "steps=1", "epochs=0"])
+    kw = {"num_classes": 10, "in_channels": 3, "image_size": 32, **cfg.model.kwargs}
+    net = models.create(cfg.model.name, components=cfg.model.components, heads=cfg.model.heads, **kw)
+    rows = heads.cost(net, models.build(cfg.model.name, components=cfg.model.components, **kw).sample_input)
+    aux = rows[:-1]
+    total = sum(r["component_flops"] for r in rows)
+    return sum(r["head_flops"] for r in aux) / total, statistics.mean(r["head_flops_ratio"] for r in aux)
+
+
+def _dgl_judge(results, runs, scale) -> Outcome:
+    base, _, _ = _dgl_plan(scale)
+    names = {"cnn": "CNN-aux", "mlp": "MLP-aux", "mlp_sr": "MLP-SR-aux"}
+    lines = ["| head | final layer acc % | best layer acc % | aux FLOPs / network FLOPs | mean head/layer FLOPs |", "|---|---|---|---|---|"]
+    acc, flops = {}, {}
+    for run in runs:
+        h = run.labels["head"]
+        total, per = _dgl_flops(run, base)
+        flops[h] = total
+        rs = results.get(run.key, [])
+        best = [max(v for k, v in r["final"].items() if k.startswith("test_acc_") and v is not None) for r in rs]
+        acc[h] = finals(results, run, "test_final_acc")
+        lines.append(f"| {names[h]} | {fmt(acc[h])} | {fmt(best)} | {100 * total:.1f}% | {100 * per:.1f}% |")
+    md = "Layer-wise DGL (synchronous, `local`), 6 components; test accuracy % (mean ± std over seeds):\n\n" + "\n".join(lines)
+    d, m = compare([100 * v for v in acc["mlp_sr"] if v is not None], [100 * v for v in acc["mlp"] if v is not None], floor=0.5)
+    cheap = flops["mlp_sr"] < 0.1 * flops["cnn"]
+    verdict = ordering_verdict([("final layer", d, m)], what="MLP-SR-aux beats MLP-aux", seeds=len(acc["mlp"]), higher="MLP-SR - MLP")
+    verdict += f"; MLP-SR-aux costs {100 * flops['mlp_sr'] / flops['cnn']:.1f}% of CNN-aux's FLOPs ({'under' if cheap else 'not under'} 10%)"
+    return Outcome(md, verdict, None)
+
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table("interlocking-fig4-left", "Toy CNN on CIFAR-10: accuracy against the number of components",
+              "Gomez et al. 2022, Fig. 4 (left)",
+              "n-wise \"consistently out-performs local learning in terms of task performance\" (abstract): 2-wise > 1-wise at every K",
+              "interlocking-toy", _fig4_plan, _fig4_judge),
+        Table("interlocking-table1", "ResNet-32 in 4 components on CIFAR-10 (B.2 heads)", "Gomez et al. 2022, Table 1",
+              "2-wise out-performs local learning (abstract); end-to-end is the reference",
+              "interlocking-resnet32", _resnet_plan, _table1_judge),
+        Table("interlocking-table2", "Ensembles of the top m heads (ResNet-32, 4 components)", "Gomez et al. 2022, Table 2",
+              "the paper's Table 2 values (not recorded here)", "interlocking-resnet32", _resnet_plan, _table2_judge),
+        Table("interlocking-fig6-7", "GPT decoder on tiny shakespeare, 3 to 6 components", "Gomez et al. 2022, Figs. 6 and 7",
+              "2-wise out-performs local learning in perplexity, in less time per step than end-to-end",
+              "interlocking-gpt", _gpt_plan, _gpt_judge),
+        Table("dgl-table1", "Auxiliary heads: CNN-aux vs MLP-aux vs MLP-SR-aux", "Belilovsky et al. 2020, Table 1",
+              "MLP-SR-aux is more accurate than MLP-aux at a small fraction of CNN-aux's FLOPs",
+              "dgl-heads", _dgl_plan, _dgl_judge),
+    )
+}
+
+
+def names() -> list[str]:
+    return sorted(TABLES)
