@@ -42,19 +42,21 @@ def _summary(run_dir: Path) -> dict:
         return statistics.median(vals) if vals else None
 
     wall = run_dir / "wall_time.json"
+    timing = json.loads(wall.read_text()) if wall.exists() else {}
     return {
         "final": evals[-1] if evals else {},
         "history": rows,
         "step_time_s": median("step_time_s"),
         "predicted_parallel_step_time_s": median("predicted_parallel_step_time_s"),
-        "wall_time_s": json.loads(wall.read_text())["wall_time_s"] if wall.exists() else None,
+        "wall_time_s": timing.get("wall_time_s"),
+        "machine": timing.get("machine"),  # where the run trained (a report may be written elsewhere)
     }
 
 
 def _add_wall_time(run_dir: Path, seconds: float, *, resumed: bool) -> None:
     wall_file = run_dir / "wall_time.json"
     before = json.loads(wall_file.read_text())["wall_time_s"] if resumed and wall_file.exists() else 0.0
-    atomic_write_text(wall_file, json.dumps({"wall_time_s": before + seconds}) + "\n")
+    atomic_write_text(wall_file, json.dumps({"wall_time_s": before + seconds, "machine": _machine()}) + "\n")
 
 
 def _train_in_processes(pending: list, report_dir: Path, jobs: int, stream) -> None:
@@ -184,6 +186,7 @@ def reproduce(
         figure = report_dir / "figure.png"
         outcome.plot(str(figure))
     walls = [s["wall_time_s"] for rs in results.values() for s in rs if s["wall_time_s"] is not None]
+    machines = sorted({s["machine"] for rs in results.values() for s in rs if s.get("machine")}) or [_machine()]
     command = f"interlock reproduce {name} --scale {scale} --seeds {','.join(map(str, seeds))}"
     if overrides:
         command += "".join(f" --set {o}" for o in overrides)
@@ -209,15 +212,16 @@ def reproduce(
     if figure is not None:
         md += ["![figure](figure.png)", ""]
     md += [
-        f"Machine: {_machine()}. Training wall time of all runs: {sum(walls) / 60:.1f} min "
-        f"(this invocation: {session_s / 60:.1f} min, {len(planned) - todo} run(s) reused).",
+        f"Trained on: {'; '.join(machines)}. Training wall time, summed over the runs: {sum(walls) / 60:.1f} min"
+        + (" (report only: nothing trained by this invocation)." if report_only else
+           f" (this invocation: {session_s / 60:.1f} min, {len(planned) - todo} run(s) reused)."),
         "",
         "Exact configs: `configs/` beside this report (one JSON per run and seed).",
     ]
     atomic_write_text(report_dir / "report.md", "\n".join(md) + "\n")
     atomic_write_text(report_dir / "report.json", json.dumps({
         "table": name, "paper": table.paper, "claim": table.claim, "scale": scale, "scale_note": note, "seeds": seeds,
-        "command": command, "verdict": outcome.verdict, "machine": _machine(), "wall_time_s": sum(walls),
+        "command": command, "verdict": outcome.verdict, "machine": machines, "wall_time_s": sum(walls),
         "runs": {k: [{kk: vv for kk, vv in s.items() if kk != "history"} for s in v] for k, v in results.items()},
     }, indent=2, default=str) + "\n")
     print(f"\n{outcome.markdown}\n\nVerdict: {outcome.verdict}\n\nwrote {report_dir / 'report.md'}", file=sys.stdout)

@@ -80,12 +80,17 @@ def compare(a: Sequence[float], b: Sequence[float], *, floor: float) -> tuple[fl
     """
     ma, sa, na = mean_std(a)
     mb, sb, nb = mean_std(b)
+    if ma is None or mb is None:
+        return math.nan, floor  # a side has no finished run: no difference to judge
     se = math.sqrt(((sa or 0.0) ** 2) / max(na, 1) + ((sb or 0.0) ** 2) / max(nb, 1))
     return ma - mb, max(floor, 2 * se)
 
 
 def ordering_verdict(diffs: list[tuple[str, float, float]], *, what: str, seeds: int, higher: str) -> str:
     """``diffs``: (where, difference, margin) with difference > 0 meaning the claim holds there."""
+    missing = [w for w, d, _ in diffs if math.isnan(d)]
+    if missing or not diffs:
+        return f"inconclusive: no finished runs to compare at {', '.join(missing) or 'any point'}"
     worse = [d for d in diffs if d[1] < -d[2]]
     better = [d for d in diffs if d[1] > d[2]]
     shown = "; ".join(f"{w}: {higher} {d:+.2f} (margin {m:.2f})" for w, d, m in diffs)
