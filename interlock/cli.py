@@ -255,7 +255,8 @@ def cmd_reproduce(args) -> int:
         return 0 if args.list else 2
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     reproduce(args.table, scale=args.scale, seeds=seeds, root=args.root, data=args.data, device=args.device,
-              rerun=args.rerun, quiet=args.quiet, overrides=args.set, jobs=args.jobs, report_only=args.report_only)
+              rerun=args.rerun, quiet=args.quiet, overrides=args.set, jobs=args.jobs, report_only=args.report_only,
+              only=[r for r in args.runs.split(",") if r] if args.runs else None)
     return 0
 
 
@@ -286,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="config override for every run, after the scale's (e.g. --set epochs=30); the report lists it")
     p_rep.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process (default 1)")
     p_rep.add_argument("--report-only", action="store_true", help="train nothing: report on the runs already finished")
+    p_rep.add_argument("--runs", help="only these runs of the table (comma-separated keys, e.g. K6_local,K6_2-wise); "
+                                      "the report goes to reports/NAME-subset/")
     p_rep.add_argument("--quiet", action="store_true", help="no progress lines")
     p_rep.set_defaults(fn=cmd_reproduce, overrides=[])
     p_heads = sub.add_parser("heads", help="parameters and FLOPs of each head relative to its component")

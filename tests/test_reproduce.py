@@ -97,8 +97,8 @@ def _tiny_table(monkeypatch):
 
     def judge(results, runs, scale):
         acc = {r.key: [x["final"].get("test_final_acc") for x in results.get(r.key, [])] for r in runs}
-        d, m = T.compare(acc["2-wise"], acc["local"], floor=0.0)
-        return T.Outcome(f"| 2-wise | {T.fmt(acc['2-wise'])} |", T.ordering_verdict([("K=2", d, m)], what="w", seeds=1, higher="d"))
+        d, m = T.compare(acc.get("2-wise", []), acc.get("local", []), floor=0.0)
+        return T.Outcome(f"| 2-wise | {T.fmt(acc.get('2-wise', []))} |", T.ordering_verdict([("K=2", d, m)], what="w", seeds=1, higher="d"))
 
     table = T.Table("tiny", "Tiny", "nobody's Table 0", "none", "tiny", plan, judge)
     monkeypatch.setitem(T.TABLES, "tiny", table)
@@ -126,6 +126,16 @@ def test_reproduce_trains_reports_and_reuses_only_identical_runs(tmp_path, monke
     reproduce("tiny", root=tmp_path, overrides=["steps=6"], rerun=True, stream=io.StringIO(), quiet=True)
     assert json.loads((metrics.parent / "config.json").read_text())["steps"] == 6
     assert len(list(metrics.parent.parent.glob("seed0.replaced-*"))) == 1  # the old run is kept aside
+
+
+def test_a_subset_of_runs_reports_apart_and_unknown_runs_fail(tmp_path, monkeypatch):
+    _tiny_table(monkeypatch)
+    with pytest.raises(ValueError, match=r"--runs nope: not runs of tiny; its runs are local, 2-wise"):
+        reproduce("tiny", root=tmp_path, only=["nope"], stream=io.StringIO(), quiet=True)
+    log = io.StringIO()
+    out = reproduce("tiny", root=tmp_path, only=["local"], stream=log, quiet=True, report_only=True)
+    assert out.name == "tiny-subset" and "1 runs, 0 to train" in log.getvalue()
+    assert not (tmp_path / "cpu" / "reports" / "tiny").exists()
 
 
 def test_reproduce_trains_runs_in_parallel_processes(tmp_path, monkeypatch):

@@ -122,6 +122,7 @@ def reproduce(
     overrides: list[str] | None = None,
     jobs: int = 1,
     report_only: bool = False,
+    only: list[str] | None = None,
     stream=sys.stderr,
 ) -> Path:
     """Train (or reuse) the runs of table ``name`` and write its report; returns the report folder.
@@ -130,6 +131,8 @@ def reproduce(
     ``epochs=30`` to fit a time budget); the report lists them as departures. ``jobs``: runs
     trained at once, each in its own process (on a GPU, several small runs share it well).
     ``report_only``: train nothing; report on the runs that have finished (missing ones show "-").
+    ``only``: run keys (e.g. ``K6_2-wise``) to restrict the table to; such a partial report goes to
+    ``reports/<name>-subset/`` so that it never replaces the whole table's.
     """
     if name not in TABLES:
         raise ValueError(f"unknown table {name!r}; known: {', '.join(names())}")
@@ -147,9 +150,15 @@ def reproduce(
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs {jobs!r}: use a positive number of runs trained at once")
     seeds = list(seeds) if seeds else list(table.default_seeds[scale])
+    if only:
+        unknown = sorted(set(only) - {r.key for r in runs})
+        if unknown:
+            raise ValueError(f"--runs {','.join(unknown)}: not runs of {name}; its runs are {', '.join(r.key for r in runs)}")
+        runs = [r for r in runs if r.key in only]
+        note += f"; only the runs {', '.join(r.key for r in runs)}"
     root = Path(root) / scale
     family = root / table.family
-    report_dir = root / "reports" / name
+    report_dir = root / "reports" / (f"{name}-subset" if only else name)
     (report_dir / "configs").mkdir(parents=True, exist_ok=True)
 
     from ..cli import run_one
@@ -190,6 +199,8 @@ def reproduce(
     command = f"interlock reproduce {name} --scale {scale} --seeds {','.join(map(str, seeds))}"
     if overrides:
         command += "".join(f" --set {o}" for o in overrides)
+    if only:
+        command += f" --runs {','.join(r.key for r in runs)}"
     missing = [f"{run.key} seed {seed}" for run, seed, run_dir, *_ in planned if not (run_dir / "metrics.jsonl").exists()]
     md = [
         f"# {table.title}",

@@ -105,7 +105,9 @@ def ordering_verdict(diffs: list[tuple[str, float, float]], *, what: str, seeds:
 # -- helpers for the judges -----------------------------------------------------------------
 
 
-def finals(results: dict[str, list[dict]], run: Run, key: str) -> list[float | None]:
+def finals(results: dict[str, list[dict]], run: Run | None, key: str) -> list[float | None]:
+    if run is None:  # not in this (possibly partial) table
+        return []
     return [r["final"].get(key) for r in results.get(run.key, [])]
 
 
