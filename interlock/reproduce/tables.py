@@ -111,6 +111,10 @@ def finals(results: dict[str, list[dict]], run: Run | None, key: str) -> list[fl
     return [r["final"].get(key) for r in results.get(run.key, [])]
 
 
+def _rows(results: dict[str, list[dict]], run: Run | None) -> list[dict]:
+    return [] if run is None else results.get(run.key, [])
+
+
 def _select(runs: list[Run], **labels) -> Run | None:
     return next((r for r in runs if all(r.labels.get(k) == v for k, v in labels.items())), None)
 
@@ -197,7 +201,7 @@ def _table1_judge(results, runs, scale) -> Outcome:
     head = ["strategy", "final head", "head 1", "head 2", "head 3", "step time s (1 process)", "predicted s/step on 4 devices"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:
-        rs = results.get(run.key, [])
+        rs = _rows(results, run)
         cells = [run.labels["strategy"], fmt(finals(results, run, "test_final_acc"))]
         cells += [fmt(finals(results, run, f"test_acc_{k}")) for k in (1, 2, 3)]
         cells += [fmt([r.get("step_time_s") for r in rs], scale=1, digits=3),
@@ -274,15 +278,15 @@ def _gpt_judge(results, runs, scale) -> Outcome:
         for s in strategies:
             run = _select(runs, K=K, strategy=s)
             cells.append(fmt(finals(results, run, "test_final_ppl"), scale=1))
-            tcells.append(fmt([r.get("predicted_parallel_step_time_s") for r in results.get(run.key, [])], scale=1, digits=3))
+            tcells.append(fmt([r.get("predicted_parallel_step_time_s") for r in _rows(results, run)], scale=1, digits=3))
         lines.append(f"| {K} | " + " | ".join(cells + tcells) + " |")
         two, one, e2e = (_select(runs, K=K, strategy=s) for s in ("2-wise", "local", "end-to-end"))
         a, b = finals(results, two, "test_final_ppl"), finals(results, one, "test_final_ppl")
         seeds = max(seeds, len(a))
         d, m = compare([v for v in b if v is not None], [v for v in a if v is not None], floor=0.05)  # lower ppl is better
         diffs.append((f"K={K}", d, m))
-        ta = [r.get("predicted_parallel_step_time_s") for r in results.get(two.key, [])]
-        tb = [r.get("predicted_parallel_step_time_s") for r in results.get(e2e.key, [])]
+        ta = [r.get("predicted_parallel_step_time_s") for r in _rows(results, two)]
+        tb = [r.get("predicted_parallel_step_time_s") for r in _rows(results, e2e)]
         if all(v is not None for v in ta + tb) and ta and tb:
             time_diffs.append((K, statistics.mean(ta) / statistics.mean(tb)))
     md = ("Test perplexity of the final head at the fixed step budget, and the clock's predicted K-device step time "
@@ -358,10 +362,11 @@ def _dgl_judge(results, runs, scale) -> Outcome:
         acc[h] = finals(results, run, "test_final_acc")
         lines.append(f"| {names[h]} | {fmt(acc[h])} | {fmt(best)} | {100 * total:.1f}% | {100 * per:.1f}% |")
     md = "Layer-wise DGL (synchronous, `local`), 6 components; test accuracy % (mean ± std over seeds):\n\n" + "\n".join(lines)
-    d, m = compare([100 * v for v in acc["mlp_sr"] if v is not None], [100 * v for v in acc["mlp"] if v is not None], floor=0.5)
-    cheap = flops["mlp_sr"] < 0.1 * flops["cnn"]
-    verdict = ordering_verdict([("final layer", d, m)], what="MLP-SR-aux beats MLP-aux", seeds=len(acc["mlp"]), higher="MLP-SR - MLP")
-    verdict += f"; MLP-SR-aux costs {100 * flops['mlp_sr'] / flops['cnn']:.1f}% of CNN-aux's FLOPs ({'under' if cheap else 'not under'} 10%)"
+    d, m = compare([100 * v for v in acc.get("mlp_sr", []) if v is not None], [100 * v for v in acc.get("mlp", []) if v is not None], floor=0.5)
+    verdict = ordering_verdict([("final layer", d, m)], what="MLP-SR-aux beats MLP-aux", seeds=len(acc.get("mlp", [])), higher="MLP-SR - MLP")
+    if "mlp_sr" in flops and "cnn" in flops:
+        cheap = flops["mlp_sr"] < 0.1 * flops["cnn"]
+        verdict += f"; MLP-SR-aux costs {100 * flops['mlp_sr'] / flops['cnn']:.1f}% of CNN-aux's FLOPs ({'under' if cheap else 'not under'} 10%)"
     return Outcome(md, verdict, None)
 
 
