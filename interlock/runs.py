@@ -49,9 +49,22 @@ def _normalise(values: dict) -> dict:
     return {k: v for k, v in flat.items() if k not in _IGNORED}
 
 
+def _defaults() -> dict:
+    from .config import describe_options
+
+    return {key: json.loads(default) for key, _, default, _ in describe_options()}
+
+
 def config_differences(saved: dict, wanted: TrainConfig) -> list[str]:
-    """``option: saved -> wanted`` for every option (dotted) that differs, ignoring ``run_dir``."""
+    """``option: saved -> wanted`` for every option (dotted) that differs, ignoring ``run_dir``.
+
+    An option the saved config lacks (it was added to interlock after that run) counts as
+    its default, so adding an option does not orphan every earlier run.
+    """
     a, b = _normalise(saved), _normalise(wanted.to_dict())
+    for key, default in _defaults().items():
+        if key not in _IGNORED and key not in a:
+            a[key] = default
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 

@@ -296,3 +296,14 @@ def die_on_rank_1() -> None:
     if dist.get_rank() == 1:
         os._exit(3)
     dist.barrier()
+
+
+def record_pid_and_sleep(folder: str, seconds: float = 120.0) -> None:
+    """Each rank writes its process id to ``folder``/rank<R>.pid, then sleeps (a rank busy with a long run)."""
+    import os
+    from pathlib import Path
+
+    path = Path(folder) / f"rank{os.environ['RANK']}.pid"
+    path.with_suffix(".tmp").write_text(str(os.getpid()))
+    path.with_suffix(".tmp").rename(path)
+    time.sleep(seconds)
