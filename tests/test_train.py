@@ -113,6 +113,41 @@ def test_evaluate_matches_a_direct_computation(tmp_path):
     assert scores["final_acc"] == scores["acc_3"]
 
 
+def test_evaluation_streams_small_chunks_and_reduces_once_not_per_batch(tmp_path):
+    # Distributed evaluation was slow and memory-hungry: a collective per batch serialised the
+    # ranks, and each rank held whole eval batches of activations. Both engines now evaluate
+    # in chunks of EVAL_CHUNK and sum the ensembles' probabilities once per buffer.
+    from interlock.train import EVAL_CHUNK
+
+    cfg = config(tmp_path, "steps=1", "data.eval_batch_size=50")
+    task = build_task(cfg.data, seed=0)
+    engine = il.SimulatedEngine(build_net(cfg, task), il.Local(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+                                loss_fn=torch.nn.functional.cross_entropy)
+    reduced, chunks = [], []
+    all_reduce, heads_forward = engine.all_reduce_sum, engine.heads_forward
+    engine.all_reduce_sum = lambda t: reduced.append(tuple(t.shape)) or all_reduce(t)
+    engine.heads_forward = lambda x: chunks.append(len(x)) or heads_forward(x)
+    split = task.eval_splits()["test"]
+    assert len(list(split)) == 8  # 360 test digits in batches of 50
+    scores = evaluate(engine, split, num_classes=10, is_text=False)
+    assert max(chunks) <= EVAL_CHUNK and sum(chunks) == 360
+    assert reduced == [(3,), (3, 360, 10), (5,), (5,)]  # heads present, ensembles once, correct, losses
+    assert 0 <= scores["ensemble_acc_3"] <= 1
+
+
+def test_a_rank_that_does_not_feed_the_network_drops_the_images_but_keeps_the_labels(tmp_path):
+    cfg = config(tmp_path, "steps=1")
+    full, labels_only = build_task(cfg.data, seed=3), build_task(cfg.data, seed=3)
+    labels_only.drop_inputs()
+    for (x, y), (none, y2) in zip(full.train_batches(epoch=2, start_step=5), labels_only.train_batches(epoch=2, start_step=5)):
+        assert none is None and x.shape[0] == len(y2) and torch.equal(y, y2)
+    for split in ("val", "test"):
+        pairs = list(zip(full.eval_splits()[split], labels_only.eval_splits()[split]))
+        assert pairs and all(b[0] is None and torch.equal(a[1], b[1]) for a, b in pairs)
+    image_bytes = lambda t: t.data.train_x.untyped_storage().nbytes() + t.data.test_x.untyped_storage().nbytes()
+    assert image_bytes(labels_only) <= 2 * 64 and image_bytes(full) > 100_000  # one 8x8 image each, not all of them
+
+
 @pytest.mark.parametrize("strategy", ["2-wise", "end-to-end"])
 def test_resume_equals_uninterrupted(tmp_path, strategy):
     extra = ["steps=10", f"strategy={strategy}", "checkpoint_every=3", "lr.name=cosine", "lr.warmup_steps=2"]
