@@ -171,3 +171,35 @@ def test_curves_show_every_heads_final_test_accuracy():
     assert "every head" in bars.get_title()
     heights = [round(p.get_height(), 6) for p in bars.patches]
     assert heights == [20.0, 30.0, 60.0, 40.0, 45.0, 42.0]  # means over seeds, head 1..3, per strategy
+
+
+def test_a_run_saved_before_newer_options_existed_still_counts_as_the_same_config():
+    # Runs finished before divergence_ratio and data.substitute_for existed (and when data.fallback
+    # defaulted to digits) trained exactly what the same config trains now: compare reuses them.
+    from interlock.config import load_config
+    from interlock.runs import config_differences
+
+    wanted = load_config(None, BASE + ["steps=4"])
+    saved = json.loads(json.dumps(wanted.to_dict()))
+    del saved["divergence_ratio"], saved["data"]["substitute_for"]
+    saved["data"]["fallback"], saved["dist_timeout_s"] = "digits", 60.0
+    assert config_differences(saved, wanted) == []
+    saved["divergence_ratio"], saved["data"]["substitute_for"] = 10.0, "cifar10"
+    assert config_differences(saved, wanted) == ["data.substitute_for: 'cifar10' -> ''", "divergence_ratio: 10.0 -> 100.0"]
+
+
+def test_failure_lines_name_rank_component_step_and_what_to_change(tmp_path):
+    from interlock.config import load_config
+    from interlock.launch import RankFailedError
+    from interlock.transport import TransportError
+
+    config = load_config(None, BASE + ["steps=4", "engine=distributed", "dist_timeout_s=30", f"run_dir={tmp_path}"])
+    err = TransportError("component 2 waiting for ('activation',) from component 1 (rank 0): Timed out waiting 30000ms")
+    err.interlock_where, err.interlock_rank, err.interlock_components = "training step 7", (1, 3), [2]
+    line = cli._failure_line(err, config, tmp_path / "log.txt")
+    assert line.startswith(f"2-wise run in {tmp_path} failed at training step 7 on rank 1 of 3 (component 2): TransportError:")
+    assert "dist_timeout_s=30 s" in line and "raise dist_timeout_s" in line and line.endswith(f"(traceback in {tmp_path / 'log.txt'})")
+    killed = RankFailedError("rank 2 of 3 was killed by signal 9 without raising an exception")
+    killed.interlock_rank = (2, 3)
+    line = cli._failure_line(killed, config, tmp_path / "log.txt")
+    assert "on rank 2 of 3" in line and "out of memory" in line and "\n" not in line
