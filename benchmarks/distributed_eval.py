@@ -58,14 +58,17 @@ def evaluate_once(config_dict: dict) -> dict:
     task = build_task(config.data, seed=config.seed)
     net = build_net(config, task)
     engine = make_engine(config, net, task, total_steps=config.steps)
-    if 0 not in engine.local_components and hasattr(task, "drop_inputs"):
-        task.drop_inputs()  # as interlock.train.run does (an older checkout has no drop_inputs)
+    from interlock import train
+
+    if hasattr(train, "drop_unfed_inputs"):  # (an older checkout, measured for comparison, has none)
+        train.drop_unfed_inputs(task, engine)  # as interlock.train.run does
+    chunk = {"chunk": config.data.eval_chunk or train.EVAL_CHUNK[config.engine]} if hasattr(train, "EVAL_CHUNK") else {}
     try:
         rss_before = _rss_mb()
         engine.barrier()
         start, wall_start = time.perf_counter(), time.time()
         for batches in task.eval_splits().values():  # val and test: what the final evaluation scores
-            scores = evaluate(engine, batches, num_classes=task.num_classes, is_text=False, device="cpu")
+            scores = evaluate(engine, batches, num_classes=task.num_classes, is_text=False, device="cpu", **chunk)
         seconds, wall_end = time.perf_counter() - start, time.time()
         engine.barrier()
     finally:

@@ -69,6 +69,7 @@ class DataConfig:
     augment: bool = True  # random crop (4-pixel padding) + horizontal flip, images only
     batch_size: int = 128  # training examples per step
     eval_batch_size: int = 500  # examples per evaluation batch
+    eval_chunk: int = 0  # examples per evaluation forward pass (0: 32 distributed, 128 in one process); equal chunks, equal numbers
     block_size: int = 64  # context length for language models
     eval_batches: int = 50  # text only: batches of the validation corpus per evaluation
     train_limit: int = 0  # use only the first N training examples (0: all); for quick runs
@@ -79,6 +80,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, f"data.batch_size={self.batch_size}: use >= 1")
         _check(self.eval_batch_size >= 1, f"data.eval_batch_size={self.eval_batch_size}: use >= 1")
+        _check(self.eval_chunk >= 0, f"data.eval_chunk={self.eval_chunk}: use >= 1, or 0 for the engine's default")
         _check(self.val_size >= 0, f"data.val_size={self.val_size}: use >= 0")
         _check(self.block_size >= 1, f"data.block_size={self.block_size}: use >= 1")
         _check(self.train_limit >= 0, f"data.train_limit={self.train_limit}: use >= 0 (0 means all)")

@@ -108,8 +108,10 @@ def run_local(
     ctx = mp.get_context(start_method)
     if start_method == "forkserver":
         # Takes effect when the server starts (the first call): ranks fork with torch imported,
-        # and torch._dynamo, which every first optimizer construction imports (seconds).
-        ctx.set_forkserver_preload(["torch", "torch._dynamo", "interlock"])
+        # and torch._dynamo, which every first optimizer construction imports (seconds); the
+        # module then freezes the garbage collector's view of those objects, so they stay
+        # shared with the ranks instead of being copied into each (see interlock._preload).
+        ctx.set_forkserver_preload(["interlock._preload"])
     port = free_port()
     # The launcher holds the only write end; the ranks hold read ends, on which EOF means the
     # launcher is gone (the kernel closes its descriptors however it died).
@@ -266,7 +268,9 @@ def _rank_main(rank: int, nprocs: int, port: int, fn, args, env: dict, overrides
             dist.destroy_process_group()
         _write(Path(out) / f"result-{rank}.pt", lambda f: torch.save(result, f))
     except BaseException as err:  # noqa: BLE001 - every failure is reported to the launcher
-        failed_at = time.time()
+        # An exception may say when it was raised (interlock_failed_at), before cleanup that
+        # closed connections and so made the peers fail: the launcher ranks failures by time.
+        failed_at = getattr(err, "interlock_failed_at", None) or time.time()
         try:
             payload = pickle.dumps(err)
         except Exception:

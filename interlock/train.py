@@ -137,12 +137,14 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
     return SimulatedEngine(net.to(config.device), config.strategy_obj, **kw)
 
 
-# Evaluation runs each batch through the network in chunks of at most this many examples.
-# On the distributed engine the chunks flow up the ranks as a pipeline (rank k scores
-# chunk i while rank k+1 scores chunk i-1) and each rank holds a few chunk-sized
-# activations, not whole eval batches; the simulated engine chunks identically, so both
-# compute the same numbers.
-EVAL_CHUNK = 32
+# Evaluation runs each batch through the network in chunks (data.eval_chunk; 0 picks these).
+# On the distributed engine small chunks flow up the ranks as a pipeline (rank k scores
+# chunk i+1 while rank k+1 scores chunk i) and each rank holds a few chunk-sized
+# activations, not whole eval batches. One process gains nothing from small chunks and
+# loses with several threads (each chunk's parallel regions wait for a thread that another
+# job's load has descheduled), so it takes larger ones. Equal chunks give bit-identical
+# numbers on every engine; different ones differ in rounding.
+EVAL_CHUNK = {"distributed": 32, "simulated": 128}
 # Head probabilities are summed over processes (for the ensembles) once this many values
 # are buffered, not once per batch: a per-batch collective would make every rank wait for
 # the last one on every batch, serialising the pipeline.
@@ -150,8 +152,10 @@ _ENSEMBLE_BUFFER = 1 << 22
 
 
 @torch.no_grad()
-def evaluate(engine, batches, *, num_classes: int, is_text: bool, device: str = "cpu") -> dict:
+def evaluate(engine, batches, *, num_classes: int, is_text: bool, device: str = "cpu", chunk: int | None = None) -> dict:
     """Accuracy and mean loss of every head, and of the ensembles of the top m heads (m = 2..K).
+
+    ``chunk``: examples per forward pass (None: whole batches).
 
     Each process scores the heads it holds; sums are reduced over processes. The ensemble of
     the top m heads averages the softmax of the heads among K-m+1..K (the interlocking
@@ -192,8 +196,9 @@ def evaluate(engine, batches, *, num_classes: int, is_text: bool, device: str = 
 
     buffered = 0
     for x, y in batches:
-        ys = y.split(EVAL_CHUNK)
-        xs = [None] * len(ys) if x is None else x.split(EVAL_CHUNK)  # (None: a rank that does not feed the network)
+        size = chunk or len(y)
+        ys = y.split(size)
+        xs = [None] * len(ys) if x is None else x.split(size)  # (None: a rank that does not feed the network)
         for xc, yc in zip(xs, ys):
             xc, yc = None if xc is None else xc.to(device), yc.to(device)
             outs = engine.heads_forward(xc)
@@ -237,6 +242,14 @@ def evaluate(engine, batches, *, num_classes: int, is_text: bool, device: str = 
     return row
 
 
+def drop_unfed_inputs(task: Task, engine) -> None:
+    """Only the process holding component 1 feeds the network: any other drops the inputs
+    (most of its memory) and hands the freed pages back to the system."""
+    if 0 not in engine.local_components:
+        task.drop_inputs()
+        release_free_memory()
+
+
 def run(
     config: TrainConfig,
     *,
@@ -255,26 +268,32 @@ def run(
     config = replace(config, data=resolve_data(config.data, seed=config.seed))
     run_dir = Path(config.run_dir)
     where = _Where()
-    engine = None
+    engine, failed = None, False
     try:
         task = build_task(config.data, seed=config.seed)
         total_steps = config.steps or max(1, math.ceil(config.epochs * task.steps_per_epoch))
         net = build_net(config, task)
         engine = make_engine(config, net, task, total_steps)
-        if 0 not in engine.local_components:
-            task.drop_inputs()  # only the process holding component 1 feeds the network
-            release_free_memory()
+        drop_unfed_inputs(task, engine)
         return _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop_after, where)
-    except Exception as err:
+    except BaseException as err:
+        failed = True
         # Where it failed travels with the exception (also from a rank to its launcher), so the
         # command line can say it in one line.
-        if not hasattr(err, "interlock_where"):
+        if isinstance(err, Exception) and not hasattr(err, "interlock_where"):
+            # When it failed, before closing the engine makes the peers fail too: the launcher
+            # reports the rank that failed first as the cause.
+            err.interlock_failed_at = time.time()
             err.interlock_where = str(where)
             err.interlock_components = None if engine is None else [k + 1 for k in engine.local_components]
         raise
     finally:
         if engine is not None:
-            engine.close()
+            # After a failure, no waiting: a distributed rank would otherwise sit in the closing
+            # barrier (its peers are still training) until dist_timeout_s, and its own error would
+            # reach the launcher after the ones it causes in its peers; a failing flush would also
+            # replace the original error.
+            engine.close(wait=not failed)
 
 
 def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop_after, where: _Where) -> RunResult:
@@ -323,8 +342,9 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         splits = task.eval_splits()
         if not final and "val" in splits:  # the test set is scored at the end only when there is a validation split
             splits = {"val": splits["val"]}
+        chunk = config.data.eval_chunk or EVAL_CHUNK[config.engine]
         for split, batches in splits.items():
-            scores = evaluate(engine, batches, num_classes=task.num_classes, is_text=task.is_text, device=device)
+            scores = evaluate(engine, batches, num_classes=task.num_classes, is_text=task.is_text, device=device, chunk=chunk)
             row.update({f"{split}_{k}": v for k, v in scores.items()})
         emit(row)
         return row
@@ -480,6 +500,7 @@ def engine_lr(engine) -> float:
 RESUMABLE_OPTIONS = (
     "steps", "epochs", "eval_every", "log_every", "checkpoint_every", "trace_steps", "engine", "dist_timeout_s",
     "divergence_ratio", "device", "threads", "run_dir", "data.root", "data.eval_batch_size", "data.eval_batches",
+    "data.eval_chunk",
 )
 
 

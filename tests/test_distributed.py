@@ -382,3 +382,20 @@ def test_sigterm_stops_every_rank_keeps_the_newest_checkpoint_and_no_run_is_cut_
     step = json.loads((latest_checkpoint(run_dir) / "meta.json").read_text())["step"]
     assert main(["train", "--quiet", "--resume", "--run-dir", str(run_dir), f"steps={step + 2}", "engine=simulated"]) == 0
     assert max(r["step"] for r in read_metrics(run_dir)) == step + 2
+
+
+def test_a_rank_failing_while_its_peers_train_is_reported_at_once_with_its_own_error(tmp_path):
+    # Rank 1's loss turns NaN at step 7 while rank 0 trains on (local learning). Rank 1 must not
+    # sit in the engine's closing barrier until dist_timeout_s, and the report must be its own
+    # error, not the closed connection it leaves rank 0 with.
+    from interlock.config import load_config
+    from interlock.train import TrainingDiverged
+
+    cfg = load_config(None, ["data.name=digits", "data.batch_size=32", "model.components=2", "strategy=local",
+                             "steps=200", "log_every=5", "engine=distributed", "dist_timeout_s=60", "threads=1",
+                             f"run_dir={tmp_path / 'run'}"])
+    start = time.monotonic()
+    with pytest.raises(TrainingDiverged, match=r"loss of component 2 is nan at step 7") as info:
+        run_local(H.train_with_nan_on_rank_1, 2, cfg.to_dict(), 7, timeout_s=120)
+    assert time.monotonic() - start < 40  # spawning and data take seconds; nothing waits for the 60 s timeout
+    assert info.value.interlock_rank == (1, 2) and info.value.interlock_where == "training step 7"

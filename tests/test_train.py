@@ -117,8 +117,6 @@ def test_evaluation_streams_small_chunks_and_reduces_once_not_per_batch(tmp_path
     # Distributed evaluation was slow and memory-hungry: a collective per batch serialised the
     # ranks, and each rank held whole eval batches of activations. Both engines now evaluate
     # in chunks of EVAL_CHUNK and sum the ensembles' probabilities once per buffer.
-    from interlock.train import EVAL_CHUNK
-
     cfg = config(tmp_path, "steps=1", "data.eval_batch_size=50")
     task = build_task(cfg.data, seed=0)
     engine = il.SimulatedEngine(build_net(cfg, task), il.Local(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
@@ -129,8 +127,8 @@ def test_evaluation_streams_small_chunks_and_reduces_once_not_per_batch(tmp_path
     engine.heads_forward = lambda x: chunks.append(len(x)) or heads_forward(x)
     split = task.eval_splits()["test"]
     assert len(list(split)) == 8  # 360 test digits in batches of 50
-    scores = evaluate(engine, split, num_classes=10, is_text=False)
-    assert max(chunks) <= EVAL_CHUNK and sum(chunks) == 360
+    scores = evaluate(engine, split, num_classes=10, is_text=False, chunk=16)
+    assert max(chunks) == 16 and sum(chunks) == 360
     assert reduced == [(3,), (3, 360, 10), (5,), (5,)]  # heads present, ensembles once, correct, losses
     assert 0 <= scores["ensemble_acc_3"] <= 1
 
@@ -281,7 +279,8 @@ def test_distributed_training_equals_simulated_and_resumes_a_simulated_checkpoin
     # exactly; and a run interrupted on one engine resumes on the other.
     from interlock.distributed_run import run_distributed
 
-    extra = ["steps=6", "strategy=2-wise", "checkpoint_every=3", "threads=1"]
+    # (The same evaluation chunks on both engines: data.eval_chunk's default differs between them.)
+    extra = ["steps=6", "strategy=2-wise", "checkpoint_every=3", "threads=1", "data.eval_chunk=32"]
     simulated = run(config(tmp_path / "sim", *extra))
     distributed = run_distributed(config(tmp_path / "dist", *extra, "engine=distributed"), resume=False)
     assert distributed == simulated.final
