@@ -360,7 +360,12 @@ def test_sigterm_stops_every_rank_keeps_the_newest_checkpoint_and_no_run_is_cut_
     launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ranks = set()
     try:
-        steps = lambda: max([r["step"] for r in read_metrics(run_dir)] if (run_dir / "metrics.jsonl").exists() else [0])
+        def steps() -> int:
+            try:  # (the file may be empty, or end in a line being written)
+                return max([0] + [r["step"] for r in read_metrics(run_dir)])
+            except (OSError, ValueError):
+                return 0
+
         wait_until(lambda: steps() > 0 or launcher.poll() is not None, 120, "the first metrics")
         trained_from = time.monotonic()
         wait_until(lambda: time.monotonic() - trained_from > 2 * timeout_s or launcher.poll() is not None,
