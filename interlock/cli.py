@@ -417,8 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt as err:
         how = "terminated" if isinstance(err, _Terminated) else "interrupted"
-        print(f"\ninterlock: {how}; the run stopped (every rank with it) and its newest checkpoint is kept "
-              f"(continue it with --resume)",
+        print(f"\ninterlock: {how}; the run stopped (every rank with it); the newest checkpoint it wrote, if any, "
+              f"is kept (continue from it with --resume)",
               file=sys.stderr)
         return 143 if isinstance(err, _Terminated) else 130
     finally:
