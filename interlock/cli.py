@@ -6,9 +6,12 @@ import argparse
 import json
 import logging
 import os
+import signal
 import statistics
 import sys
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .config import TrainConfig, load_config, parse_strategy
@@ -62,14 +65,31 @@ class Progress:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="config file (JSON, or TOML on Python >= 3.11)")
-    p.add_argument("overrides", nargs="*", help="section.option=value overrides, e.g. optim.lr=0.1 model.components=4")
+    p.add_argument("overrides", nargs="*", help="section.option=value overrides, e.g. optim.lr=0.1 model.components=4 "
+                                                 "(every option: --list-options)")
     p.add_argument("--steps", type=int, help="run length in steps (replaces epochs)")
     p.add_argument("--epochs", type=float, help="run length in epochs (replaces steps)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="seed of the weights, data order, augmentation and dropout (default: the config's, 0)")
     p.add_argument("--data", help="data folder holding cifar-10-batches-bin/ etc. (default: $INTERLOCK_DATA or ../shared/data)")
-    p.add_argument("--run-dir", help="where the run's config, metrics and checkpoints go")
-    p.add_argument("--engine", choices=["simulated", "distributed"])
+    p.add_argument("--run-dir", help="where the run's config, metrics, checkpoints and log.txt go")
+    p.add_argument("--engine", choices=["simulated", "distributed"],
+                   help="simulated: every component in this process (default); distributed: one process per "
+                        "component over torch.distributed, started here (or by torchrun)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--list-options", action="store_true", help="print every config option with its default and meaning, then exit")
+
+
+def _flag_overrides(args) -> list[str]:
+    """The ``key=value`` overrides that the flags stand for."""
+    out = []
+    if args.steps is not None:
+        out += [f"steps={args.steps}", "epochs=0"]
+    if args.epochs is not None:
+        out += [f"epochs={args.epochs}", "steps=0"]
+    for flag, key in (("seed", "seed"), ("data", "data.root"), ("run_dir", "run_dir"), ("engine", "engine"), ("strategy", "strategy")):
+        if getattr(args, flag, None) is not None:
+            out.append(f"{key}={getattr(args, flag)}")
+    return out
 
 
 def _config(args, extra: list[str] | None = None) -> TrainConfig:
@@ -78,19 +98,44 @@ def _config(args, extra: list[str] | None = None) -> TrainConfig:
     if config_path and "=" in config_path and not Path(config_path).exists():
         overrides.insert(0, config_path)  # a first override, not a file
         config_path = None
-    if args.steps is not None:
-        overrides += [f"steps={args.steps}", "epochs=0"]
-    if args.epochs is not None:
-        overrides += [f"epochs={args.epochs}", "steps=0"]
-    for flag, key in (("seed", "seed"), ("data", "data.root"), ("run_dir", "run_dir"), ("engine", "engine")):
-        if getattr(args, flag, None) is not None:
-            overrides.append(f"{key}={getattr(args, flag)}")
-    return load_config(config_path, overrides + (extra or []))
+    return load_config(config_path, overrides + _flag_overrides(args) + (extra or []))
+
+
+def _resolved(config: TrainConfig) -> TrainConfig:
+    """``config`` with its data as it will really run (a missing CIFAR-10: an error, or the asked-for fallback)."""
+    from .tasks import resolve_data
+
+    return replace(config, data=resolve_data(config.data, seed=config.seed))
+
+
+class RunFailed(Exception):
+    """A run failed at run time; ``line`` says where and what to change, the traceback went to the run's log."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+# Errors that are about the request (config, paths), not about a run going wrong: their
+# message is the whole story, and main() prints it with exit code 2.
+_REQUEST_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
 
 def run_one(config: TrainConfig, *, resume: bool, quiet: bool, label: str):
-    """One run on the configured engine, with a progress line; returns the final evaluation row."""
+    """One run on the configured engine, with a progress line; returns the final evaluation row.
+
+    Everything logged meanwhile also goes to ``<run_dir>/log.txt``; a run-time failure adds its
+    full traceback there and is raised as :class:`RunFailed`, one line for the terminal.
+    """
     progress = None if quiet else Progress(label)
+    run_dir = Path(config.run_dir)
+    rank = os.environ.get("RANK", "0")
+    log_path = run_dir / ("log.txt" if rank == "0" else f"log-rank{rank}.txt")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("interlock")
+    root.addHandler(handler)
     try:
         if config.engine == "distributed":
             from .distributed_run import run_distributed
@@ -99,21 +144,90 @@ def run_one(config: TrainConfig, *, resume: bool, quiet: bool, label: str):
         from .train import run
 
         return run(config, resume=resume, on_progress=progress).final
+    except _REQUEST_ERRORS:
+        raise
+    except Exception as err:
+        log.error("the run in %s failed", run_dir, exc_info=err)
+        raise RunFailed(_failure_line(err, config, log_path)) from err
     finally:
+        root.removeHandler(handler)
+        handler.close()
         if progress is not None:
             progress.close()
 
 
+def _failure_line(err: BaseException, config: TrainConfig, log_path: Path) -> str:
+    """Where a run failed (run, step, rank, component), what went wrong, and what to change, in one line."""
+    from .launch import RankFailedError
+    from .train import TrainingDiverged
+    from .transport import TransportError
+
+    where = getattr(err, "interlock_where", None)
+    rank = getattr(err, "interlock_rank", None)
+    components = getattr(err, "interlock_components", None)
+    place = f"{config.strategy} run in {config.run_dir} failed"
+    if where and where != "setup":
+        place += f" at {where}"
+    elif where == "setup":
+        place += " while starting"
+    if rank is not None:
+        place += f" on rank {rank[0]} of {rank[1]}"
+        if components and len(components) == 1:
+            place += f" (component {components[0]})"
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, TrainingDiverged):
+        what, hint = message, ""  # the message names the component, the step and what to change
+    elif isinstance(err, (TransportError, TimeoutError)) or "timed out" in message.lower():
+        what = f"{type(err).__name__}: {message}"
+        hint = (f"a rank waited dist_timeout_s={config.dist_timeout_s:g} s for a peer in vain; if another rank failed "
+                f"first, the log says how; if a step legitimately takes longer, raise dist_timeout_s")
+    elif isinstance(err, RankFailedError):
+        what = message
+        hint = ("a rank killed by signal 9 was most likely out of memory: lower data.batch_size or data.eval_batch_size"
+                if "signal 9" in message else "the rank died without a Python error")
+    else:
+        what, hint = f"{type(err).__name__}: {message}", "if the config looks right, this is a bug worth reporting"
+    line = f"{place}: {what}"
+    if hint:
+        line += f"; {hint}"
+    return f"{line} (traceback in {log_path})"
+
+
+def _list_options() -> int:
+    from .config import describe_options
+
+    rows = describe_options()
+    width = max(len(key) for key, *_ in rows)
+    print("Config options: set them in the config file (JSON sections model, data, optim, lr) or as key=value overrides.\n")
+    for key, kind, default, note in rows:
+        print(f"  {key:<{width}}  {default:<14} {note} [{kind}]")
+    return 0
+
+
 def cmd_train(args) -> int:
+    if args.list_options:
+        return _list_options()
     if args.resume:
         from .train import resume_config
 
-        run_dir = args.run_dir or (args.config if args.config and Path(args.config).is_dir() else None)
+        run_dir, overrides = args.run_dir, list(args.overrides or [])
+        if args.config:
+            given = Path(args.config)
+            if "=" in args.config and not given.exists():
+                overrides.insert(0, args.config)  # the first override, taken for the config positional
+            elif given.is_dir() and (run_dir is None or given.resolve() == Path(run_dir).resolve()):
+                run_dir = args.config
+            else:
+                raise ValueError(
+                    f"--resume continues a run from the config.json in its folder; drop {args.config!r} "
+                    f"(change what may change with key=value overrides), or start a new run without --resume"
+                )
         if run_dir is None:
             raise ValueError("--resume needs the run to continue: --run-dir DIR")
-        config = resume_config(run_dir, list(args.overrides or []) + ([f"steps={args.steps}", "epochs=0"] if args.steps else []))
+        flags = [o for o in _flag_overrides(args) if not o.startswith("run_dir=")]
+        config = resume_config(run_dir, overrides + flags)
     else:
-        config = _config(args, [f"strategy={args.strategy}"] if args.strategy else None)
+        config = _resolved(_config(args))
     final = run_one(config, resume=args.resume, quiet=args.quiet, label=config.strategy)
     if os.environ.get("RANK", "0") != "0":  # under torchrun every rank runs this; one prints
         return 0
@@ -121,44 +235,43 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _run_finished(run_dir: Path) -> bool:
-    """Whether the run in ``run_dir`` completed: its newest checkpoint is at its planned last step."""
-    from .checkpoint import latest_checkpoint
-
-    folder = latest_checkpoint(run_dir) if run_dir.exists() else None
-    if folder is None:
-        return False
-    meta = json.loads((folder / "meta.json").read_text())
-    return meta["step"] >= meta["total_steps"]
-
-
 def cmd_compare(args) -> int:
+    from .runs import RunState, run_state
+
+    if args.list_options:
+        return _list_options()
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     for s in strategies:
         parse_strategy(s)  # fail before any training
-    seeds = [int(s) for s in args.seeds.split(",")]
-    base = _config(args)
+    if args.seed is not None and args.seeds is not None:
+        raise ValueError(f"give the seeds once: --seeds {args.seeds} or --seed {args.seed} (compare runs every seed in --seeds)")
+    base = _resolved(_config(args))
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds is not None else [base.seed]
     root = Path(args.run_dir or base.run_dir)
-    results: dict[str, list[dict]] = {s: [] for s in strategies}
-    histories: dict[str, list[list[dict]]] = {s: [] for s in strategies}
+    # Every run directory is checked before any training: a run of another config is refused
+    # (or, with --rerun, moved aside) now, not after an hour of the other runs.
+    plan = []
     for seed in seeds:
         for strategy in strategies:
             run_dir = root / parse_strategy(strategy).name / f"seed{seed}"
-            config = _config(args, [f"strategy={strategy}", f"seed={seed}", f"run_dir={run_dir}"])
-            if _run_finished(run_dir):
-                log.info("%s seed %d already finished in %s; reusing its metrics", strategy, seed, run_dir)
-            else:
-                from .checkpoint import latest_checkpoint
-
-                # A crashed or interrupted earlier attempt continues from its newest checkpoint.
-                resume = run_dir.exists() and latest_checkpoint(run_dir) is not None
-                run_one(config, resume=resume, quiet=args.quiet, label=f"{strategy} seed {seed}")
-            rows = read_metrics(run_dir)
-            histories[strategy].append(rows)
-            results[strategy].append(_summarise(rows))
+            config = _resolved(_config(args, [f"strategy={strategy}", f"seed={seed}", f"run_dir={run_dir}"]))
+            plan.append((strategy, seed, config, run_state(run_dir, config, rerun=args.rerun)))
+    results: dict[str, list[dict]] = {s: [] for s in strategies}
+    histories: dict[str, list[list[dict]]] = {s: [] for s in strategies}
+    runs = []
+    for strategy, seed, config, state in plan:
+        if state == RunState.FINISHED:
+            log.info("%s seed %d already finished in %s with this config; reusing its metrics", strategy, seed, config.run_dir)
+        else:
+            # An interrupted earlier attempt of the same config continues from its newest checkpoint.
+            run_one(config, resume=state == RunState.PARTIAL, quiet=args.quiet, label=f"{strategy} seed {seed}")
+        rows = read_metrics(config.run_dir)
+        histories[strategy].append(rows)
+        results[strategy].append(_summarise(rows))
+        runs.append({"strategy": strategy, "seed": seed, "run_dir": config.run_dir, "reused": state == RunState.FINISHED})
     table = _table(results, base)
     print(table)
-    summary = {"config": base.to_dict(), "seeds": seeds, "results": results}
+    summary = {"config": base.to_dict(), "seeds": seeds, "runs": runs, "results": results}
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(root / "summary.md", table + "\n")
@@ -166,7 +279,7 @@ def cmd_compare(args) -> int:
 
     # Curves follow the validation split when runs have one (the test set is scored at the end only).
     split = "val" if any(r.get("val_final_acc") is not None for rows in histories.values() for h in rows for r in h) else "test"
-    png = learning_curves_png(histories, root / "curves.png", title=f"{base.model.name}, K={base.model.components}, {base.data.name}", split=split)
+    png = learning_curves_png(histories, root / "curves.png", title=f"{base.model.name}, K={base.model.components}, {base.data.label}", split=split)
     print(f"\nwrote {root / 'summary.md'}, {root / 'summary.json'} and {png}")
     return 0
 
@@ -217,7 +330,8 @@ def _table(results: dict[str, list[dict]], base: TrainConfig) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     seeds = len(next(iter(results.values())))
     lines.append("")
-    lines.append(f"mean ± std over {seeds} seed(s); accuracies of each head on the {split} set at the end of training")
+    lines.append(f"mean ± std over {seeds} seed(s); accuracies of each head on the {split} set of {base.data.label} "
+                 f"at the end of training")
     return "\n".join(lines)
 
 
@@ -260,18 +374,38 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C: every rank is stopped and the newest checkpoint kept."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="interlock", description="Depthwise model-parallel training with local losses.")
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="interlock", description="Depthwise model-parallel training with local losses.",
+        epilog="Every config option, its default and meaning: interlock train --list-options",
+    )
+    parser.add_argument("--version", action="version", version=f"interlock {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_train = sub.add_parser("train", help="train one run of one strategy")
+    p_train = sub.add_parser("train", help="train one run of one strategy",
+                             epilog="Every config option, its default and meaning: interlock train --list-options")
     _common(p_train)
     p_train.add_argument("--strategy", help="end-to-end, local, <n>-wise or <n>-wise-sum")
-    p_train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
+    p_train.add_argument("--resume", action="store_true",
+                         help="continue the run in --run-dir from its newest checkpoint (overrides may lengthen it: steps=N)")
     p_train.set_defaults(fn=cmd_train)
-    p_cmp = sub.add_parser("compare", help="train several strategies on the same model, data and seeds; print a table and plot")
+    p_cmp = sub.add_parser("compare", help="train several strategies on the same model, data and seeds; print a table and plot",
+                           epilog="Finished runs of the same config are reused, interrupted ones resumed; a run directory "
+                                  "holding another config is refused unless --rerun is given.")
     _common(p_cmp)
     p_cmp.add_argument("--strategies", default="end-to-end,local,2-wise")
-    p_cmp.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    p_cmp.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the config's seed; --seed N is --seeds N)")
+    p_cmp.add_argument("--rerun", action="store_true",
+                       help="move run directories of another config aside (renamed *.replaced-<time>) and train them anew")
     p_cmp.set_defaults(fn=cmd_compare)
     p_rep = sub.add_parser("reproduce", help="train everything one paper table or figure needs; write a report with a verdict")
     p_rep.add_argument("table", nargs="?", help="which table (interlock reproduce --list)")
@@ -305,14 +439,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     args.overrides = list(args.overrides or []) + extra
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # SIGTERM stops a run as Ctrl-C does (ranks stopped, newest checkpoint kept), not mid-air
+    # with the ranks left running. Only the main thread may set handlers (tests call main from others).
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except _REQUEST_ERRORS as err:
         print(f"interlock: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterlock: interrupted; the newest checkpoint is kept (resume with --resume)", file=sys.stderr)
-        return 130
+    except RunFailed as err:
+        print(f"interlock: error: {err.line}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as err:
+        how = "terminated" if isinstance(err, _Terminated) else "interrupted"
+        print(f"\ninterlock: {how}; the run stopped (every rank with it); the newest checkpoint it wrote, if any, "
+              f"is kept (continue from it with --resume)",
+              file=sys.stderr)
+        return 143 if isinstance(err, _Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

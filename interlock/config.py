@@ -26,6 +26,7 @@ __all__ = [
     "parse_strategy",
     "load_config",
     "apply_overrides",
+    "describe_options",
 ]
 
 
@@ -49,8 +50,8 @@ def _check(cond: bool, msg: str) -> None:
 
 @dataclass
 class ModelConfig:
-    name: str = "toy_cnn"
-    components: int = 6
+    name: str = "toy_cnn"  # a registered model (interlock heads lists them; e.g. toy_cnn, resnet20, gpt)
+    components: int = 6  # K: how many components the network is cut into
     heads: str = "linear"  # auxiliary head for every non-final component (see interlock.heads)
     partition: str = "uniform"  # uniform | params | flops
     kwargs: dict = field(default_factory=dict)  # passed to the model builder (width=..., n_layer=...)
@@ -66,17 +67,20 @@ class DataConfig:
     root: str | None = None  # folder holding the data sets; default $INTERLOCK_DATA or ../shared/data
     val_size: int = 0  # images (or characters for text) held out of training for validation
     augment: bool = True  # random crop (4-pixel padding) + horizontal flip, images only
-    batch_size: int = 128
-    eval_batch_size: int = 500
+    batch_size: int = 128  # training examples per step
+    eval_batch_size: int = 500  # examples per evaluation batch
+    eval_chunk: int = 0  # examples per evaluation forward pass (0: 32 distributed, 128 in one process); equal chunks, equal numbers
     block_size: int = 64  # context length for language models
     eval_batches: int = 50  # text only: batches of the validation corpus per evaluation
     train_limit: int = 0  # use only the first N training examples (0: all); for quick runs
-    fallback: str = "digits"  # cifar10 with no data folder found: train on this bundled set instead ("" to fail)
+    fallback: str = ""  # cifar10 not found: train on this set instead (digits or mnist), recorded as such; "" fails
+    substitute_for: str = ""  # set by the fallback: the data set this run stands in for (never set it by hand)
     eval_text: str = ""  # text only: also score an evaluation corpus, e.g. wikitext2
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, f"data.batch_size={self.batch_size}: use >= 1")
         _check(self.eval_batch_size >= 1, f"data.eval_batch_size={self.eval_batch_size}: use >= 1")
+        _check(self.eval_chunk >= 0, f"data.eval_chunk={self.eval_chunk}: use >= 1, or 0 for the engine's default")
         _check(self.val_size >= 0, f"data.val_size={self.val_size}: use >= 0")
         _check(self.block_size >= 1, f"data.block_size={self.block_size}: use >= 1")
         _check(self.train_limit >= 0, f"data.train_limit={self.train_limit}: use >= 0 (0 means all)")
@@ -84,6 +88,12 @@ class DataConfig:
         _check(self.name in names, f"data.name={self.name!r}: use one of {', '.join(names)}")
         _check(self.fallback in ("", "digits", "mnist"), f"data.fallback={self.fallback!r}: use digits, mnist or an empty string")
         _check(self.eval_text in ("", "wikitext2"), f"data.eval_text={self.eval_text!r}: use wikitext2 or leave it empty")
+        _check(self.substitute_for in ("", "cifar10"), f"data.substitute_for={self.substitute_for!r}: the fallback sets it; leave it empty")
+
+    @property
+    def label(self) -> str:
+        """The data set's name for titles and tables, saying when it stands in for a missing one."""
+        return f"{self.name} (fallback: {self.substitute_for} not found)" if self.substitute_for else self.name
 
     @property
     def is_text(self) -> bool:
@@ -93,11 +103,11 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     name: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    betas: tuple[float, float] = (0.9, 0.999)
+    lr: float = 0.05  # base learning rate of every component's optimizer
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 5e-4  # L2 penalty (sgd, adam) or decoupled decay (adamw)
+    nesterov: bool = False  # sgd only
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
 
     def __post_init__(self) -> None:
         _check(self.name in ("sgd", "adam", "adamw"), f"optim.name={self.name!r}: use sgd, adam or adamw")
@@ -133,20 +143,21 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     lr: LRConfig = field(default_factory=LRConfig)
-    strategy: str = "2-wise"
-    loss_weights: tuple[float, ...] | None = None
-    label_smoothing: float = 0.0
-    epochs: float = 0.0  # run length in epochs (fractions allowed) ...
-    steps: int = 0  # ... or in steps; exactly one of the two must be set
-    seed: int = 0
+    strategy: str = "2-wise"  # end-to-end, local, <n>-wise or <n>-wise-sum
+    loss_weights: tuple[float, ...] | None = None  # w_k scaling each component's loss, one per component
+    label_smoothing: float = 0.0  # of the cross-entropy of every head
+    epochs: float = 0.0  # run length in epochs (fractions allowed); set this or steps
+    steps: int = 0  # run length in steps; set this or epochs
+    seed: int = 0  # weights, data order, augmentation and dropout all follow from it
     eval_every: int = 0  # steps between evaluations (0: only at the end)
     log_every: int = 20  # steps between train-metric rows
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
     trace_steps: int = 0  # write trace.json (Chrome trace) and trace.png (Gantt) of this many steps after the first
-    engine: str = "simulated"  # simulated | distributed
-    dist_timeout_s: float = 300.0  # distributed: a rank silent this long ends the run (and a failed rank ends it at once)
-    device: str = "cpu"
-    run_dir: str = "runs/default"
+    engine: str = "simulated"  # simulated (one process) | distributed (one process per component)
+    dist_timeout_s: float = 300.0  # distributed: a rank waiting this long for a peer ends the run (not a limit on its length)
+    divergence_ratio: float = 100.0  # a finite loss this many times its first-step value stops the run (0: only NaN/inf do)
+    device: str = "cpu"  # cpu, or cuda (distributed: one GPU per rank)
+    run_dir: str = "runs/default"  # where config.json, metrics, checkpoints and log.txt go
     threads: int = 0  # torch threads per process (0: leave PyTorch's default)
 
     def __post_init__(self) -> None:
@@ -158,6 +169,10 @@ class TrainConfig:
         _check((self.epochs > 0) != (self.steps > 0), f"set exactly one of epochs (now {self.epochs}) or steps (now {self.steps}) to a positive value")
         _check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing}: use 0 <= label_smoothing < 1")
         _check(self.engine in ("simulated", "distributed"), f"engine={self.engine!r}: use simulated or distributed")
+        _check(self.dist_timeout_s > 0, f"dist_timeout_s={self.dist_timeout_s}: use a positive number of seconds")
+        _check(self.divergence_ratio == 0 or self.divergence_ratio > 1,
+               f"divergence_ratio={self.divergence_ratio}: use a ratio > 1 (e.g. 100), or 0 to stop only on NaN/inf")
+        _check(self.threads >= 0, f"threads={self.threads}: use >= 0 (0 leaves PyTorch's default)")
         _check(self.eval_every >= 0 and self.log_every >= 1 and self.checkpoint_every >= 0 and self.trace_steps >= 0,
                "eval_every, checkpoint_every and trace_steps must be >= 0, log_every >= 1")
         if self.loss_weights is not None:
@@ -206,6 +221,39 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "lr": LRConfig}
+
+
+def describe_options() -> list[tuple[str, str, str, str]]:
+    """Every option as (dotted key, type, default, help): what ``interlock train --list-options`` prints.
+
+    The help is the comment beside each field in this file, so the listing cannot drift from the code.
+    """
+    import inspect
+
+    def comments(cls) -> dict[str, str]:
+        out = {}
+        for line in inspect.getsource(cls).splitlines():
+            m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.*)$", line)
+            if m:
+                out[m.group(1)] = m.group(2).strip()
+        return out
+
+    def rows(cls, prefix: str) -> list[tuple[str, str, str, str]]:
+        notes, hints = comments(cls), typing.get_type_hints(cls)
+        out = []
+        for f in dataclasses.fields(cls):
+            if f.name in _SECTIONS and cls is TrainConfig:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            hint = hints[f.name]
+            kind = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            out.append((prefix + f.name, kind, json.dumps(default), notes.get(f.name, "")))
+        return out
+
+    table = rows(TrainConfig, "")
+    for name, cls in _SECTIONS.items():
+        table += rows(cls, name + ".")
+    return table
 
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:

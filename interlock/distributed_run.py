@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 
 from .config import TrainConfig
 
@@ -34,9 +35,15 @@ def run_distributed(config: TrainConfig, *, resume: bool, on_progress: Callable[
         rank = int(os.environ["RANK"])
         return run(config, resume=resume, on_progress=on_progress if rank == 0 else None).final
     from .launch import run_local
+    from .tasks import resolve_data
 
+    # Resolved once here, so every rank trains on the same data set (and a missing one fails before any rank starts).
+    config = replace(config, data=resolve_data(config.data, seed=config.seed))
+    # No wall-clock limit on the run: dist_timeout_s bounds how long a rank waits for a silent
+    # or stuck peer (the process-group timeout of every receive, send and collective), not how
+    # long a healthy run may train. A rank that dies is seen by the launcher at once.
     results = run_local(_rank_main, config.model.components, config.to_dict(), resume, on_progress is not None,
-                        timeout_s=config.dist_timeout_s)
+                        timeout_s=None)
     return results[0]
 
 

@@ -16,6 +16,13 @@ If a rank raises or dies, the others are given ``grace_s`` to stop by themselves
 rank waiting for a message from a dead peer fails at once, or at the process-group
 timeout), then terminated; the caller gets the first failing rank's own exception,
 with its traceback attached, not the errors it caused in the others.
+
+Ranks die with their launcher: each rank watches a pipe whose only writer is the
+launcher, and exits at once when it closes, whatever ended the launcher (SIGKILL
+included, which no handler sees). An exception in the launcher (Ctrl-C, or SIGTERM
+turned into one by the command line) terminates every rank before it propagates.
+Checkpoints are written atomically, so a rank stopped anywhere leaves the newest
+complete checkpoint in place.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import pickle
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -100,14 +108,20 @@ def run_local(
     ctx = mp.get_context(start_method)
     if start_method == "forkserver":
         # Takes effect when the server starts (the first call): ranks fork with torch imported,
-        # and torch._dynamo, which every first optimizer construction imports (seconds).
-        ctx.set_forkserver_preload(["torch", "torch._dynamo", "interlock"])
+        # and torch._dynamo, which every first optimizer construction imports (seconds); the
+        # module then freezes the garbage collector's view of those objects, so they stay
+        # shared with the ranks instead of being copied into each (see interlock._preload).
+        ctx.set_forkserver_preload(["interlock._preload"])
     port = free_port()
+    # The launcher holds the only write end; the ranks hold read ends, on which EOF means the
+    # launcher is gone (the kernel closes its descriptors however it died).
+    lifeline_r, lifeline_w = ctx.Pipe(duplex=False)
     with tempfile.TemporaryDirectory(prefix="interlock-run-") as tmp:
         out = Path(tmp)
         procs = [
             ctx.Process(
-                target=_rank_main, args=(rank, nprocs, port, fn, args, dict(os.environ), dict(env or {}), threads, str(out)),
+                target=_rank_main,
+                args=(rank, nprocs, port, fn, args, dict(os.environ), dict(env or {}), threads, str(out), lifeline_r),
                 name=f"interlock-rank-{rank}",
             )
             for rank in range(nprocs)
@@ -116,11 +130,17 @@ def run_local(
             for p in procs:
                 p.start()
             exits, terminated = _supervise(procs, timeout_s=timeout_s, grace_s=grace_s)
-        except BaseException:  # e.g. Ctrl-C in the caller: leave no rank behind
+        except BaseException:  # e.g. Ctrl-C or SIGTERM in the caller: leave no rank behind
             for p in procs:
                 if p.is_alive():
+                    p.terminate()  # all at once, then wait: stopping them one by one would take K grace periods
+            for p in procs:
+                if p.pid is not None:
                     _stop(p)
             raise
+        finally:
+            lifeline_r.close()
+            lifeline_w.close()
         failure = _first_failure(out, exits, terminated, nprocs)
         if failure is not None:
             raise failure
@@ -192,7 +212,9 @@ def _first_failure(out: Path, exits, terminated: set[int], nprocs: int) -> BaseE
     others = sorted(r for _, r, _ in candidates if r != rank)
     note = f"raised on rank {rank} of {nprocs}" + (f"; ranks {others} failed after it" if others else "")
     if "died" in record:
-        return RankFailedError(f"rank {rank} of {nprocs} {record['died']} without raising an exception")
+        err = RankFailedError(f"rank {rank} of {nprocs} {record['died']} without raising an exception")
+        err.interlock_rank = (rank, nprocs)
+        return err
     exc = None
     if record["exception"] is not None:
         try:
@@ -200,15 +222,32 @@ def _first_failure(out: Path, exits, terminated: set[int], nprocs: int) -> BaseE
         except Exception:  # the exception class cannot be rebuilt here: fall back to its text
             exc = None
     if not isinstance(exc, BaseException):
-        return RankFailedError(f"rank {rank} of {nprocs} failed:\n{record['traceback']}")
+        exc = RankFailedError(f"rank {rank} of {nprocs} failed:\n{record['traceback']}")
+        exc.interlock_rank = (rank, nprocs)
+        return exc
+    exc.interlock_rank = (rank, nprocs)  # for one-line reports (interlock.cli)
     exc.__cause__ = _RemoteTraceback(f"\n\nTraceback on rank {rank} of {nprocs}:\n{record['traceback']}")
     if hasattr(exc, "add_note"):
         exc.add_note(note)
     return exc
 
 
-def _rank_main(rank: int, nprocs: int, port: int, fn, args, env: dict, overrides: dict, threads: int | None, out: str) -> None:
+def _watch_launcher(lifeline) -> None:
+    """Exit this rank as soon as the launcher's end of ``lifeline`` closes (the launcher is gone)."""
+    try:
+        lifeline.recv_bytes()  # the launcher never writes: this returns only by EOF
+    except (EOFError, OSError):
+        pass
+    # No cleanup: a dead launcher cannot collect results, and a checkpoint being written is
+    # atomic. os._exit also ends a rank that is blocked in a collective or a receive.
+    os._exit(1)
+
+
+def _rank_main(rank: int, nprocs: int, port: int, fn, args, env: dict, overrides: dict, threads: int | None, out: str,
+               lifeline=None) -> None:
     """A rank's entry point: torchrun's environment, fn(*args), and the result or error written to ``out``."""
+    if lifeline is not None:
+        threading.Thread(target=_watch_launcher, args=(lifeline,), name="interlock-lifeline", daemon=True).start()
     # The caller's environment now (a forkserver's own dates from its start), torchrun's
     # variables, then the caller's overrides.
     os.environ.clear()
@@ -229,7 +268,9 @@ def _rank_main(rank: int, nprocs: int, port: int, fn, args, env: dict, overrides
             dist.destroy_process_group()
         _write(Path(out) / f"result-{rank}.pt", lambda f: torch.save(result, f))
     except BaseException as err:  # noqa: BLE001 - every failure is reported to the launcher
-        failed_at = time.time()
+        # An exception may say when it was raised (interlock_failed_at), before cleanup that
+        # closed connections and so made the peers fail: the launcher ranks failures by time.
+        failed_at = getattr(err, "interlock_failed_at", None) or time.time()
         try:
             payload = pickle.dumps(err)
         except Exception:

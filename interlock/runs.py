@@ -2,7 +2,8 @@
 
 ``compare`` and ``reproduce`` train many runs into one folder tree and skip those already
 done. A run is reused only when its saved ``config.json`` equals the requested config in
-every option that changes what is trained (everything but ``run_dir``); an earlier run
+every option that changes what is trained (everything but ``run_dir``, ``dist_timeout_s``
+and ``data.fallback``); an earlier run
 with another config is refused with the options that differ, or moved aside when the
 caller asks for a rerun, never reported under the new config's name.
 """
@@ -18,8 +19,10 @@ from .config import TrainConfig
 
 __all__ = ["RunState", "run_state", "config_differences", "RunConfigMismatch"]
 
-# Options that say where a run lives, not what it trains.
-_IGNORED = ("run_dir",)
+# Options that say where a run lives or how long a rank may wait, not what it trains or
+# measures. data.fallback only says what to do were CIFAR-10 missing; a substitution that
+# happened is recorded in data.name and data.substitute_for, which are compared.
+_IGNORED = ("run_dir", "dist_timeout_s", "data.fallback")
 
 
 class RunConfigMismatch(ValueError):
@@ -49,9 +52,22 @@ def _normalise(values: dict) -> dict:
     return {k: v for k, v in flat.items() if k not in _IGNORED}
 
 
+def _defaults() -> dict:
+    from .config import describe_options
+
+    return {key: json.loads(default) for key, _, default, _ in describe_options()}
+
+
 def config_differences(saved: dict, wanted: TrainConfig) -> list[str]:
-    """``option: saved -> wanted`` for every option (dotted) that differs, ignoring ``run_dir``."""
+    """``option: saved -> wanted`` for every option (dotted) that differs, ignoring those in ``_IGNORED``.
+
+    An option the saved config lacks (it was added to interlock after that run) counts as
+    its default, so adding an option does not orphan every earlier run.
+    """
     a, b = _normalise(saved), _normalise(wanted.to_dict())
+    for key, default in _defaults().items():
+        if key not in _IGNORED and key not in a:
+            a[key] = default
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 

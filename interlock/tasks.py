@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -23,6 +23,7 @@ from .data import (
     detect_cifar,
     find_data_root,
     iterate_batches,
+    iterate_labels,
     iterate_text_batches,
     load_char_corpus,
     load_eval_text,
@@ -30,10 +31,9 @@ from .data import (
     sequential_text_batches,
 )
 
-__all__ = ["Task", "ImageTask", "TextTask", "build_task"]
+__all__ = ["Task", "ImageTask", "TextTask", "build_task", "resolve_data"]
 
 log = logging.getLogger(__name__)
-
 
 
 class Task:
@@ -48,6 +48,10 @@ class Task:
     def eval_splits(self) -> dict[str, Iterable[tuple[torch.Tensor, torch.Tensor]]]:
         raise NotImplementedError
 
+    def drop_inputs(self) -> None:
+        """This process never feeds the network (a distributed rank past the first): batches may
+        carry ``None`` for the inputs, and the task may free them. The targets stay."""
+
 
 @dataclass
 class ImageTask(Task):
@@ -55,6 +59,7 @@ class ImageTask(Task):
     config: DataConfig
     seed: int
     is_text: bool = False
+    inputs: bool = True  # False after drop_inputs(): batches are (None, y)
 
     def __post_init__(self) -> None:
         if self.config.train_limit and self.config.train_limit < len(self.data.train_x):
@@ -70,8 +75,19 @@ class ImageTask(Task):
         # 4-pixel padding for 32x32 CIFAR, proportionally less for small images (8x8 digits: 1 pixel).
         self.padding = max(1, int(h) // 8)
 
+    def drop_inputs(self) -> None:
+        # The images are most of a rank's memory; ranks past the first only need the labels.
+        self.inputs = False
+        d = self.data
+        # The same shapes, in one image's memory (a copy, so the full tensors can be freed).
+        stub = lambda x: x[:1].clone().expand(len(x), *x.shape[1:])
+        self.data = replace(d, train_x=stub(d.train_x), val_x=stub(d.val_x), test_x=stub(d.test_x))
+
     def train_batches(self, *, epoch: int, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         d = self.data
+        if not self.inputs:
+            return iterate_labels(d.train_y, self.config.batch_size, shuffle=True, seed=self.seed, epoch=epoch,
+                                  start_step=start_step, drop_last=True)
         return iterate_batches(
             d.train_x, d.train_y, self.config.batch_size, shuffle=True, seed=self.seed, epoch=epoch,
             start_step=start_step, drop_last=True, augment=self.config.augment, padding=self.padding,
@@ -80,10 +96,17 @@ class ImageTask(Task):
 
     def eval_splits(self) -> dict[str, Iterable[tuple[torch.Tensor, torch.Tensor]]]:
         d = self.data
+        size = self.config.eval_batch_size
+
+        def batches(x, y):
+            if not self.inputs:
+                return _Replayable(lambda: iterate_labels(y, size))
+            return _Replayable(lambda: iterate_batches(x, y, size, mean=d.mean, std=d.std))
+
         splits = {}
         if len(d.val_x):
-            splits["val"] = _Replayable(lambda: iterate_batches(d.val_x, d.val_y, self.config.eval_batch_size, mean=d.mean, std=d.std))
-        splits["test"] = _Replayable(lambda: iterate_batches(d.test_x, d.test_y, self.config.eval_batch_size, mean=d.mean, std=d.std))
+            splits["val"] = batches(d.val_x, d.val_y)
+        splits["test"] = batches(d.test_x, d.test_y)
         return splits
 
 
@@ -135,19 +158,38 @@ class _Replayable:
         return iter(self._make())
 
 
+def resolve_data(config: DataConfig, *, seed: int = 0) -> DataConfig:
+    """``config`` as it will really be used: CIFAR-10 or, when it is missing and ``data.fallback``
+    asks for one, the fallback data set, recorded as such (``name`` is the fallback's,
+    ``substitute_for`` the missing set's), so config.json, metrics and plot titles say what ran.
+
+    Without ``data.fallback`` a missing CIFAR-10 is an error that says how to get it. The
+    result is a fixed point (resolving it again changes nothing), so a launcher can resolve
+    once and every rank trains on the same data.
+    """
+    if config.name != "cifar10" or config.substitute_for:
+        return config
+    root = find_data_root(config.root)
+    if detect_cifar(root) is not None:
+        return config
+    where = f"in {root}" if root is not None else "(no data folder: --data, $INTERLOCK_DATA and ../shared/data are all absent)"
+    if not config.fallback:
+        raise FileNotFoundError(
+            f"CIFAR-10 was not found {where}: {CIFAR10_HOWTO}. To train on scikit-learn's bundled handwritten "
+            f"digits instead (recorded as digits, not cifar10), set data.fallback=digits"
+        )
+    log.warning("CIFAR-10 was not found %s: %s. data.fallback=%s: running on %r instead (recorded as such).",
+                where, CIFAR10_HOWTO, config.fallback, config.fallback)
+    val_size = config.val_size
+    if val_size:  # a validation split sized for CIFAR-10 may not fit the small stand-in: hold out 10% at most
+        val_size = min(val_size, len(load_images(config.fallback, config.root, val_size=0, seed=seed).train_x) // 10)
+    return replace(config, name=config.fallback, substitute_for="cifar10", val_size=val_size)
+
+
 def build_task(config: DataConfig, *, seed: int) -> Task:
-    """The task for ``config``; CIFAR-10 with no data folder falls back to ``config.fallback``."""
+    """The task for ``config`` (after :func:`resolve_data`: a missing CIFAR-10 is an error or the asked-for fallback)."""
+    config = resolve_data(config, seed=seed)
     if config.is_text:
         name = "tinyshakespeare"
         return TextTask(load_char_corpus(name, config.root, val_fraction=0.1), config, seed)
-    name, val_size = config.name, config.val_size
-    if name == "cifar10" and config.root is None and config.fallback and not _has_cifar10():
-        log.warning("CIFAR-10 was not found: %s. Running on the %r data set instead.", CIFAR10_HOWTO, config.fallback)
-        name = config.fallback
-        if val_size:  # a validation split sized for CIFAR-10 may not fit the small stand-in: hold out 10% at most
-            val_size = min(val_size, len(load_images(name, val_size=0, seed=seed).train_x) // 10)
-    return ImageTask(load_images(name, config.root, val_size=val_size, seed=seed), config, seed)
-
-
-def _has_cifar10() -> bool:
-    return detect_cifar(find_data_root(None)) is not None
+    return ImageTask(load_images(config.name, config.root, val_size=config.val_size, seed=seed), config, seed)

@@ -17,19 +17,20 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from . import models
+from ._memory import release_free_memory
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import LRConfig, OptimConfig, TrainConfig, load_config
 from .engines import SimulatedEngine
-from .metrics import MetricsWriter, atomic_write_text
+from .metrics import MetricsWriter, atomic_write_text, read_metrics
 from .data.text import IGNORE_INDEX
-from .tasks import Task, build_task
+from .tasks import Task, build_task, resolve_data
 
 __all__ = ["run", "RunResult", "TrainingDiverged", "make_optimizer_factory", "make_lr_factory", "evaluate"]
 
@@ -37,7 +38,18 @@ log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the last good checkpoint is kept."""
+    """A loss became NaN or infinite, or exploded while finite; the newest checkpoint (if any) is kept."""
+
+
+@dataclass
+class _Where:
+    """What the training loop is doing, for error messages: ``phase`` ("training step", "evaluation", ...) and ``step``."""
+
+    phase: str = "setup"
+    step: int = 0
+
+    def __str__(self) -> str:
+        return self.phase if self.phase == "setup" else f"{self.phase} {self.step}"
 
 
 @dataclass
@@ -125,9 +137,25 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
     return SimulatedEngine(net.to(config.device), config.strategy_obj, **kw)
 
 
+# Evaluation runs each batch through the network in chunks (data.eval_chunk; 0 picks these).
+# On the distributed engine small chunks flow up the ranks as a pipeline (rank k scores
+# chunk i+1 while rank k+1 scores chunk i) and each rank holds a few chunk-sized
+# activations, not whole eval batches. One process gains nothing from small chunks and
+# loses with several threads (each chunk's parallel regions wait for a thread that another
+# job's load has descheduled), so it takes larger ones. Equal chunks give bit-identical
+# numbers on every engine; different ones differ in rounding.
+EVAL_CHUNK = {"distributed": 32, "simulated": 128}
+# Head probabilities are summed over processes (for the ensembles) once this many values
+# are buffered, not once per batch: a per-batch collective would make every rank wait for
+# the last one on every batch, serialising the pipeline.
+_ENSEMBLE_BUFFER = 1 << 22
+
+
 @torch.no_grad()
-def evaluate(engine, batches, *, num_classes: int, is_text: bool, device: str = "cpu") -> dict:
+def evaluate(engine, batches, *, num_classes: int, is_text: bool, device: str = "cpu", chunk: int | None = None) -> dict:
     """Accuracy and mean loss of every head, and of the ensembles of the top m heads (m = 2..K).
+
+    ``chunk``: examples per forward pass (None: whole batches).
 
     Each process scores the heads it holds; sums are reduced over processes. The ensemble of
     the top m heads averages the softmax of the heads among K-m+1..K (the interlocking
@@ -145,34 +173,56 @@ def evaluate(engine, batches, *, num_classes: int, is_text: bool, device: str = 
     correct = torch.zeros(2 * K - 1, dtype=torch.float64)  # heads 1..K, then ensembles m=2..K
     loss_sum = torch.zeros(2 * K - 1, dtype=torch.float64)
     count = 0
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        outs = engine.heads_forward(x)
-        yf = y.flatten()
-        valid = yf != IGNORE_INDEX  # text evaluation marks targets already scored by another window
-        count += int(valid.sum())
-        # (K, N, C): each head's softmax in its own slot, zeros where another process holds the head,
-        # so the reduction below is exact and every engine sums the ensembles in the same order.
-        probs = torch.zeros(K, yf.numel(), num_classes, device=yf.device) if K > 1 else None
-        for k, out in enumerate(outs):
-            if out is None:
+    pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (probs (K, N, C), targets (N,), valid (N,))
+
+    def score_ensembles() -> None:
+        # (K, N, C): each head's softmax in its own slot, zeros where another process holds the
+        # head, so the reduction is exact and every engine sums the ensembles in the same order.
+        probs = engine.all_reduce_sum(torch.cat([p for p, _, _ in pending], dim=1))
+        yf = torch.cat([t for _, t, _ in pending])
+        valid = torch.cat([v for _, _, v in pending])
+        pending.clear()
+        if not engine.is_main:  # scored once, on the main process
+            return
+        ens = torch.zeros_like(probs[0])
+        for m in range(1, K + 1):  # the top m heads: K-m+1..K
+            ens = ens + probs[K - m]
+            if m == 1 or in_top[m - 2] == 0:
                 continue
-            logits = (out.flatten(0, 1) if is_text else out).float()  # (N, C)
-            correct[k] += ((logits.argmax(-1) == yf) & valid).sum().item()
-            loss_sum[k] += F.cross_entropy(logits, yf, reduction="sum").item()
-            if probs is not None:
-                probs[k] = logits.softmax(-1)
-        if probs is not None:
-            probs = engine.all_reduce_sum(probs)
-            ens = torch.zeros_like(probs[0])
-            for m in range(1, K + 1):  # the top m heads: K-m+1..K
-                ens = ens + probs[K - m]
-                if m == 1 or in_top[m - 2] == 0 or not engine.is_main:  # scored once, on the main process
+            mean = ens / in_top[m - 2]
+            correct[K + m - 2] += ((mean.argmax(-1) == yf) & valid).sum().item()
+            picked = mean.gather(1, yf.clamp_min(0)[:, None])[:, 0]
+            loss_sum[K + m - 2] -= picked.clamp_min(1e-12).log()[valid].sum().item()
+
+    buffered = 0
+    for x, y in batches:
+        size = chunk or len(y)
+        ys = y.split(size)
+        xs = [None] * len(ys) if x is None else x.split(size)  # (None: a rank that does not feed the network)
+        for xc, yc in zip(xs, ys):
+            xc, yc = None if xc is None else xc.to(device), yc.to(device)
+            outs = engine.heads_forward(xc)
+            yf = yc.flatten()
+            valid = yf != IGNORE_INDEX  # text evaluation marks targets already scored by another window
+            count += int(valid.sum())
+            probs = torch.zeros(K, yf.numel(), num_classes, device=yf.device) if K > 1 else None
+            for k, out in enumerate(outs):
+                if out is None:
                     continue
-                mean = ens / in_top[m - 2]
-                correct[K + m - 2] += ((mean.argmax(-1) == yf) & valid).sum().item()
-                picked = mean.gather(1, yf.clamp_min(0)[:, None])[:, 0]
-                loss_sum[K + m - 2] -= picked.clamp_min(1e-12).log()[valid].sum().item()
+                logits = (out.flatten(0, 1) if is_text else out).float()  # (N, C)
+                correct[k] += ((logits.argmax(-1) == yf) & valid).sum().item()
+                loss_sum[k] += F.cross_entropy(logits, yf, reduction="sum").item()
+                if probs is not None:
+                    probs[k] = logits.softmax(-1)
+            if probs is not None:
+                pending.append((probs, yf, valid))
+                buffered += probs.numel()
+                if buffered >= _ENSEMBLE_BUFFER:
+                    score_ensembles()
+                    buffered = 0
+        release_free_memory()  # see interlock._memory: without it each rank's heap grows batch after batch
+    if pending:
+        score_ensembles()
     net.train(was_training)
     correct = engine.all_reduce_sum(correct)
     loss_sum = engine.all_reduce_sum(loss_sum)
@@ -192,6 +242,14 @@ def evaluate(engine, batches, *, num_classes: int, is_text: bool, device: str = 
     return row
 
 
+def drop_unfed_inputs(task: Task, engine) -> None:
+    """Only the process holding component 1 feeds the network: any other drops the inputs
+    (most of its memory) and hands the freed pages back to the system."""
+    if 0 not in engine.local_components:
+        task.drop_inputs()
+        release_free_memory()
+
+
 def run(
     config: TrainConfig,
     *,
@@ -206,18 +264,39 @@ def run(
     """
     if config.threads:
         torch.set_num_threads(config.threads)
+    # What really runs is what config.json records (a fallback data set under its own name).
+    config = replace(config, data=resolve_data(config.data, seed=config.seed))
     run_dir = Path(config.run_dir)
-    task = build_task(config.data, seed=config.seed)
-    total_steps = config.steps or max(1, math.ceil(config.epochs * task.steps_per_epoch))
-    net = build_net(config, task)
-    engine = make_engine(config, net, task, total_steps)
+    where = _Where()
+    engine, failed = None, False
     try:
-        return _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop_after)
+        task = build_task(config.data, seed=config.seed)
+        total_steps = config.steps or max(1, math.ceil(config.epochs * task.steps_per_epoch))
+        net = build_net(config, task)
+        engine = make_engine(config, net, task, total_steps)
+        drop_unfed_inputs(task, engine)
+        return _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop_after, where)
+    except BaseException as err:
+        failed = True
+        # Where it failed travels with the exception (also from a rank to its launcher), so the
+        # command line can say it in one line.
+        if isinstance(err, Exception) and not hasattr(err, "interlock_where"):
+            # When it failed, before closing the engine makes the peers fail too: the launcher
+            # reports the rank that failed first as the cause.
+            err.interlock_failed_at = time.time()
+            err.interlock_where = str(where)
+            err.interlock_components = None if engine is None else [k + 1 for k in engine.local_components]
+        raise
     finally:
-        engine.close()
+        if engine is not None:
+            # After a failure, no waiting: a distributed rank would otherwise sit in the closing
+            # barrier (its peers are still training) until dist_timeout_s, and its own error would
+            # reach the launcher after the ones it causes in its peers; a failing flush would also
+            # replace the original error.
+            engine.close(wait=not failed)
 
 
-def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop_after) -> RunResult:
+def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop_after, where: _Where) -> RunResult:
     K = engine.num_components
     # A distributed rank's own device (cuda:LOCAL_RANK under NCCL), else the configured one.
     device = getattr(engine, "device", config.device)
@@ -226,10 +305,23 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         if checkpoint is None:
             raise FileNotFoundError(f"--resume: {run_dir} has no complete checkpoint to resume from; start the run without --resume")
         meta = load_checkpoint(checkpoint, engine)
+        if meta["step"] >= total_steps:
+            # Finished already: report its final evaluation, write nothing (a second evaluation
+            # row would duplicate the first). A longer steps=... continues it instead.
+            log.info("%s already finished at step %d of %d; nothing to do (pass a larger steps= to continue it)",
+                     run_dir, meta["step"], total_steps)
+            evals = [r for r in read_metrics(run_dir) if r.get("kind") == "eval"] if (run_dir / "metrics.jsonl").exists() else []
+            return RunResult(run_dir=run_dir, steps=meta["step"], final=evals[-1] if evals else {}, train_time_s=0.0)
         log.info("resumed %s at step %d", run_dir, meta["step"])
+        # (A checkpoint written before this yardstick existed has none: only NaN/inf stop that run.)
+        first_losses = meta.get("first_losses") or [None] * K
     elif checkpoint is not None:
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --run-dir")
+    else:
+        first_losses = None
     start = engine.step_count
+    # The newest complete checkpoint, for what a divergence message may promise.
+    saved_step = start if resume else None
     if engine.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
@@ -245,26 +337,62 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
             on_progress(row)
 
     def do_eval(step: int, *, final: bool) -> dict:
-        row = {"kind": "eval", "step": step, "epoch": step / task.steps_per_epoch}
+        where.phase, where.step = "evaluation at step", step
+        row = {"kind": "eval", "step": step, "epoch": step / task.steps_per_epoch, "data": config.data.label}
         splits = task.eval_splits()
         if not final and "val" in splits:  # the test set is scored at the end only when there is a validation split
             splits = {"val": splits["val"]}
+        chunk = config.data.eval_chunk or EVAL_CHUNK[config.engine]
         for split, batches in splits.items():
-            scores = evaluate(engine, batches, num_classes=task.num_classes, is_text=task.is_text, device=device)
+            scores = evaluate(engine, batches, num_classes=task.num_classes, is_text=task.is_text, device=device, chunk=chunk)
             row.update({f"{split}_{k}": v for k, v in scores.items()})
         emit(row)
         return row
 
+    def kept() -> str:
+        if saved_step is None:
+            return (f"the run stops here; no checkpoint was written before it (checkpoint_every={config.checkpoint_every}"
+                    f"{': one is written at the end only' if not config.checkpoint_every else ''})")
+        return f"the run stops here and keeps its checkpoint of step {saved_step}"
+
     def do_checkpoint(step: int) -> None:
+        nonlocal saved_step
+        where.phase, where.step = "checkpoint at step", step
         # A finite loss can still come with an update that overflowed: never save such weights.
         for k in engine.local_components:
             for name, t in engine.component_state(k)["block"].items():
                 if t.is_floating_point() and not torch.isfinite(t).all():
                     raise TrainingDiverged(
-                        f"weights of component {k + 1} ({name}) are not finite after step {step}; the run stops here "
-                        f"and keeps its last good checkpoint. Lower optim.lr (now {config.optim.lr}) or add warm-up"
+                        f"weights of component {k + 1} ({name}) are not finite after step {step}; {kept()}. "
+                        f"Lower optim.lr (now {config.optim.lr}) or add warm-up (lr.warmup_steps)"
                     )
-        save_checkpoint(run_dir, engine, {"strategy": config.strategy, "total_steps": total_steps})
+        first = None if first_losses is None else [v if v is not None and math.isfinite(v) else None for v in first_losses]
+        meta = {"strategy": config.strategy, "total_steps": total_steps, "first_losses": first}
+        save_checkpoint(run_dir, engine, meta)
+        saved_step = step
+
+    def check_losses(losses: list[float], step: int) -> None:
+        """Stop on a NaN/inf loss, or on a finite one ``divergence_ratio`` times its first-step value."""
+        ratio = config.divergence_ratio
+        for k in engine.local_components:
+            value = losses[k]
+            if engine.net.heads[k] is None:
+                continue
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"loss of component {k + 1} is {value} at step {step}; {kept()}. Lower optim.lr "
+                    f"(now {config.optim.lr}) or add warm-up (lr.warmup_steps)"
+                )
+            first = None if first_losses is None else first_losses[k]
+            # The first step's loss is the untrained network's (about ln(classes)); a healthy run
+            # never comes near 100 times it. max(.., 0.1) keeps a near-zero first loss from
+            # making every later wobble look like an explosion.
+            if ratio and first is not None and math.isfinite(first) and value > ratio * max(first, 0.1):  # (None: no head)
+                raise TrainingDiverged(
+                    f"loss of component {k + 1} is {value:.4g} at step {step}, over {ratio:g} times its first-step "
+                    f"loss ({first:.4g}): training diverged; {kept()}. Lower optim.lr (now {config.optim.lr}) or add "
+                    f"warm-up (lr.warmup_steps); divergence_ratio=0 turns this check off"
+                )
 
     step = start
     last_eval: dict = {}
@@ -278,17 +406,16 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         epoch, offset = divmod(step, task.steps_per_epoch)
         tick = time.perf_counter()
         for x, y in task.train_batches(epoch=epoch, start_step=offset):
-            result = engine.step(x.to(device), y.to(device))
+            where.phase, where.step = "training step", step + 1
+            result = engine.step(None if x is None else x.to(device), y.to(device))
             spent = time.perf_counter() - tick
             window_time += spent
             train_time += spent
-            for k in engine.local_components:
-                value = result.losses[k]
-                if not math.isfinite(value) and engine.net.heads[k] is not None:
-                    raise TrainingDiverged(
-                        f"loss of component {k + 1} is {value} at step {step + 1}; the run stops here and keeps "
-                        f"its last good checkpoint. Lower optim.lr (now {config.optim.lr}) or add warm-up (lr.warmup_steps)"
-                    )
+            if first_losses is None:
+                # Every component's loss before any update: the yardstick of divergence (saved
+                # with each checkpoint, so a resumed run keeps it). One collective, once.
+                first_losses = engine.gather_losses(list(result.losses))
+            check_losses(result.losses, step + 1)
             window_losses.append(result.losses)
             window_records.extend(result.records)
             if config.trace_steps and start + 1 <= step < start + 1 + config.trace_steps:  # (the first step warms up)
@@ -300,7 +427,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
             if step % config.log_every == 0 or step == end:
                 losses = engine.gather_losses(list(torch.tensor(window_losses).nanmean(0).tolist()))
                 row = {"kind": "train", "step": step, "total_steps": total_steps, "epoch": step / task.steps_per_epoch,
-                       "step_time_s": window_time / window_steps, "samples_per_s": window_steps * x.shape[0] / window_time,
+                       "step_time_s": window_time / window_steps, "samples_per_s": window_steps * y.shape[0] / window_time,
                        "lr": engine_lr(engine)}
                 row.update(_component_times(engine, window_records, window_steps))
                 if window_records and hasattr(engine, "predicted_time"):
@@ -367,9 +494,35 @@ def engine_lr(engine) -> float:
     return float(engine.optimizers[engine.local_components[0]].param_groups[0]["lr"])
 
 
+# Options a resumed run may change: its length, how it is watched and where it runs. Every
+# other option shaped the steps already taken (weights, data order, LR), so changing it on
+# resume would leave config.json describing a run that never happened.
+RESUMABLE_OPTIONS = (
+    "steps", "epochs", "eval_every", "log_every", "checkpoint_every", "trace_steps", "engine", "dist_timeout_s",
+    "divergence_ratio", "device", "threads", "run_dir", "data.root", "data.eval_batch_size", "data.eval_batches",
+    "data.eval_chunk",
+)
+
+
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """The config saved in ``run_dir``, with ``overrides`` (e.g. a longer steps=...) applied."""
+    """The config saved in ``run_dir``, with ``overrides`` (e.g. a longer steps=...) applied.
+
+    Only :data:`RESUMABLE_OPTIONS` may change; any other override is refused with a message
+    (a silently dropped or half-applied override is worse than none). ``run_dir`` is the
+    folder given here, wherever the run was first started.
+    """
+    from .runs import config_differences
+
     path = Path(run_dir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a run directory")
-    return load_config(path, overrides)
+    saved = json.loads(path.read_text())
+    config = load_config(path, list(overrides or []) + [f"run_dir={run_dir}"])
+    changed = [d for d in config_differences(saved, config) if d.split(":")[0] not in RESUMABLE_OPTIONS]
+    if changed:
+        raise ValueError(
+            f"--resume continues the run in {run_dir} as it was configured; these overrides would change the steps "
+            f"already taken: {'; '.join(changed)}. Start a new run (another --run-dir) to change them; on resume only "
+            f"{', '.join(RESUMABLE_OPTIONS)} may change"
+        )
+    return config

@@ -161,9 +161,9 @@ class TorchDistributedTransport:
         """Sends not yet known to be complete (the receiver may already hold some of them)."""
         return len(self._pending)
 
-    def flush(self) -> None:
-        """Wait until every message sent so far has been received."""
-        while self._pending:
+    def flush(self, *, keep: int = 0) -> None:
+        """Wait until at most ``keep`` sends are outstanding (0: every message sent so far has been received)."""
+        while len(self._pending) > keep:
             self._wait_oldest()
 
     def _wait_oldest(self) -> None:

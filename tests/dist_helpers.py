@@ -296,3 +296,40 @@ def die_on_rank_1() -> None:
     if dist.get_rank() == 1:
         os._exit(3)
     dist.barrier()
+
+
+def record_pid_and_sleep(folder: str, seconds: float = 120.0) -> None:
+    """Each rank writes its process id to ``folder``/rank<R>.pid, then sleeps (a rank busy with a long run)."""
+    import os
+    from pathlib import Path
+
+    path = Path(folder) / f"rank{os.environ['RANK']}.pid"
+    path.with_suffix(".tmp").write_text(str(os.getpid()))
+    path.with_suffix(".tmp").rename(path)
+    time.sleep(seconds)
+
+
+def train_with_nan_on_rank_1(config_dict: dict, nan_from_step: int) -> dict:
+    """interlock.train.run on every rank, but the loss of rank 1's component turns NaN at ``nan_from_step``:
+    one rank fails while its peers are healthy."""
+    import os
+
+    import interlock.train as train_mod
+    from interlock.config import TrainConfig
+
+    if os.environ["RANK"] == "1":
+        real = train_mod.make_loss_fn
+        calls = {"n": 0}
+
+        def make(task, smoothing):
+            fn = real(task, smoothing)
+
+            def loss(out, y):
+                calls["n"] += 1
+                value = fn(out, y)
+                return value * float("nan") if calls["n"] >= nan_from_step else value
+
+            return loss
+
+        train_mod.make_loss_fn = make
+    return train_mod.run(TrainConfig(**config_dict)).final

@@ -121,8 +121,17 @@ def _write_cifar10_both(tmp_path: Path, batches: dict[str, np.ndarray], protocol
     _write_pickle(python / "batches.meta", {b"label_names": [n.encode() for n in names], b"num_vis": 3072})
 
 
+@pytest.fixture
+def small_official_files(monkeypatch):
+    """Let official file names hold the few records these format tests write (loading checks the official counts)."""
+    from interlock.data import cifar
+
+    small = {"cifar10": {"data_batch_1": 40, "data_batch_3": 30, "test_batch": 20}, "cifar100": {"train": 20, "test": 10}}
+    monkeypatch.setattr(cifar, "OFFICIAL_COUNTS", small)
+
+
 @pytest.mark.parametrize("protocol", [2, 5])  # 2: as the official files; 5: re-pickled by Python 3
-def test_cifar10_pickle_and_binary_give_identical_tensors(tmp_path, caplog, protocol):
+def test_cifar10_pickle_and_binary_give_identical_tensors(tmp_path, caplog, protocol, small_official_files):
     batches = {"data_batch_1": _raw_records("data_batch_1", 40), "data_batch_3": _raw_records("data_batch_2", 30),
                "test_batch": _raw_records("test_batch", 20)}
     _write_cifar10_both(tmp_path, batches, protocol)
@@ -144,7 +153,7 @@ def test_cifar10_pickle_and_binary_give_identical_tensors(tmp_path, caplog, prot
 # ------------------------------------------------------------------ CIFAR-100, both formats
 
 
-def test_cifar100_binary_and_python(tmp_path):
+def test_cifar100_binary_and_python(tmp_path, small_official_files):
     pixels = _raw_records("data_batch_1", 30)[:, 1:]
     rng = np.random.default_rng(0)
     splits = {}
@@ -192,6 +201,22 @@ def test_missing_cifar_says_how_to_get_it(tmp_path):
         D.load_cifar(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         D.find_data_root(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("fmt", ["binary", "python"])
+def test_an_official_file_cut_at_a_record_boundary_is_refused_naming_it(tmp_path, fmt):
+    # 7,500 whole records read as a valid file: only the official count (10,000) shows the loss.
+    records = _raw_records("data_batch_1", 7500)
+    folder = tmp_path / ("cifar-10-batches-bin" if fmt == "binary" else "cifar-10-batches-py")
+    folder.mkdir()
+    name = "data_batch_1.bin" if fmt == "binary" else "data_batch_1"
+    if fmt == "binary":
+        (folder / name).write_bytes(records.tobytes())
+    else:
+        _write_pickle(folder / name, {b"labels": [int(v) for v in records[:, 0]], b"data": records[:, 1:].copy()})
+    (folder / ("test_batch.bin" if fmt == "binary" else "test_batch")).write_bytes(b"")  # not reached
+    with pytest.raises(ValueError, match=rf"{name}: holds 7500 images, but the official file holds 10000; it is truncated"):
+        D.load_images("cifar10", tmp_path)
 
 
 def test_data_root_from_the_environment(tmp_path, monkeypatch):

@@ -8,9 +8,15 @@ the parent process. The failure tests start their own small runs.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -274,3 +280,127 @@ def test_a_failing_rank_ends_the_run_with_its_own_error():
     assert "Traceback on rank 1 of 3" in str(info.value.__cause__)
     assert "fail_mid_run" in str(info.value.__cause__)
     assert any("raised on rank 1 of 3" in note for note in getattr(info.value, "__notes__", ["raised on rank 1 of 3"]))
+
+
+# -- the local launcher's lifetime bounds its ranks' (issue 11, items 2 and 3) ------------------------
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live descendant of ``pid``, from /proc."""
+    parent = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    out, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier} - out
+        out |= frontier
+    return out
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's bookkeeping is left
+
+
+def wait_until(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def kill_all(pids) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_ranks_die_with_a_launcher_killed_by_sigkill(tmp_path):
+    script = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import dist_helpers as H; "
+              f"from interlock.launch import run_local; run_local(H.record_pid_and_sleep, 2, {str(tmp_path)!r})")
+    launcher = subprocess.Popen([sys.executable, "-c", script])
+    pids = []
+    try:
+        wait_until(lambda: all((tmp_path / f"rank{r}.pid").exists() for r in range(2)), 90, "both ranks to start")
+        pids = [int((tmp_path / f"rank{r}.pid").read_text()) for r in range(2)]
+        launcher.kill()  # SIGKILL: no handler, no finally, nothing of the launcher runs
+        launcher.wait()
+        wait_until(lambda: not any(running(p) for p in pids), 10, f"ranks {pids} to exit after their launcher died")
+    finally:
+        launcher.kill()
+        kill_all(pids)
+
+
+def test_sigterm_stops_every_rank_keeps_the_newest_checkpoint_and_no_run_is_cut_at_dist_timeout(tmp_path):
+    # A healthy distributed run outlives dist_timeout_s (which bounds a silent peer, not the run),
+    # and SIGTERM to the launcher stops all of it cleanly, leaving a checkpoint that resumes.
+    from interlock.checkpoint import latest_checkpoint
+    from interlock.cli import main
+    from interlock.metrics import read_metrics
+
+    run_dir = tmp_path / "run"
+    timeout_s = 4
+    cmd = [sys.executable, "-m", "interlock", "train", "--quiet", "--engine", "distributed", "--strategy", "local",
+           "--steps", "100000", "--run-dir", str(run_dir), "data.name=digits", "data.batch_size=32",
+           "data.eval_batch_size=200", "model.components=2", "threads=1", "log_every=5", "checkpoint_every=10",
+           f"dist_timeout_s={timeout_s}"]
+    launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ranks = set()
+    try:
+        def steps() -> int:
+            try:  # (the file may be empty, or end in a line being written)
+                return max([0] + [r["step"] for r in read_metrics(run_dir)])
+            except (OSError, ValueError):
+                return 0
+
+        wait_until(lambda: steps() > 0 or launcher.poll() is not None, 120, "the first metrics")
+        trained_from = time.monotonic()
+        wait_until(lambda: time.monotonic() - trained_from > 2 * timeout_s or launcher.poll() is not None,
+                   4 * timeout_s, "the run to train past dist_timeout_s")
+        assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+        before = steps()
+        wait_until(lambda: steps() > before, 30, "more steps")  # still training, not stuck
+        wait_until(lambda: latest_checkpoint(run_dir) is not None, 60, "a checkpoint")
+        ranks = descendants(launcher.pid)
+        assert len(ranks) >= 2  # two ranks (and the forkserver they were forked from)
+        launcher.send_signal(signal.SIGTERM)
+        _, err = launcher.communicate(timeout=60)
+        assert launcher.returncode == 143, err[-3000:]
+        assert "interlock: terminated" in err and "the newest checkpoint it wrote, if any, is kept" in err and "Traceback" not in err
+        wait_until(lambda: not any(running(p) for p in ranks), 10, f"processes {sorted(ranks)} to exit")
+    finally:
+        launcher.kill()
+        kill_all(ranks)
+    step = json.loads((latest_checkpoint(run_dir) / "meta.json").read_text())["step"]
+    assert main(["train", "--quiet", "--resume", "--run-dir", str(run_dir), f"steps={step + 2}", "engine=simulated"]) == 0
+    assert max(r["step"] for r in read_metrics(run_dir)) == step + 2
+
+
+def test_a_rank_failing_while_its_peers_train_is_reported_at_once_with_its_own_error(tmp_path):
+    # Rank 1's loss turns NaN at step 7 while rank 0 trains on (local learning). Rank 1 must not
+    # sit in the engine's closing barrier until dist_timeout_s, and the report must be its own
+    # error, not the closed connection it leaves rank 0 with.
+    from interlock.config import load_config
+    from interlock.train import TrainingDiverged
+
+    cfg = load_config(None, ["data.name=digits", "data.batch_size=32", "model.components=2", "strategy=local",
+                             "steps=200", "log_every=5", "engine=distributed", "dist_timeout_s=60", "threads=1",
+                             f"run_dir={tmp_path / 'run'}"])
+    start = time.monotonic()
+    with pytest.raises(TrainingDiverged, match=r"loss of component 2 is nan at step 7") as info:
+        run_local(H.train_with_nan_on_rank_1, 2, cfg.to_dict(), 7, timeout_s=120)
+    assert time.monotonic() - start < 40  # spawning and data take seconds; nothing waits for the 60 s timeout
+    assert info.value.interlock_rank == (1, 2) and info.value.interlock_where == "training step 7"

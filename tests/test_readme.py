@@ -26,3 +26,20 @@ def test_readme_commands_match_ci():
     ci = (README.parent / ".ci" / "run").read_text()
     test_command = re.search(r"Run the tests:\n\n```bash\n(.*?)\n```", text, re.S).group(1)
     assert test_command in ci
+
+
+def test_the_main_jobs_time_says_what_machine_it_was_measured_on():
+    # "about 5 minutes" was 7.4 minutes on a loaded machine: a time means little without its machine.
+    text = README.read_text()
+    intro = re.search(r"## The two commands\n\n(.*?)```", text, re.S).group(1)
+    intro = " ".join(intro.split())
+    assert "about 5 minutes" not in intro
+    assert re.search(r"\d+ min \d+ s on an otherwise idle machine with 2 CPU cores", intro)
+    assert re.search(r"[\d.]+ minutes when those 2 cores were shared", intro)
+
+
+def test_the_readme_documents_the_options_and_behaviours_of_issue_11():
+    text = " ".join(README.read_text().split())
+    for phrase in ("--list-options", "--rerun", "data.fallback=digits", "divergence_ratio", "log.txt",
+                   "dist_timeout_s` for a silent or stuck peer", "SIGKILL included"):
+        assert phrase in text, phrase

@@ -113,6 +113,39 @@ def test_evaluate_matches_a_direct_computation(tmp_path):
     assert scores["final_acc"] == scores["acc_3"]
 
 
+def test_evaluation_streams_small_chunks_and_reduces_once_not_per_batch(tmp_path):
+    # Distributed evaluation was slow and memory-hungry: a collective per batch serialised the
+    # ranks, and each rank held whole eval batches of activations. Both engines now evaluate
+    # in chunks of EVAL_CHUNK and sum the ensembles' probabilities once per buffer.
+    cfg = config(tmp_path, "steps=1", "data.eval_batch_size=50")
+    task = build_task(cfg.data, seed=0)
+    engine = il.SimulatedEngine(build_net(cfg, task), il.Local(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+                                loss_fn=torch.nn.functional.cross_entropy)
+    reduced, chunks = [], []
+    all_reduce, heads_forward = engine.all_reduce_sum, engine.heads_forward
+    engine.all_reduce_sum = lambda t: reduced.append(tuple(t.shape)) or all_reduce(t)
+    engine.heads_forward = lambda x: chunks.append(len(x)) or heads_forward(x)
+    split = task.eval_splits()["test"]
+    assert len(list(split)) == 8  # 360 test digits in batches of 50
+    scores = evaluate(engine, split, num_classes=10, is_text=False, chunk=16)
+    assert max(chunks) == 16 and sum(chunks) == 360
+    assert reduced == [(3,), (3, 360, 10), (5,), (5,)]  # heads present, ensembles once, correct, losses
+    assert 0 <= scores["ensemble_acc_3"] <= 1
+
+
+def test_a_rank_that_does_not_feed_the_network_drops_the_images_but_keeps_the_labels(tmp_path):
+    cfg = config(tmp_path, "steps=1")
+    full, labels_only = build_task(cfg.data, seed=3), build_task(cfg.data, seed=3)
+    labels_only.drop_inputs()
+    for (x, y), (none, y2) in zip(full.train_batches(epoch=2, start_step=5), labels_only.train_batches(epoch=2, start_step=5)):
+        assert none is None and x.shape[0] == len(y2) and torch.equal(y, y2)
+    for split in ("val", "test"):
+        pairs = list(zip(full.eval_splits()[split], labels_only.eval_splits()[split]))
+        assert pairs and all(b[0] is None and torch.equal(a[1], b[1]) for a, b in pairs)
+    image_bytes = lambda t: t.data.train_x.untyped_storage().nbytes() + t.data.test_x.untyped_storage().nbytes()
+    assert image_bytes(labels_only) <= 2 * 64 and image_bytes(full) > 100_000  # one 8x8 image each, not all of them
+
+
 @pytest.mark.parametrize("strategy", ["2-wise", "end-to-end"])
 def test_resume_equals_uninterrupted(tmp_path, strategy):
     extra = ["steps=10", f"strategy={strategy}", "checkpoint_every=3", "lr.name=cosine", "lr.warmup_steps=2"]
@@ -122,6 +155,10 @@ def test_resume_equals_uninterrupted(tmp_path, strategy):
     assert latest_checkpoint(tmp_path / "b" / "run").name == "step_00000006"
     resumed = run(interrupted, resume=True)
     assert resumed.final == full.final
+    # The divergence yardstick (the first step's losses) survives the interruption.
+    meta = lambda d: json.loads((latest_checkpoint(d) / "meta.json").read_text())
+    assert meta(tmp_path / "b" / "run")["first_losses"] == meta(tmp_path / "a" / "run")["first_losses"]
+    assert all(1.5 < v < 3.5 for v in meta(tmp_path / "a" / "run")["first_losses"])
     assert_states_equal(component_states(tmp_path / "b" / "run"), component_states(tmp_path / "a" / "run"))
     assert without_timing(read_metrics(tmp_path / "b" / "run")) == without_timing(read_metrics(tmp_path / "a" / "run"))
 
@@ -140,8 +177,27 @@ def test_divergence_names_component_and_step_and_keeps_last_good_checkpoint(tmp_
     bad_step = int(re.search(r"step (\d+)", info.value.args[0]).group(1))
     folder = latest_checkpoint(tmp_path / "run")
     assert int(folder.name.split("_")[1]) < bad_step
+    # The message names the checkpoint that really is kept.
+    assert f"keeps its checkpoint of step {int(folder.name.split('_')[1])}" in info.value.args[0]
     for state in component_states(tmp_path / "run").values():
         assert all(torch.isfinite(v).all() for v in state["block"].values() if v.is_floating_point())
+
+
+def test_a_finite_explosion_stops_the_run_and_claims_no_checkpoint_it_lacks(tmp_path):
+    # Adam at lr=1e6: losses of about 1e14 from step 2 on, all finite.
+    cfg = config(tmp_path, "steps=20", "optim.name=adam", "optim.lr=1e6", "strategy=local")
+    with pytest.raises(TrainingDiverged) as info:
+        run(cfg)
+    message = info.value.args[0]
+    match = re.match(r"loss of component (\d) is ([0-9.e+]+) at step 2, over 100 times its first-step loss \(([0-9.]+)\)", message)
+    assert match, message
+    k, value, first = int(match.group(1)), float(match.group(2)), float(match.group(3))
+    assert value > 100 * first and 1.5 < first < 3.5  # the untrained network's loss: about ln(10)
+    assert "no checkpoint was written before it" in message and "keeps" not in message
+    assert latest_checkpoint(tmp_path / "run") is None
+    # The yardstick is the first step's loss: the same run with the check off trains on.
+    assert run(config(tmp_path / "off", "steps=3", "optim.name=adam", "optim.lr=1e6", "strategy=local",
+                      "divergence_ratio=0")).steps == 3
 
 
 def test_non_finite_loss_is_caught_before_the_update(tmp_path, monkeypatch):
@@ -154,13 +210,37 @@ def test_non_finite_loss_is_caught_before_the_update(tmp_path, monkeypatch):
         run(config(tmp_path, "steps=3", "strategy=local"))
 
 
-def test_missing_cifar_falls_back_to_digits_and_says_how_to_get_it(monkeypatch, caplog):
-    monkeypatch.setattr(tasks, "_has_cifar10", lambda: False)
-    with caplog.at_level(logging.WARNING):
-        task = build_task(load_config(None, ["steps=1", "data.val_size=2000"]).data, seed=0)
-    assert task.data.name == "digits" and task.model_kwargs == {"num_classes": 10, "in_channels": 1, "image_size": 8}
-    assert len(task.data.val_x) == 143  # the CIFAR-sized validation split shrinks to 10% of the 1437 digits
-    assert "CIFAR-10 was not found" in caplog.text and "--data" in caplog.text
+def test_missing_cifar_fails_unless_a_fallback_is_asked_for_which_is_then_recorded(tmp_path, monkeypatch, capsys):
+    # $INTERLOCK_DATA names a folder without CIFAR-10: the same clear failure as --data with that folder.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("INTERLOCK_DATA", str(empty))
+    howto = r"CIFAR-10 was not found in .*empty: get the binary version .*University of Toronto.*set data.fallback=digits"
+    with pytest.raises(FileNotFoundError, match=howto):
+        build_task(load_config(None, ["steps=1"]).data, seed=0)
+    args = ["--quiet", "--steps", "2", "model.components=3", "data.batch_size=32", "data.eval_batch_size=200",
+            "data.val_size=2000", "log_every=1"]
+    assert cli.main(["train", *args, "--run-dir", str(tmp_path / "refused")]) == 2
+    assert re.search(howto, capsys.readouterr().err)
+    assert not (tmp_path / "refused" / "config.json").exists()
+
+    # Asked for: the run says what it trained on, in config.json, metrics and the plot title.
+    titles = []
+    import interlock.plots as plots_mod
+
+    monkeypatch.setattr(plots_mod, "learning_curves_png", lambda runs, path, *, title, split: titles.append(title) or path)
+    assert cli.main(["compare", *args, "data.fallback=digits", "--strategies", "local", "--run-dir", str(tmp_path / "cmp")]) == 0
+    table = capsys.readouterr().out
+    run_dir = tmp_path / "cmp" / "local" / "seed0"
+    saved = json.loads((run_dir / "config.json").read_text())["data"]
+    assert saved["name"] == "digits" and saved["substitute_for"] == "cifar10" and saved["fallback"] == "digits"
+    assert saved["val_size"] == 143  # the CIFAR-sized validation split shrinks to 10% of the 1437 digits
+    evals = [r for r in read_metrics(run_dir) if r["kind"] == "eval"]
+    assert evals and all(r["data"] == "digits (fallback: cifar10 not found)" for r in evals)
+    assert titles == ["toy_cnn, K=3, digits (fallback: cifar10 not found)"]
+    assert "digits (fallback: cifar10 not found)" in table
+    summary = json.loads((tmp_path / "cmp" / "summary.json").read_text())
+    assert summary["config"]["data"]["name"] == "digits"
 
 
 def test_explicit_missing_data_folder_is_an_error(tmp_path):
@@ -199,7 +279,8 @@ def test_distributed_training_equals_simulated_and_resumes_a_simulated_checkpoin
     # exactly; and a run interrupted on one engine resumes on the other.
     from interlock.distributed_run import run_distributed
 
-    extra = ["steps=6", "strategy=2-wise", "checkpoint_every=3", "threads=1"]
+    # (The same evaluation chunks on both engines: data.eval_chunk's default differs between them.)
+    extra = ["steps=6", "strategy=2-wise", "checkpoint_every=3", "threads=1", "data.eval_chunk=32"]
     simulated = run(config(tmp_path / "sim", *extra))
     distributed = run_distributed(config(tmp_path / "dist", *extra, "engine=distributed"), resume=False)
     assert distributed == simulated.final

@@ -8,7 +8,7 @@ The data folder: :func:`find_data_root` (explicit path, $INTERLOCK_DATA, ../shar
 """
 
 from .augment import augment_batch, normalize, pad_crop, random_crop, random_flip, to_float
-from .batches import batches_per_epoch, iterate_batches
+from .batches import batches_per_epoch, iterate_batches, iterate_labels
 from .cifar import (
     CIFAR10_HOWTO,
     CifarLayout,
@@ -62,6 +62,7 @@ __all__ = [
     "load_digits",
     # batches and augmentation
     "iterate_batches",
+    "iterate_labels",
     "batches_per_epoch",
     "augment_batch",
     "random_crop",

@@ -17,7 +17,7 @@ import torch
 from .augment import augment_batch, normalize, to_float
 from .seeding import make_generator
 
-__all__ = ["iterate_batches", "batches_per_epoch"]
+__all__ = ["iterate_batches", "iterate_labels", "batches_per_epoch"]
 
 
 def batches_per_epoch(num: int, batch_size: int, *, drop_last: bool) -> int:
@@ -78,3 +78,31 @@ def _batches(x, y, batch_size, order, seed, epoch, start_step, steps, augment, p
         if mean is not None:
             xb = normalize(xb, mean, std)
         yield xb, yb
+
+
+def iterate_labels(
+    y: torch.Tensor,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    start_step: int = 0,
+    drop_last: bool = False,
+) -> Iterator[tuple[None, torch.Tensor]]:
+    """The labels of :func:`iterate_batches` with the same arguments, batch for batch, as ``(None, y)``.
+
+    For a process that needs the targets but not the images (a distributed rank that does
+    not hold the first component): same permutation, no image work at all.
+    """
+    steps = batches_per_epoch(len(y), batch_size, drop_last=drop_last)
+    if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step <= steps:
+        raise ValueError(f"start_step={start_step!r} must be in 0..{steps} (epoch of {steps} batches of {batch_size})")
+    order = torch.randperm(len(y), generator=make_generator(seed, "shuffle", epoch)) if shuffle else None
+    return _labels(y, batch_size, order, start_step, steps)
+
+
+def _labels(y, batch_size, order, start_step, steps):
+    for step in range(start_step, steps):
+        lo, hi = step * batch_size, min((step + 1) * batch_size, len(y))
+        yield None, y[order[lo:hi] if order is not None else slice(lo, hi)].to(torch.int64)

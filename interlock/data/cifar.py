@@ -15,7 +15,9 @@ same pixels as b"data", an (N, 3072) uint8 array, with b"labels" (CIFAR-10) or
 b"fine_labels" and b"coarse_labels" (CIFAR-100) as lists.
 
 A copy may hold fewer than the 5 CIFAR-10 training batches (the shared data has batches 1
-and 2): whichever are present are read, and the log says which.
+and 2): whichever are present are read, and the log says which. Each file that is present
+must hold its official number of images (:data:`OFFICIAL_COUNTS`): a file cut at a record
+boundary reads as valid records, so only its count can show that images are missing.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "RECORD_BYTES",
     "CIFAR100_RECORD_BYTES",
     "CIFAR10_HOWTO",
+    "OFFICIAL_COUNTS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,12 @@ PIXEL_BYTES = 3 * 32 * 32
 RECORD_BYTES = 1 + PIXEL_BYTES
 CIFAR100_RECORD_BYTES = 2 + PIXEL_BYTES
 _TRAIN_BATCHES = 5
+
+# Images in each file of the official archives, by data set and file stem.
+OFFICIAL_COUNTS = {
+    "cifar10": {**{f"data_batch_{i}": 10000 for i in range(1, _TRAIN_BATCHES + 1)}, "test_batch": 10000},
+    "cifar100": {"train": 50000, "test": 10000},
+}
 
 CIFAR10_HOWTO = (
     "get the binary version of CIFAR-10 (cifar-10-binary.tar.gz) from the CIFAR page of the "
@@ -127,6 +136,16 @@ def read_cifar100_binary(path: str | Path, *, limit: int | None = None) -> tuple
 
 
 # ---------------------------------------------------------------------------- python pickles
+
+
+def _check_count(path: Path, name: str, count: int) -> None:
+    """Fail naming ``path`` unless it holds the official number of images of its data set."""
+    expected = OFFICIAL_COUNTS[name].get(path.name.removesuffix(".bin"))
+    if expected is not None and count != expected:
+        raise ValueError(
+            f"{path}: holds {count} images, but the official file holds {expected}; it is truncated or damaged: "
+            f"unpack it again from the archive at https://www.cs.toronto.edu/~kriz/cifar.html"
+        )
 
 
 def _pickle_batch(path: Path, *, label_keys: tuple[bytes, ...], what: str) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -259,10 +278,15 @@ def _load_cifar10(layout: CifarLayout) -> RawSplits:
     test_path = layout.folder / f"test_batch{ext}"
     if not test_path.is_file():
         raise FileNotFoundError(f"{test_path}: missing the CIFAR-10 test batch; {CIFAR10_HOWTO}")
-    parts = [read(layout.folder / f"data_batch_{i}{ext}") for i in present]
+    parts = []
+    for i in present:
+        path = layout.folder / f"data_batch_{i}{ext}"
+        parts.append(read(path))
+        _check_count(path, "cifar10", len(parts[-1][1]))
     train_x = torch.cat([p[0] for p in parts])
     train_y = torch.cat([p[1] for p in parts])
     test_x, test_y = read(test_path)
+    _check_count(test_path, "cifar10", len(test_y))
     if binary:
         meta = layout.folder / "batches.meta.txt"
         names = _class_names(_names_txt(meta, 10), 10, meta)
@@ -288,6 +312,7 @@ def _load_cifar100(layout: CifarLayout, label: str) -> RawSplits:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing the CIFAR-100 {split} file; {_CIFAR100_HOWTO}")
         images, fine, coarse = read(path)
+        _check_count(path, "cifar100", len(fine))
         splits.append((images, fine if label == "fine" else coarse))
     count = 100 if label == "fine" else 20
     if binary:

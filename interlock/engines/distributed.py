@@ -72,6 +72,7 @@ logger = logging.getLogger(__name__)
 # makes a training/evaluation mix-up between ranks a loud TransportError.
 EVAL_TAG = ("eval_activation",)
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_EVAL_SENDS_IN_FLIGHT = 1
 
 
 @dataclass
@@ -213,6 +214,11 @@ def chain_heads_forward(
         a = block(a)
         if rank < num_components - 1:
             transport.send(a, src=rank, dst=rank + 1, tag=EVAL_TAG)
+            # Evaluation sends no gradients back, so nothing else would stop this rank from
+            # running far ahead of the next, holding up to max_pending_sends activations. One
+            # in flight still overlaps the ranks (k computes chunk i+1 while k+1 takes chunk i)
+            # and keeps each rank's memory at a few chunk-sized activations.
+            transport.flush(keep=_EVAL_SENDS_IN_FLIGHT)
         out = None if head is None else head(a)
     return [out if j == rank else None for j in range(num_components)]
 

@@ -171,8 +171,8 @@ class SimulatedEngine:
                        optimizer=w.optimizer, lr_scheduler=w.lr_scheduler)
         self.step_count = int(state["step_count"])
 
-    def close(self) -> None:
-        pass
+    def close(self, *, wait: bool = True) -> None:
+        """Nothing to release (the distributed engines' ``close(wait=False)`` skips waiting after an error)."""
 
 
 def _to_floats(losses: list[torch.Tensor | None]) -> list[float]:
