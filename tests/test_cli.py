@@ -15,7 +15,7 @@ pytest.importorskip("sklearn", reason="the bundled digits data set needs scikit-
 # Small, real, bundled data (scikit-learn's handwritten digits) keeps these runs to a second or two.
 BASE = [
     "data.name=digits", "data.batch_size=32", "data.eval_batch_size=200", "data.val_size=100",
-    "model.name=toy_cnn", "model.components=3", "optim.lr=0.05", "log_every=2", "eval_every=0",
+    "model.name=toy_cnn_strided", "model.components=3", "optim.lr=0.05", "log_every=2", "eval_every=0",
 ]
 ARGS = ["--quiet", *BASE]
 
