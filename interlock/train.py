@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from . import models
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import LRConfig, OptimConfig, TrainConfig, load_config
-from .engines import SimulatedEngine
+from . import engines
 from .metrics import MetricsWriter, atomic_write_text
 from .data.text import IGNORE_INDEX
 from .tasks import Task, build_task
@@ -110,10 +110,15 @@ def build_net(config: TrainConfig, task: Task):
 
 
 def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
+    strategy = config.strategy_obj
+    # Each component's LR schedule spans the updates it makes (a sequential stage, or the whole run).
+    updates = strategy.updates_per_component(config.model.components, total_steps)
+    lr_scheduler = (make_lr_factory(config.lr, total_steps) if updates is None
+                    else [make_lr_factory(config.lr, n) for n in updates])
     kw = dict(
         optimizer=make_optimizer_factory(config.optim),
         loss_fn=make_loss_fn(task, config.label_smoothing),
-        lr_scheduler=make_lr_factory(config.lr, total_steps),
+        lr_scheduler=lr_scheduler,
         loss_weights=config.loss_weights,
         rng_seed=config.seed,  # dropout masks depend on (seed, step, component) only: resumable, engine-independent
         record=True,  # action timings: per-component busy/wait/comm time, traces, predicted K-device time
@@ -121,8 +126,8 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
     if config.engine == "distributed":
         from .engines.distributed import DistributedEngine
 
-        return DistributedEngine(net, config.strategy_obj, device=config.device, timeout_s=config.dist_timeout_s, **kw)
-    return SimulatedEngine(net.to(config.device), config.strategy_obj, **kw)
+        return DistributedEngine(net, strategy, device=config.device, timeout_s=config.dist_timeout_s, **kw)
+    return engines.create(net.to(config.device), strategy, total_steps=total_steps, **kw)
 
 
 @torch.no_grad()
@@ -267,6 +272,14 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         save_checkpoint(run_dir, engine, {"strategy": config.strategy, "total_steps": total_steps})
 
     step = start
+
+    def more() -> bool:
+        """Whether to train another step. An engine whose components train at their own pace (async DGL)
+        may need batches past total_steps until every component has made its quota (``wants_more``)."""
+        if stop_after is not None and step >= stop_after:
+            return False
+        return step < total_steps or getattr(engine, "wants_more", False)
+
     last_eval: dict = {}
     window_losses: list[list[float]] = []
     window_records: list = []
@@ -274,7 +287,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
     # Step time is wall time per training step, data loading included, evaluation and checkpoints excluded.
     window_time, window_steps, train_time = 0.0, 0, 0.0
     end = total_steps if stop_after is None else min(total_steps, stop_after)
-    while step < end:
+    while more():
         epoch, offset = divmod(step, task.steps_per_epoch)
         tick = time.perf_counter()
         for x, y in task.train_batches(epoch=epoch, start_step=offset):
@@ -284,7 +297,8 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
             train_time += spent
             for k in engine.local_components:
                 value = result.losses[k]
-                if not math.isfinite(value) and engine.net.heads[k] is not None:
+                trained = result.updated is None or result.updated[k]
+                if not math.isfinite(value) and engine.net.heads[k] is not None and trained:
                     raise TrainingDiverged(
                         f"loss of component {k + 1} is {value} at step {step + 1}; the run stops here and keeps "
                         f"its last good checkpoint. Lower optim.lr (now {config.optim.lr}) or add warm-up (lr.warmup_steps)"
@@ -297,7 +311,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                     _write_trace(engine, traced, run_dir, title=f"{config.strategy}, K={K}, steps {start + 2}..{step + 1}")
             step += 1
             window_steps += 1
-            if step % config.log_every == 0 or step == end:
+            if step % config.log_every == 0 or not more():
                 losses = engine.gather_losses(list(torch.tensor(window_losses).nanmean(0).tolist()))
                 row = {"kind": "train", "step": step, "total_steps": total_steps, "epoch": step / task.steps_per_epoch,
                        "step_time_s": window_time / window_steps, "samples_per_s": window_steps * x.shape[0] / window_time,
@@ -307,16 +321,19 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                     # What K devices would need per step: the critical path of this window's measured actions.
                     row["predicted_parallel_step_time_s"] = engine.predicted_time(window_records).makespan_s / window_steps
                 row.update({f"loss_{k + 1}": v for k, v in enumerate(losses)})
+                if hasattr(engine, "counters"):  # e.g. async DGL's updates per component and skipped draws
+                    row.update(engine.counters())
                 emit(row)
                 window_losses, window_records, window_time, window_steps = [], [], 0.0, 0
             if config.eval_every and step % config.eval_every == 0 and step < total_steps:
                 last_eval = do_eval(step, final=False)
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < end:
                 do_checkpoint(step)
-            if step >= end:
+            if not more():
                 break
             tick = time.perf_counter()
-    if step >= total_steps:  # (stop_after ends a run early as a crash would: no final checkpoint)
+    # (stop_after ends a run early as a crash would: no final checkpoint)
+    if step >= total_steps and not getattr(engine, "wants_more", False):
         last_eval = do_eval(step, final=True)
         do_checkpoint(step)
     if metrics is not None:
