@@ -7,7 +7,7 @@
 """
 
 from . import clock, emulate, flops, heads, models, trace
-from .engines import DistributedEngine, PipelineEngine, ReplayEngine, SimulatedEngine, StepResult
+from .engines import DistributedEngine, PipelineEngine, ReplayEngine, SequentialEngine, SimulatedEngine, StepResult
 from .launch import run_local
 from .net import ComponentNet, group_blocks, merge_adjacent, parameter_count, partition_balanced, partition_uniform
 from .strategies import AsyncLocal, EndToEnd, GradientPlan, Hogwild, Interlocking, Local, LocalDouble, Sequential, Strategy
@@ -20,6 +20,7 @@ __all__ = [
     "DistributedEngine",
     "PipelineEngine",
     "ReplayEngine",
+    "SequentialEngine",
     "run_local",
     "StepResult",
     "Strategy",
