@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .strategies import AsyncLocal, EndToEnd, Interlocking, Local, Sequential, Strategy
+from .strategies import AsyncLocal, EndToEnd, Interlocking, Local, LocalDouble, Sequential, Strategy
 
 __all__ = [
     "ModelConfig",
@@ -31,7 +31,8 @@ __all__ = [
 
 
 def parse_strategy(spec: str, *, replay: "ReplayConfig | None" = None, seed: int = 0) -> Strategy:
-    """'end-to-end' | 'local' | '<n>-wise' | '<n>-wise-sum' | 'async-local' | 'sequential' (the names strategies print).
+    """'end-to-end' | 'local' | '<n>-wise' | '<n>-wise-sum' | 'async-local' | 'sequential' | 'local-double'
+    (the names strategies print).
 
     ``replay``: the options of async-local (default ``ReplayConfig()``); its draws are seeded by
     ``replay.seed``, or by ``seed`` (the run's) when that is None.
@@ -45,11 +46,13 @@ def parse_strategy(spec: str, *, replay: "ReplayConfig | None" = None, seed: int
         return (replay or ReplayConfig()).strategy(seed)
     if s in ("sequential", "sequential-greedy"):
         return Sequential()
+    if s in ("local-double", "1-wise-double", "double"):
+        return LocalDouble()
     m = re.fullmatch(r"(\d+)-wise(-sum|-furthest)?", s)
     if m:
         return Interlocking(int(m.group(1)), "sum" if m.group(2) == "-sum" else "furthest")
     raise ValueError(
-        f"unknown strategy {spec!r}; use end-to-end, local, <n>-wise or <n>-wise-sum (e.g. 2-wise), async-local or sequential"
+        f"unknown strategy {spec!r}; use end-to-end, local, <n>-wise or <n>-wise-sum (e.g. 2-wise), async-local, sequential or local-double"
     )
 
 
