@@ -23,6 +23,7 @@ __all__ = [
     "OptimConfig",
     "LRConfig",
     "ReplayConfig",
+    "LossConfig",
     "TrainConfig",
     "parse_strategy",
     "load_config",
@@ -167,6 +168,17 @@ class ReplayConfig:
 
 
 @dataclass
+class LossConfig:
+    """Local losses beyond the task's own (the task loss is cross-entropy, with label_smoothing)."""
+
+    sim_weight: float = 0.99  # PredSim heads (model.heads=predsim): weight of similarity matching; 1 - it on prediction
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.sim_weight, (int, float)) and not isinstance(self.sim_weight, bool) and 0 <= self.sim_weight <= 1,
+               f"loss.sim_weight={self.sim_weight!r}: use a weight in [0, 1] (Nøkland & Eidnes use 0.99)")
+
+
+@dataclass
 class TrainConfig:
     preset: str = ""  # a paper's training settings laid under this config (see interlock/presets.py)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -174,6 +186,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     lr: LRConfig = field(default_factory=LRConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)  # async-local's options
+    loss: LossConfig = field(default_factory=LossConfig)
     strategy: str = "2-wise"
     loss_weights: tuple[float, ...] | None = None
     label_smoothing: float = 0.0
@@ -249,7 +262,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return _build(TrainConfig, expand(values))
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "lr": LRConfig, "replay": ReplayConfig}
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "lr": LRConfig, "replay": ReplayConfig,
+             "loss": LossConfig}
 
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:

@@ -23,10 +23,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import models
+from . import engines, heads, models
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import LRConfig, OptimConfig, TrainConfig, load_config
-from . import engines
+from .config import LossConfig, LRConfig, OptimConfig, TrainConfig, load_config
 from .metrics import MetricsWriter, atomic_write_text
 from .data.text import IGNORE_INDEX
 from .tasks import Task, build_task
@@ -100,11 +99,18 @@ def make_loss_fn(task: Task, label_smoothing: float) -> Callable:
 
 def build_net(config: TrainConfig, task: Task):
     torch.manual_seed(config.seed)  # the same weights on every rank and every engine
+    head_kw = None
+    if config.model.components > 1 and heads.takes(config.model.heads, "sim_weight"):  # PredSim's mixed loss
+        head_kw = {"sim_weight": config.loss.sim_weight}
+    elif config.loss.sim_weight != LossConfig().sim_weight:
+        raise ValueError(f"loss.sim_weight applies to heads with a similarity loss (model.heads=predsim); "
+                         f"model.heads={config.model.heads!r} has none: leave loss.sim_weight out")
     return models.create(
         config.model.name,
         components=config.model.components,
         heads=config.model.heads,
         partition=config.model.partition,
+        head_kw=head_kw,
         **{**task.model_kwargs, **config.model.kwargs},
     )
 
