@@ -7,7 +7,9 @@
 """
 
 from . import clock, emulate, flops, heads, models, trace
-from .engines import DistributedEngine, PipelineEngine, ReplayEngine, SequentialEngine, SimulatedEngine, StepResult
+from .engines import (
+    DistributedEngine, PipelineEngine, ReplayEngine, SequentialEngine, SimulatedEngine, StaleEngine, StepResult,
+)
 from .launch import run_local
 from .net import ComponentNet, group_blocks, merge_adjacent, parameter_count, partition_balanced, partition_uniform
 from .strategies import AsyncLocal, EndToEnd, GradientPlan, Hogwild, Interlocking, Local, LocalDouble, Sequential, Strategy
@@ -21,6 +23,7 @@ __all__ = [
     "PipelineEngine",
     "ReplayEngine",
     "SequentialEngine",
+    "StaleEngine",
     "run_local",
     "StepResult",
     "Strategy",

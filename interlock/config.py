@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .strategies import AsyncLocal, EndToEnd, Interlocking, Local, LocalDouble, Sequential, Strategy
+from .strategies import AsyncLocal, EndToEnd, Hogwild, Interlocking, Local, LocalDouble, Sequential, Strategy
 
 __all__ = [
     "ModelConfig",
@@ -32,7 +32,7 @@ __all__ = [
 
 
 def parse_strategy(spec: str, *, replay: "ReplayConfig | None" = None, seed: int = 0) -> Strategy:
-    """'end-to-end' | 'local' | '<n>-wise' | '<n>-wise-sum' | 'async-local' | 'sequential' | 'local-double'
+    """'end-to-end' | 'local' | '<n>-wise' | '<n>-wise-sum' | 'async-local' | 'sequential' | 'local-double' | 'hogwild'
     (the names strategies print).
 
     ``replay``: the options of async-local (default ``ReplayConfig()``); its draws are seeded by
@@ -49,11 +49,13 @@ def parse_strategy(spec: str, *, replay: "ReplayConfig | None" = None, seed: int
         return Sequential()
     if s in ("local-double", "1-wise-double", "double"):
         return LocalDouble()
+    if s in ("hogwild", "stale"):
+        return Hogwild()
     m = re.fullmatch(r"(\d+)-wise(-sum|-furthest)?", s)
     if m:
         return Interlocking(int(m.group(1)), "sum" if m.group(2) == "-sum" else "furthest")
     raise ValueError(
-        f"unknown strategy {spec!r}; use end-to-end, local, <n>-wise or <n>-wise-sum (e.g. 2-wise), async-local, sequential or local-double"
+        f"unknown strategy {spec!r}; use end-to-end, local, <n>-wise or <n>-wise-sum (e.g. 2-wise), async-local, sequential, local-double or hogwild"
     )
 
 

@@ -7,21 +7,22 @@ stale end-to-end gradients (:class:`StaleEngine`). :func:`create` picks the sing
 for a strategy, so the training program has no per-strategy code.
 """
 
-from ..strategies import AsyncLocal, Sequential, Strategy
+from ..strategies import AsyncLocal, Hogwild, Sequential, Strategy
 from .common import StepResult
 from .distributed import DistributedEngine
 from .pipeline import PipelineEngine
 from .replay import ReplayEngine
 from .sequential import SequentialEngine
 from .simulated import SimulatedEngine
+from .stale import StaleEngine
 
 __all__ = [
-    "SimulatedEngine", "DistributedEngine", "PipelineEngine", "ReplayEngine", "SequentialEngine",
+    "SimulatedEngine", "DistributedEngine", "PipelineEngine", "ReplayEngine", "SequentialEngine", "StaleEngine",
     "StepResult", "create",
 ]
 
 # Strategies whose steps are not one pass of a gradient plan over every component.
-_OWN_ENGINE = {AsyncLocal: ReplayEngine, Sequential: SequentialEngine}
+_OWN_ENGINE = {AsyncLocal: ReplayEngine, Sequential: SequentialEngine, Hogwild: StaleEngine}
 
 
 def create(net, strategy: Strategy, *, total_steps: int | None = None, **options):
