@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_train = sub.add_parser("train", help="train one run of one strategy")
     _common(p_train)
-    p_train.add_argument("--strategy", help="end-to-end, local, <n>-wise or <n>-wise-sum")
+    p_train.add_argument("--strategy", help="end-to-end, local, <n>-wise, <n>-wise-sum, async-local, sequential, local-double or hogwild")
     p_train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
     p_train.set_defaults(fn=cmd_train)
     p_cmp = sub.add_parser("compare", help="train several strategies on the same model, data and seeds; print a table and plot")
