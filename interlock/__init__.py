@@ -7,10 +7,12 @@
 """
 
 from . import clock, emulate, flops, heads, models, trace
-from .engines import DistributedEngine, PipelineEngine, SimulatedEngine, StepResult
+from .engines import (
+    DistributedEngine, PipelineEngine, ReplayEngine, SequentialEngine, SimulatedEngine, StaleEngine, StepResult,
+)
 from .launch import run_local
-from .net import ComponentNet, group_blocks, parameter_count, partition_balanced, partition_uniform
-from .strategies import EndToEnd, GradientPlan, Interlocking, Local, Strategy
+from .net import ComponentNet, group_blocks, merge_adjacent, parameter_count, partition_balanced, partition_uniform
+from .strategies import AsyncLocal, EndToEnd, GradientPlan, Hogwild, Interlocking, Local, LocalDouble, Sequential, Strategy
 
 __version__ = "0.1.0"
 
@@ -19,6 +21,9 @@ __all__ = [
     "SimulatedEngine",
     "DistributedEngine",
     "PipelineEngine",
+    "ReplayEngine",
+    "SequentialEngine",
+    "StaleEngine",
     "run_local",
     "StepResult",
     "Strategy",
@@ -26,8 +31,13 @@ __all__ = [
     "EndToEnd",
     "Interlocking",
     "Local",
+    "AsyncLocal",
+    "Sequential",
+    "LocalDouble",
+    "Hogwild",
     "partition_uniform",
     "partition_balanced",
     "group_blocks",
+    "merge_adjacent",
     "parameter_count",
 ]

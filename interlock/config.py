@@ -15,13 +15,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .strategies import EndToEnd, Interlocking, Local, Strategy
+from .strategies import AsyncLocal, EndToEnd, Hogwild, Interlocking, Local, LocalDouble, Sequential, Strategy
 
 __all__ = [
     "ModelConfig",
     "DataConfig",
     "OptimConfig",
     "LRConfig",
+    "ReplayConfig",
+    "LossConfig",
     "TrainConfig",
     "parse_strategy",
     "load_config",
@@ -30,17 +32,32 @@ __all__ = [
 ]
 
 
-def parse_strategy(spec: str) -> Strategy:
-    """'end-to-end' | 'local' | '<n>-wise' | '<n>-wise-sum' (the names strategies print)."""
+def parse_strategy(spec: str, *, replay: "ReplayConfig | None" = None, seed: int = 0) -> Strategy:
+    """'end-to-end' | 'local' | '<n>-wise' | '<n>-wise-sum' | 'async-local' | 'sequential' | 'local-double' | 'hogwild'
+    (the names strategies print).
+
+    ``replay``: the options of async-local (default ``ReplayConfig()``); its draws are seeded by
+    ``replay.seed``, or by ``seed`` (the run's) when that is None.
+    """
     s = spec.strip().lower().replace("_", "-")
     if s in ("end-to-end", "e2e", "endtoend", "backprop"):
         return EndToEnd()
     if s in ("local", "1-wise", "greedy", "dgl"):
         return Local()
+    if s in ("async-local", "async-dgl", "async"):
+        return (replay or ReplayConfig()).strategy(seed)
+    if s in ("sequential", "sequential-greedy"):
+        return Sequential()
+    if s in ("local-double", "1-wise-double", "double"):
+        return LocalDouble()
+    if s in ("hogwild", "stale"):
+        return Hogwild()
     m = re.fullmatch(r"(\d+)-wise(-sum|-furthest)?", s)
     if m:
         return Interlocking(int(m.group(1)), "sum" if m.group(2) == "-sum" else "furthest")
-    raise ValueError(f"unknown strategy {spec!r}; use end-to-end, local, <n>-wise or <n>-wise-sum (e.g. 2-wise)")
+    raise ValueError(
+        f"unknown strategy {spec!r}; use end-to-end, local, <n>-wise or <n>-wise-sum (e.g. 2-wise), async-local, sequential, local-double or hogwild"
+    )
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -137,13 +154,52 @@ class LRConfig:
 
 
 @dataclass
+class ReplayConfig:
+    """async-local (asynchronous DGL with replay buffers): see interlock/engines/replay.py."""
+
+    buffer_size: int = 1  # M: batches each replay buffer holds (the reference code's default is 1)
+    slowdown: float = 1.0  # S: the slow component is drawn S times less often (1: all equally often)
+    slow_component: int = 1  # which component is slow, 1..K
+    schedule: str = "random"  # random (draws from the pmf) | round_robin (1, 2, ..., K in turn)
+    seed: int | None = None  # seeds the draws; None: the run's seed
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.buffer_size, int) and not isinstance(self.buffer_size, bool) and self.buffer_size >= 1,
+               f"replay.buffer_size={self.buffer_size!r}: use M >= 1 (batches each replay buffer holds)")
+        _check(isinstance(self.slowdown, (int, float)) and not isinstance(self.slowdown, bool) and 0 < self.slowdown < math.inf,
+               f"replay.slowdown={self.slowdown!r}: use a finite S > 0 (1: no slow-down; 4: one component drawn 4x less often)")
+        _check(isinstance(self.slow_component, int) and not isinstance(self.slow_component, bool) and self.slow_component >= 1,
+               f"replay.slow_component={self.slow_component!r}: use a component number 1..K")
+        _check(self.schedule in ("random", "round_robin"), f"replay.schedule={self.schedule!r}: use random or round_robin")
+        _check(self.seed is None or (isinstance(self.seed, int) and not isinstance(self.seed, bool)),
+               f"replay.seed={self.seed!r}: use an integer, or none for the run's seed")
+
+    def strategy(self, run_seed: int = 0) -> AsyncLocal:
+        return AsyncLocal(buffer_size=self.buffer_size, slowdown=float(self.slowdown), slow_component=self.slow_component,
+                          schedule=self.schedule, seed=run_seed if self.seed is None else self.seed)
+
+
+@dataclass
+class LossConfig:
+    """Local losses beyond the task's own (the task loss is cross-entropy, with label_smoothing)."""
+
+    sim_weight: float = 0.99  # PredSim heads (model.heads=predsim): weight of similarity matching; 1 - it on prediction
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.sim_weight, (int, float)) and not isinstance(self.sim_weight, bool) and 0 <= self.sim_weight <= 1,
+               f"loss.sim_weight={self.sim_weight!r}: use a weight in [0, 1] (Nøkland & Eidnes use 0.99)")
+
+
+@dataclass
 class TrainConfig:
     preset: str = ""  # a paper's training settings laid under this config (see interlock/presets.py)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     lr: LRConfig = field(default_factory=LRConfig)
-    strategy: str = "2-wise"  # end-to-end, local, <n>-wise or <n>-wise-sum
+    replay: ReplayConfig = field(default_factory=ReplayConfig)  # async-local's options
+    loss: LossConfig = field(default_factory=LossConfig)  # how a head's loss is formed (PredSim's mix)
+    strategy: str = "2-wise"  # end-to-end, local, <n>-wise, <n>-wise-sum, async-local, sequential, local-double, hogwild
     loss_weights: tuple[float, ...] | None = None  # w_k scaling each component's loss, one per component
     label_smoothing: float = 0.0  # of the cross-entropy of every head
     epochs: float = 0.0  # run length in epochs (fractions allowed); set this or steps
@@ -161,11 +217,14 @@ class TrainConfig:
     threads: int = 0  # torch threads per process (0: leave PyTorch's default)
 
     def __post_init__(self) -> None:
-        for name, cls in (("model", ModelConfig), ("data", DataConfig), ("optim", OptimConfig), ("lr", LRConfig)):
+        for name, cls in _SECTIONS.items():
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, _build(cls, value, prefix=name))
-        parse_strategy(self.strategy)  # validates
+        strategy = self.strategy_obj  # validates the name and the strategy's options ...
+        strategy.plan(self.model.components)  # ... and that they fit K (n <= K, the slow component in 1..K)
+        _check(self.engine != "distributed" or strategy.distributed,
+               f"strategy {self.strategy} runs in one process only for now; use engine=simulated")
         _check((self.epochs > 0) != (self.steps > 0), f"set exactly one of epochs (now {self.epochs}) or steps (now {self.steps}) to a positive value")
         _check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing}: use 0 <= label_smoothing < 1")
         _check(self.engine in ("simulated", "distributed"), f"engine={self.engine!r}: use simulated or distributed")
@@ -182,7 +241,7 @@ class TrainConfig:
 
     @property
     def strategy_obj(self) -> Strategy:
-        return parse_strategy(self.strategy)
+        return parse_strategy(self.strategy, replay=self.replay, seed=self.seed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -220,7 +279,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return _build(TrainConfig, expand(values))
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "lr": LRConfig}
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "lr": LRConfig, "replay": ReplayConfig,
+             "loss": LossConfig}
 
 
 def describe_options() -> list[tuple[str, str, str, str]]:

@@ -18,6 +18,7 @@ __all__ = [
     "partition_uniform",
     "partition_balanced",
     "group_blocks",
+    "merge_adjacent",
     "parameter_count",
 ]
 
@@ -220,6 +221,26 @@ def group_blocks(blocks: Sequence[nn.Module], cuts: Sequence[int]) -> list[nn.Mo
         )
     edges = (0, *cuts, len(blocks))
     return [nn.Sequential(*blocks[a:b]) for a, b in zip(edges, edges[1:])]
+
+
+def merge_adjacent(net: ComponentNet, size: int = 2) -> ComponentNet:
+    """``net`` with each run of ``size`` adjacent components merged into one (K -> ceil(K/size)).
+
+    Component groups start at the bottom: (1..size), (size+1..2 size), ...; the last group may
+    be shorter. A merged group keeps the head of its top member (so the final head stays the
+    final head); the other members' heads are dropped. The modules are ``net``'s own: training
+    the merged network trains them in place. Used by 1-wise double size (``LocalDouble``).
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size={size!r}: merge groups of an integer number >= 1 of components")
+    K = net.num_components
+    blocks, heads = [], []
+    for start in range(0, K, size):
+        members = range(start, min(start + size, K))
+        group = [net.blocks[k] for k in members]
+        blocks.append(group[0] if len(group) == 1 else nn.Sequential(*group))
+        heads.append(net.heads[members[-1]])
+    return ComponentNet(blocks=blocks, heads=heads)
 
 
 def _check_k(num_blocks: int, components: int) -> None:

@@ -14,9 +14,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-__all__ = ["GradientPlan", "Strategy", "Interlocking", "Local", "EndToEnd"]
+if TYPE_CHECKING:
+    from .net import ComponentNet
+
+__all__ = [
+    "GradientPlan", "Strategy", "Interlocking", "Local", "EndToEnd",
+    "AsyncLocal", "Sequential", "LocalDouble", "Hogwild",
+]
 
 Mix = Literal["furthest", "sum"]
 _MIXES = ("furthest", "sum")
@@ -83,11 +89,26 @@ class GradientPlan:
 
 
 class Strategy(ABC):
-    """How gradients flow; turned into a :class:`GradientPlan` for a given K."""
+    """How gradients flow; turned into a :class:`GradientPlan` for a given K.
+
+    ``distributed``: whether :class:`~interlock.engines.DistributedEngine` runs it (the
+    strategies with an engine of their own run in one process only, for now).
+    """
+
+    distributed: ClassVar[bool] = True
 
     @abstractmethod
     def plan(self, num_components: int) -> GradientPlan:
         """The gradient plan for ``num_components`` components (raises ValueError if K does not fit)."""
+
+    def prepare(self, net: "ComponentNet") -> "ComponentNet":
+        """The network the engine trains: ``net`` itself, unless the strategy regroups its components."""
+        return net
+
+    def updates_per_component(self, num_components: int, total_steps: int) -> list[int] | None:
+        """How many updates each component makes in a run of ``total_steps`` steps (sizes the LR
+        schedules); None: every component updates at every step."""
+        return None
 
     @property
     def name(self) -> str:
@@ -154,3 +175,159 @@ class EndToEnd(Strategy):
     @property
     def name(self) -> str:
         return "end-to-end"
+
+
+# -- strategies that need an engine of their own (interlock.engines.replay, sequential, stale) ----------
+
+
+_SCHEDULES = ("random", "round_robin")
+
+
+@dataclass(frozen=True)
+class AsyncLocal(Strategy):
+    """Asynchronous DGL with replay buffers (Belilovsky et al. 2020, Alg. 2), simulated in one process.
+
+    The gradient flow is local learning's; what differs is *when* each component trains. Each
+    iteration draws one component j from a pmf (uniform, except ``slow_component`` whose
+    probability is divided by ``slowdown`` S, then renormalised); component 1 reads a fresh
+    batch, component j > 1 reads its input from the replay buffer B_{j-1} of ``buffer_size`` M
+    batches written by component j-1. ``schedule="round_robin"`` draws 1, 2, ..., K in turn
+    instead (with M = 1 that is synchronous ``Local()``, bit for bit). ``seed`` seeds the draws.
+    Run by :class:`interlock.engines.ReplayEngine`, which documents the buffer policy and quotas.
+    """
+
+    buffer_size: int = 1
+    slowdown: float = 1.0
+    slow_component: int = 1
+    schedule: Literal["random", "round_robin"] = "random"
+    seed: int = 0
+
+    distributed: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.buffer_size, bool) or not isinstance(self.buffer_size, int) or self.buffer_size < 1:
+            raise ValueError(f"buffer_size M={self.buffer_size!r}: use an integer M >= 1 (batches each replay buffer holds)")
+        if isinstance(self.slowdown, bool) or not isinstance(self.slowdown, (int, float)) or not 0 < self.slowdown < float("inf"):
+            raise ValueError(f"slowdown S={self.slowdown!r}: use a finite S > 0 (1 is no slow-down; 4 makes one component 4x slower)")
+        if isinstance(self.slow_component, bool) or not isinstance(self.slow_component, int) or self.slow_component < 1:
+            raise ValueError(f"slow_component={self.slow_component!r}: use a component number 1..K")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}: use one of {_SCHEDULES}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed={self.seed!r}: use an integer")
+
+    def plan(self, num_components: int) -> GradientPlan:
+        if self.slow_component > num_components:
+            raise ValueError(
+                f"slow_component={self.slow_component} is out of range for {num_components} components; "
+                f"use 1..{num_components}"
+            )
+        return Local().plan(num_components)
+
+    def pmf(self, num_components: int) -> tuple[float, ...]:
+        """p_k: uniform, except the slow component's weight divided by S; renormalised."""
+        self.plan(num_components)  # range check
+        w = [1.0] * num_components
+        w[self.slow_component - 1] /= float(self.slowdown)
+        total = sum(w)
+        return tuple(v / total for v in w)
+
+    @property
+    def name(self) -> str:
+        return "async-local"
+
+
+@dataclass(frozen=True)
+class Sequential(Strategy):
+    """Sequential greedy training (Belilovsky et al. 2019; DGL's Fig. 3 baseline).
+
+    Component 1 trains with its head for the first 1/K of the run's steps, is frozen, then
+    component 2 trains on component 1's outputs, and so on: stage k gets ``total_steps / K``
+    steps (earlier stages take the remainder). A frozen component runs in eval mode without
+    autograd: its parameters and BatchNorm statistics never move again. Run by
+    :class:`interlock.engines.SequentialEngine`.
+    """
+
+    distributed: ClassVar[bool] = False
+
+    def plan(self, num_components: int) -> GradientPlan:
+        return Local().plan(num_components)
+
+    def updates_per_component(self, num_components: int, total_steps: int) -> list[int]:
+        return stage_lengths(total_steps, num_components)
+
+    @property
+    def name(self) -> str:
+        return "sequential"
+
+
+def stage_lengths(total_steps: int, num_components: int) -> list[int]:
+    """Steps of each sequential stage: as equal as possible, earlier stages take the remainder."""
+    if total_steps < num_components:
+        raise ValueError(
+            f"sequential training of {num_components} components needs at least {num_components} steps "
+            f"(one stage each); got {total_steps}: raise steps or epochs"
+        )
+    base, extra = divmod(total_steps, num_components)
+    return [base + (1 if k < extra else 0) for k in range(num_components)]
+
+
+@dataclass(frozen=True)
+class LocalDouble(Strategy):
+    """1-wise double size (interlocking paper, Fig. 4 right): local learning with adjacent pairs merged.
+
+    Components (1, 2), (3, 4), ... become one component each (K -> ceil(K/2); an odd K leaves the
+    last component alone); a merged pair keeps the head of its upper member, the lower member's
+    head is dropped. The modules are the network's own, so training the merged network trains
+    them in place.
+    """
+
+    distributed: ClassVar[bool] = False
+
+    def plan(self, num_components: int) -> GradientPlan:
+        return Local().plan(num_components)
+
+    def prepare(self, net: "ComponentNet") -> "ComponentNet":
+        from .net import merge_adjacent
+
+        return merge_adjacent(net, 2)
+
+    @property
+    def name(self) -> str:
+        return "local-double"
+
+
+@dataclass(frozen=True)
+class Hogwild(Strategy):
+    """End-to-end gradients applied late, as in a pipeline that never waits (the papers' stale baseline).
+
+    Component k of K applies the gradient of batch t at step t + (K - k), to weights that moved
+    since batch t's forward pass; :func:`staleness` derives the delay. Run by
+    :class:`interlock.engines.StaleEngine`.
+    """
+
+    distributed: ClassVar[bool] = False
+
+    def plan(self, num_components: int) -> GradientPlan:
+        return EndToEnd().plan(num_components)
+
+    @property
+    def name(self) -> str:
+        return "hogwild"
+
+
+def staleness(num_components: int) -> tuple[int, ...]:
+    """d_k = K - k: how many steps late component k (1-based) applies a batch's gradient.
+
+    The pipeline that never waits, with the paper's time model (a forward and a backward each
+    take one time unit on a device; a device does one at a time): batch t enters component 1 at
+    time 2t, so its forward runs on component k at 2t + k - 1 and reaches the top at
+    2t + K - 1; the top computes its loss and backward at 2t + K; the gradient reaches component
+    k at 2t + 2K - k. Forwards on k fall at times of parity k - 1 and backwards at parity k, so
+    each device alternates forward and backward without waiting. By the time component k
+    applies batch t's gradient (2t + 2K - k) it has run the forwards of batches up to
+    t + K - k, and applied the gradients of batches up to t - 1; batch t + (K - k) is the next
+    forward, so the gradient of batch t lands at step t + (K - k): a delay of K - k updates.
+    The top component (k = K) is never late.
+    """
+    return tuple(num_components - 1 - k for k in range(num_components))

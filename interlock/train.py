@@ -23,11 +23,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import models
+from . import engines, heads, models
 from ._memory import release_free_memory
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import LRConfig, OptimConfig, TrainConfig, load_config
-from .engines import SimulatedEngine
+from .config import LossConfig, LRConfig, OptimConfig, TrainConfig, load_config
 from .metrics import MetricsWriter, atomic_write_text, read_metrics
 from .data.text import IGNORE_INDEX
 from .tasks import Task, build_task, resolve_data
@@ -112,20 +111,32 @@ def make_loss_fn(task: Task, label_smoothing: float) -> Callable:
 
 def build_net(config: TrainConfig, task: Task):
     torch.manual_seed(config.seed)  # the same weights on every rank and every engine
+    head_kw = None
+    if config.model.components > 1 and heads.takes(config.model.heads, "sim_weight"):  # PredSim's mixed loss
+        head_kw = {"sim_weight": config.loss.sim_weight}
+    elif config.loss.sim_weight != LossConfig().sim_weight:
+        raise ValueError(f"loss.sim_weight applies to heads with a similarity loss (model.heads=predsim); "
+                         f"model.heads={config.model.heads!r} has none: leave loss.sim_weight out")
     return models.create(
         config.model.name,
         components=config.model.components,
         heads=config.model.heads,
         partition=config.model.partition,
+        head_kw=head_kw,
         **{**task.model_kwargs, **config.model.kwargs},
     )
 
 
 def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
+    strategy = config.strategy_obj
+    # Each component's LR schedule spans the updates it makes (a sequential stage, or the whole run).
+    updates = strategy.updates_per_component(config.model.components, total_steps)
+    lr_scheduler = (make_lr_factory(config.lr, total_steps) if updates is None
+                    else [make_lr_factory(config.lr, n) for n in updates])
     kw = dict(
         optimizer=make_optimizer_factory(config.optim),
         loss_fn=make_loss_fn(task, config.label_smoothing),
-        lr_scheduler=make_lr_factory(config.lr, total_steps),
+        lr_scheduler=lr_scheduler,
         loss_weights=config.loss_weights,
         rng_seed=config.seed,  # dropout masks depend on (seed, step, component) only: resumable, engine-independent
         record=True,  # action timings: per-component busy/wait/comm time, traces, predicted K-device time
@@ -133,8 +144,8 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
     if config.engine == "distributed":
         from .engines.distributed import DistributedEngine
 
-        return DistributedEngine(net, config.strategy_obj, device=config.device, timeout_s=config.dist_timeout_s, **kw)
-    return SimulatedEngine(net.to(config.device), config.strategy_obj, **kw)
+        return DistributedEngine(net, strategy, device=config.device, timeout_s=config.dist_timeout_s, **kw)
+    return engines.create(net.to(config.device), strategy, total_steps=total_steps, **kw)
 
 
 # Evaluation runs each batch through the network in chunks (data.eval_chunk; 0 picks these).
@@ -371,12 +382,15 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         save_checkpoint(run_dir, engine, meta)
         saved_step = step
 
-    def check_losses(losses: list[float], step: int) -> None:
-        """Stop on a NaN/inf loss, or on a finite one ``divergence_ratio`` times its first-step value."""
+    def check_losses(losses: list[float], step: int, updated: list[bool] | None) -> None:
+        """Stop on a NaN/inf loss, or on a finite one ``divergence_ratio`` times its first-step value.
+
+        ``updated``: which components trained this step (None: all); the others have no loss.
+        """
         ratio = config.divergence_ratio
         for k in engine.local_components:
             value = losses[k]
-            if engine.net.heads[k] is None:
+            if engine.net.heads[k] is None or (updated is not None and not updated[k]):
                 continue
             if not math.isfinite(value):
                 raise TrainingDiverged(
@@ -395,6 +409,14 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                 )
 
     step = start
+
+    def more() -> bool:
+        """Whether to train another step. An engine whose components train at their own pace (async DGL)
+        may need batches past total_steps until every component has made its quota (``wants_more``)."""
+        if stop_after is not None and step >= stop_after:
+            return False
+        return step < total_steps or getattr(engine, "wants_more", False)
+
     last_eval: dict = {}
     window_losses: list[list[float]] = []
     window_records: list = []
@@ -402,7 +424,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
     # Step time is wall time per training step, data loading included, evaluation and checkpoints excluded.
     window_time, window_steps, train_time = 0.0, 0, 0.0
     end = total_steps if stop_after is None else min(total_steps, stop_after)
-    while step < end:
+    while more():
         epoch, offset = divmod(step, task.steps_per_epoch)
         tick = time.perf_counter()
         for x, y in task.train_batches(epoch=epoch, start_step=offset):
@@ -415,7 +437,11 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                 # Every component's loss before any update: the yardstick of divergence (saved
                 # with each checkpoint, so a resumed run keeps it). One collective, once.
                 first_losses = engine.gather_losses(list(result.losses))
-            check_losses(result.losses, step + 1)
+            elif result.updated is not None and any(not math.isfinite(v) for v in first_losses):
+                # Components that train at their own pace (async DGL) set theirs at their first update.
+                first_losses = [result.losses[k] if not math.isfinite(v) and result.updated[k] else v
+                                for k, v in enumerate(first_losses)]
+            check_losses(result.losses, step + 1, result.updated)
             window_losses.append(result.losses)
             window_records.extend(result.records)
             if config.trace_steps and start + 1 <= step < start + 1 + config.trace_steps:  # (the first step warms up)
@@ -424,7 +450,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                     _write_trace(engine, traced, run_dir, title=f"{config.strategy}, K={K}, steps {start + 2}..{step + 1}")
             step += 1
             window_steps += 1
-            if step % config.log_every == 0 or step == end:
+            if step % config.log_every == 0 or not more():
                 losses = engine.gather_losses(list(torch.tensor(window_losses).nanmean(0).tolist()))
                 row = {"kind": "train", "step": step, "total_steps": total_steps, "epoch": step / task.steps_per_epoch,
                        "step_time_s": window_time / window_steps, "samples_per_s": window_steps * y.shape[0] / window_time,
@@ -434,16 +460,19 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                     # What K devices would need per step: the critical path of this window's measured actions.
                     row["predicted_parallel_step_time_s"] = engine.predicted_time(window_records).makespan_s / window_steps
                 row.update({f"loss_{k + 1}": v for k, v in enumerate(losses)})
+                if hasattr(engine, "counters"):  # e.g. async DGL's updates per component and skipped draws
+                    row.update(engine.counters())
                 emit(row)
                 window_losses, window_records, window_time, window_steps = [], [], 0.0, 0
             if config.eval_every and step % config.eval_every == 0 and step < total_steps:
                 last_eval = do_eval(step, final=False)
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < end:
                 do_checkpoint(step)
-            if step >= end:
+            if not more():
                 break
             tick = time.perf_counter()
-    if step >= total_steps:  # (stop_after ends a run early as a crash would: no final checkpoint)
+    # (stop_after ends a run early as a crash would: no final checkpoint)
+    if step >= total_steps and not getattr(engine, "wants_more", False):
         last_eval = do_eval(step, final=True)
         do_checkpoint(step)
     if metrics is not None:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import schedule as S
+from .heads._registry import local_loss
 from .transport import Transport
 
 __all__ = ["ComponentWorker", "ActionRecord"]
@@ -147,7 +148,7 @@ class ComponentWorker:
         st = self._state
         h_in = st.a_out.detach().requires_grad_(action.stream)
         with self._rng(st.step, salt=1):
-            loss = self.loss_fn(self.head(h_in), st.y)
+            loss = local_loss(self.head, h_in, st.y, self.loss_fn)  # loss_fn(head(h), y) unless the head owns its loss
         st.loss = loss.detach()
         inputs = self._head_params + ([h_in] if action.stream else [])
         if inputs and loss.requires_grad:

@@ -29,6 +29,9 @@ CASES = [
     ("cnn", (16, 8, 8), {}),
     ("cnn", (6, 5, 7), {"convs": 1}),
     ("transformer", (6, 16), {"n_head": 4}),
+    ("pred", (16, 8, 8), {"zero_init": False}),  # (zero-initialised, no gradient would reach the input)
+    ("predsim", (16, 8, 8), {}),
+    ("predsim", (4, 6, 6), {"max_features": 36, "sim_weight": 0.5, "zero_init": False}),
 ]
 
 
@@ -48,7 +51,8 @@ def test_every_head_maps_its_input_and_every_parameter_trains(name, in_shape, kw
     tokens = len(in_shape) == 2
     assert out.shape == ((B, in_shape[0], classes) if tokens else (B, classes))
     y = torch.randint(0, classes, out.shape[:-1])
-    loss = F.cross_entropy(out.reshape(-1, classes), y.reshape(-1))
+    # The head's local loss: cross-entropy, or the loss the head owns (PredSim's mixed loss).
+    loss = heads.local_loss(head, x, y, lambda o, t: F.cross_entropy(o.reshape(-1, classes), t.reshape(-1)))
     params = dict(head.named_parameters())
     grads = torch.autograd.grad(loss, [x, *params.values()])
     assert grads[0].abs().sum() > 0, "no gradient reaches the head's input"

@@ -22,11 +22,17 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], object]
 
 @dataclass(frozen=True)
 class StepResult:
-    """What one training step returns. ``losses[k]`` is L_{k+1} (unweighted; NaN where component k+1 has no head)."""
+    """What one training step returns. ``losses[k]`` is L_{k+1} (unweighted; NaN where component k+1 has no head).
+
+    ``updated[k]``: whether component k+1 trained in this step (None: every component did). Engines
+    whose components train at their own pace (async DGL, sequential greedy) report NaN losses for
+    components that did not train; the training loop checks only the losses of those that did.
+    """
 
     step: int
     losses: list[float]
     records: list[ActionRecord] = field(default_factory=list)  # every action's timing, all components
+    updated: list[bool] | None = None
 
 
 @dataclass(frozen=True)

@@ -326,6 +326,8 @@ class DistributedEngine(RankEngine):
             raise ValueError(f"net must be an interlock.ComponentNet, got {type(net).__name__}")
         if not isinstance(strategy, Strategy):
             raise ValueError(f"strategy must be an interlock strategy (EndToEnd(), Interlocking(n), Local()), got {strategy!r}")
+        if not strategy.distributed:
+            raise ValueError(f"{strategy.name} runs in one process only for now; use the simulated engine (engine=simulated)")
         K = net.num_components
         self.strategy = strategy
         self.plan = strategy.plan(K)

@@ -55,6 +55,7 @@ class SimulatedEngine:
             raise ValueError(f"net must be an interlock.ComponentNet, got {type(net).__name__}")
         if not isinstance(strategy, Strategy):
             raise ValueError(f"strategy must be an interlock strategy (EndToEnd(), Interlocking(n), Local()), got {strategy!r}")
+        net = strategy.prepare(net)  # the network itself, unless the strategy regroups components (LocalDouble)
         self.net = net
         self.strategy = strategy
         self.plan = strategy.plan(net.num_components)

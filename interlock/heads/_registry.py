@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-__all__ = ["register", "names", "create", "image_shape", "token_shape", "check_options", "positive_int"]
+__all__ = ["register", "names", "create", "takes", "local_loss", "image_shape", "token_shape", "check_options", "positive_int"]
 
 HeadBuilder = Callable[..., nn.Module]
 _HEADS: dict[str, HeadBuilder] = {}
@@ -46,6 +46,21 @@ def create(name: str, *, in_shape: Sequence[int], num_classes: int, **kw) -> nn.
     positive_int(num_classes, "num_classes", f"head {name!r}")
     check_options(builder, kw, f"head {name!r}", reserved=("in_shape", "num_classes"))
     return builder(in_shape=shape, num_classes=num_classes, **kw)
+
+
+def takes(name: str, option: str) -> bool:
+    """Whether head ``name``'s builder accepts keyword ``option`` (e.g. predsim's sim_weight)."""
+    if name not in _HEADS:
+        raise ValueError(f"unknown head {name!r}; known heads: {', '.join(names())}")
+    params = inspect.signature(_HEADS[name]).parameters
+    return option in params and params[option].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def local_loss(head: nn.Module, h, y, loss_fn):
+    """L_k of ``head`` on the component output ``h``: the head's own ``local_loss(h, y, loss_fn)`` if it
+    has one (PredSim's mixed loss), else ``loss_fn(head(h), y)``."""
+    own = getattr(head, "local_loss", None)
+    return own(h, y, loss_fn) if own is not None else loss_fn(head(h), y)
 
 
 def check_options(builder: Callable, kw: dict, what: str, *, reserved: Sequence[str] = ()) -> None:
