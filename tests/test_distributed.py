@@ -355,7 +355,7 @@ def test_sigterm_stops_every_rank_keeps_the_newest_checkpoint_and_no_run_is_cut_
     timeout_s = 4
     cmd = [sys.executable, "-m", "interlock", "train", "--quiet", "--engine", "distributed", "--strategy", "local",
            "--steps", "100000", "--run-dir", str(run_dir), "data.name=digits", "data.batch_size=32",
-           "data.eval_batch_size=200", "model.components=2", "threads=1", "log_every=5", "checkpoint_every=10",
+           "data.eval_batch_size=200", "model.name=toy_cnn_strided", "model.components=2", "threads=1", "log_every=5", "checkpoint_every=10",
            f"dist_timeout_s={timeout_s}"]
     launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ranks = set()
@@ -396,7 +396,7 @@ def test_a_rank_failing_while_its_peers_train_is_reported_at_once_with_its_own_e
     from interlock.config import load_config
     from interlock.train import TrainingDiverged
 
-    cfg = load_config(None, ["data.name=digits", "data.batch_size=32", "model.components=2", "strategy=local",
+    cfg = load_config(None, ["data.name=digits", "data.batch_size=32", "model.name=toy_cnn_strided", "model.components=2", "strategy=local",
                              "steps=200", "log_every=5", "engine=distributed", "dist_timeout_s=60", "threads=1",
                              f"run_dir={tmp_path / 'run'}"])
     start = time.monotonic()
