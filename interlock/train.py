@@ -437,9 +437,10 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                 # Every component's loss before any update: the yardstick of divergence (saved
                 # with each checkpoint, so a resumed run keeps it). One collective, once.
                 first_losses = engine.gather_losses(list(result.losses))
-            elif result.updated is not None and any(not math.isfinite(v) for v in first_losses):
-                # Components that train at their own pace (async DGL) set theirs at their first update.
-                first_losses = [result.losses[k] if not math.isfinite(v) and result.updated[k] else v
+            elif result.updated is not None and any(v is None or not math.isfinite(v) for v in first_losses):
+                # Components that train at their own pace (async DGL, sequential stages) set theirs at
+                # their first update (None: a NaN saved in a checkpoint).
+                first_losses = [result.losses[k] if (v is None or not math.isfinite(v)) and result.updated[k] else v
                                 for k, v in enumerate(first_losses)]
             check_losses(result.losses, step + 1, result.updated)
             window_losses.append(result.losses)
