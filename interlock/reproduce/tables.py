@@ -99,7 +99,8 @@ def ordering_verdict(diffs: list[tuple[str, float, float]], *, what: str, seeds:
         return f"not confirmed: {what} fails where the difference exceeds its margin ({shown}){caveat}"
     if len(better) == len(diffs):
         return f"confirmed: {what} ({shown}){caveat}"
-    return f"inconclusive: {what} holds nowhere by more than the margin at every point ({shown}){caveat}"
+    return (f"inconclusive: {what} is shown beyond its margin at {len(better)} of {len(diffs)} points and "
+            f"contradicted at none ({shown}){caveat}")
 
 
 # -- helpers for the judges -----------------------------------------------------------------
