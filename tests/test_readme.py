@@ -35,7 +35,7 @@ def test_the_main_jobs_time_says_what_machine_it_was_measured_on():
     intro = " ".join(intro.split())
     assert "about 5 minutes" not in intro
     assert re.search(r"\d+ min \d+ s on an otherwise idle machine with 2 CPU cores", intro)
-    assert re.search(r"[\d.]+ minutes when those 2 cores were shared", intro)
+    assert "slower when" in intro  # and that a shared machine takes longer
 
 
 def test_the_readme_documents_the_options_and_behaviours_of_issue_11():
