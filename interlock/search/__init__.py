@@ -8,6 +8,6 @@ auxiliary head each component gets; its output is an ordinary interlock config.
     run.py         the whole search with checkpoints (``interlock search``)
 """
 
-from .relax import CANDIDATES, SearchSpace, gates, scale_grad
+from .relax import CANDIDATES, Relaxed, SearchSpace, gates, mixed_gradients
 
-__all__ = ["SearchSpace", "gates", "scale_grad", "CANDIDATES"]
+__all__ = ["SearchSpace", "Relaxed", "gates", "mixed_gradients", "CANDIDATES"]

@@ -12,14 +12,18 @@ The error gradient entering block l's output h_l is (Eq. 4), recursively from th
 
     delta_l = w_l * dL_l/dh_l + s_l * J_{l+1}^T delta_{l+1},    delta_L = dL_L/dh_L,
 
-so gates (1, 0) everywhere give local (greedy block-wise) learning, (0, 1) end-to-end backprop,
-and anything else an affine mix. Each block's forward runs once: the mix is made by scaling
-gradients, not by running blocks twice. The surrogate loss of :meth:`SearchSpace.forward` has
-exactly these gradients w.r.t. the blocks' weights, and the heads' weights get their own
-loss's gradient, unscaled (the interlock contract: grad phi_l = dL_l/dphi_l). The authors' code
-gets the same block gradients by weighting the losses and then dividing each block's gradient
-by a product of gates, and compensates the heads' scaling by rescaling their input and
-output; scaling the gradient where it crosses a boundary needs neither.
+and block l's weights get J_l^T delta_l: gates (1, 0) everywhere give local (greedy block-wise)
+learning, (0, 1) end-to-end backprop, anything else the exact affine mix. A head's weights get
+their own loss's gradient, unscaled (the interlock contract: grad phi_l = dL_l/dphi_l).
+
+:func:`mixed_gradients` computes exactly this recursion, one vector-Jacobian product per block
+and head over the graph of a single forward pass (each block's forward runs once). Why not a
+cheaper trick: scaling the gradient where it crosses a boundary (``d + s * (h - d)`` with d =
+h.detach(), or an autograd.Function) gives the right first-order gradients but makes autograd
+believe the activation above the boundary moves s times as fast as h does, so the second-order
+terms the bilevel step needs come out wrong. The authors' code weights the losses by products
+of gates and divides each block's gradient by such a product, which is exact but divides by
+numbers that underflow in deep networks (and by zero for gates (1, 0)); the recursion needs neither.
 
 Everything is differentiable w.r.t. the gates, so the bilevel step can differentiate through
 the weight updates (see bilevel.py). Gates are passed in as probabilities; the search
@@ -29,6 +33,7 @@ parameterises them by softmax (:func:`gates`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -39,22 +44,19 @@ from ..flops import profile_blocks
 from ..models import build
 from ..models._registry import Network
 
-__all__ = ["SearchSpace", "scale_grad", "gates", "CANDIDATES"]
+__all__ = ["SearchSpace", "Relaxed", "mixed_gradients", "gates", "CANDIDATES"]
 
 CANDIDATES = ("aux1", "aux2", "aux3", "aux4")  # the paper's candidate heads (decoder depths 1..4)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def scale_grad(h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``h`` in the forward pass; its gradient times ``scale`` in the backward pass.
+@dataclass
+class Relaxed:
+    """One relaxed forward pass: the activations and every head's loss, all in one autograd graph."""
 
-    h.detach() + scale * (h - h.detach()) is h exactly (h - h is an exact zero), its gradient
-    w.r.t. h is scale * grad, and it stays differentiable w.r.t. scale (second order included),
-    unlike a hook. Its first-order gradient w.r.t. scale is zero: the forward does not depend on it.
-    """
-    d = h.detach()
-    return d + scale * (h - d)
+    hs: list[torch.Tensor]  # x, then the output of each block: L + 1 tensors
+    losses: list[torch.Tensor]  # L_1..L_{L-1} of the mixed auxiliary heads, then the final loss L_L
 
 
 def gates(alpha: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,8 +68,8 @@ class SearchSpace(nn.Module):
     """L blocks, M candidate heads after each of blocks 1..L-1, and the final head.
 
     ``space(x)``: the network's prediction (blocks, then the final head; no auxiliary head runs).
-    ``space(x, y, signal=..., head_weights=..., loss_fn=...)``: (surrogate, losses) of the relaxed
-    network; see the module docstring. Both are plain ``forward`` calls, so
+    ``space(x, y, head_weights=..., loss_fn=...)``: the :class:`Relaxed` pass (Eq. 3's mixed heads),
+    for :func:`mixed_gradients`. Both are plain ``forward`` calls, so
     ``torch.func.functional_call(space, state, ...)`` runs either on any weights.
     """
 
@@ -122,27 +124,69 @@ class SearchSpace(nn.Module):
     def num_heads(self) -> int:
         return len(self.head_names)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *, signal: torch.Tensor | None = None,
-                head_weights: torch.Tensor | None = None, loss_fn: LossFn | None = None):
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *, head_weights: torch.Tensor | None = None,
+                loss_fn: LossFn | None = None):
         if y is None:
             for block in self.blocks:
                 x = block(x)
             return self.final_head(x)
         L = self.num_blocks
-        if signal is None or head_weights is None or loss_fn is None:
-            raise ValueError("the relaxed forward needs signal (L-1, 2), head_weights (L-1, M) and loss_fn")
-        if tuple(signal.shape) != (L - 1, 2) or tuple(head_weights.shape) != (L - 1, self.num_heads):
-            raise ValueError(f"signal {tuple(signal.shape)} and head_weights {tuple(head_weights.shape)}: "
-                             f"expected ({L - 1}, 2) and ({L - 1}, {self.num_heads}) for {L} blocks and {self.num_heads} heads")
-        losses = []
-        h = x
+        if head_weights is None or loss_fn is None:
+            raise ValueError("the relaxed forward needs head_weights (L-1, M) and loss_fn")
+        if tuple(head_weights.shape) != (L - 1, self.num_heads):
+            raise ValueError(f"head_weights {tuple(head_weights.shape)}: expected ({L - 1}, {self.num_heads}) "
+                             f"for {L} blocks and {self.num_heads} candidate heads")
+        hs, losses = [x], []
         for l, block in enumerate(self.blocks):
-            h = block(h)
-            if l == L - 1:
-                break
-            own = scale_grad(h, signal[l, 0])  # the local loss's share of delta_l
-            mixed = sum(head_weights[l, m] * c(own) for m, c in enumerate(self.candidates[l]))  # Eq. 3
-            losses.append(loss_fn(mixed, y))
-            h = scale_grad(h, signal[l, 1])  # the share of delta_l that comes from block l+1
-        losses.append(loss_fn(self.final_head(h), y))
-        return sum(losses), torch.stack([l.detach() for l in losses])
+            hs.append(block(hs[-1]))
+            if l < L - 1:
+                mixed = sum(head_weights[l, m] * c(hs[-1]) for m, c in enumerate(self.candidates[l]))  # Eq. 3
+                losses.append(loss_fn(mixed, y))
+        losses.append(loss_fn(self.final_head(hs[-1]), y))
+        return Relaxed(hs, losses)
+
+
+def mixed_gradients(out: Relaxed, params: dict[str, torch.Tensor], signal: torch.Tensor, *,
+                    create_graph: bool) -> dict[str, torch.Tensor]:
+    """Eq. 4's gradient of every tensor in ``params`` (named as in ``SearchSpace.named_parameters``).
+
+    ``signal`` (L-1, 2): the gates (w_l, s_l). ``create_graph``: keep the gradients differentiable
+    (w.r.t. the gates, the head weights and the parameters) for the bilevel step.
+    """
+    L = len(out.hs) - 1
+    if tuple(signal.shape) != (L - 1, 2):
+        raise ValueError(f"signal {tuple(signal.shape)}: expected ({L - 1}, 2) for {L} blocks")
+    groups: dict[str, list[str]] = {}
+    for name in params:
+        parts = name.split(".")
+        key = "final_head" if parts[0] == "final_head" else ".".join(parts[:2])  # blocks.l, candidates.l
+        groups.setdefault(key, []).append(name)
+    grads: dict[str, torch.Tensor] = {}
+
+    def vjp(output: torch.Tensor, key: str, wrt: torch.Tensor | None, grad_output: torch.Tensor | None = None):
+        """Gradients of ``output`` (weighted by grad_output) w.r.t. group ``key``'s params (stored)
+        and w.r.t. ``wrt`` (returned)."""
+        names = groups.get(key, [])
+        wrt = wrt if wrt is not None and wrt.requires_grad else None  # e.g. the input x, or what parameterless blocks made of it
+        inputs = [params[n] for n in names] + ([wrt] if wrt is not None else [])
+        if not inputs:
+            return None
+        gs = torch.autograd.grad(output, inputs, grad_outputs=grad_output, retain_graph=True, create_graph=create_graph,
+                                 allow_unused=True)
+        for n, g in zip(names, gs):
+            grads[n] = torch.zeros_like(params[n]) if g is None else g
+        if wrt is None:
+            return None
+        return torch.zeros_like(wrt) if gs[-1] is None else gs[-1]
+
+    delta = vjp(out.losses[-1], "final_head", out.hs[L])  # delta_L = dL_L / dh_L
+    for l in range(L - 1, -1, -1):  # block l maps hs[l] to hs[l + 1]
+        below = out.hs[l] if l > 0 else None
+        from_above = vjp(out.hs[l + 1], f"blocks.{l}", below, delta)  # J_l^T delta_l
+        if l == 0:
+            break
+        own = vjp(out.losses[l - 1], f"candidates.{l - 1}", out.hs[l])  # dL_l / dh_l (head after block l-1)
+        delta = signal[l - 1, 0] * own + signal[l - 1, 1] * from_above  # Eq. 4
+    for name in params:  # parameters no loss reaches (none in a well-formed space)
+        grads.setdefault(name, torch.zeros_like(params[name]))
+    return grads
