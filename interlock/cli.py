@@ -1,4 +1,4 @@
-"""Command line: ``interlock train`` and ``interlock compare`` (also ``python -m interlock``)."""
+"""Command line: ``interlock train``, ``compare``, ``search``, ``reproduce``, ``heads`` (also ``python -m interlock``)."""
 
 from __future__ import annotations
 
@@ -357,6 +357,56 @@ def cmd_heads(args) -> int:
     return 0
 
 
+class SearchProgress:
+    """One status line per logged search row (pretraining, then meta steps)."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream, self.tty, self.t0 = stream, stream.isatty(), time.perf_counter()
+
+    def __call__(self, row: dict) -> None:
+        what = (f"meta loss {row['meta_loss']:.3f} | val err {100 * row['val_error']:.1f}% | own-loss weight "
+                f"{row['local_weight_mean']:.3f}" if row["kind"] == "meta" else
+                f"loss {row['loss_final']:.3f}" + (f" | val err {100 * row['val_error']:.1f}%" if "val_error" in row else ""))
+        text = (f"search {row['kind']} {row['step']}/{row['total']} | {what} | {row['step_time_s']:.2f} s/step "
+                f"| {time.perf_counter() - self.t0:.0f}s")
+        self.stream.write(("\r" + text.ljust(110)[:160]) if self.tty else text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def cmd_search(args) -> int:
+    """SEDONA: pretrain into the weight memory, search alpha and beta, write the discretised configs."""
+    from .search.run import run_search
+
+    if args.list_options:
+        return _list_options()
+    components = sorted({int(k) for item in args.components for k in str(item).split(",") if k.strip()})
+    if args.resume:
+        run_dir = args.run_dir or (args.config if args.config and Path(args.config).is_dir() else None)
+        if run_dir is None:
+            raise ValueError("--resume needs the search to continue: --run-dir DIR")
+        saved = Path(run_dir) / "config.json"
+        if not saved.exists():
+            raise FileNotFoundError(f"--resume: {saved} does not exist; start the search without --resume")
+        config = load_config(saved, [o for o in args.overrides if "=" in o])
+    else:
+        config = _config(args)
+    progress = None if args.quiet else SearchProgress()
+    try:
+        result = run_search(config, components=components, resume=args.resume, on_row=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    run_dir = Path(config.run_dir)
+    print(json.dumps({"run_dir": str(run_dir), "search": str(run_dir / "search.json"),
+                      "configs": {K: str(run_dir / f"config-K{K}.json") for K in components},
+                      "decisions": result.get("decisions", {})}))
+    return 0
+
+
 def cmd_reproduce(args) -> int:
     """Train every run one paper table needs (reusing identical finished runs) and write its report."""
     from .reproduce import names, reproduce
@@ -407,6 +457,14 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp.add_argument("--rerun", action="store_true",
                        help="move run directories of another config aside (renamed *.replaced-<time>) and train them anew")
     p_cmp.set_defaults(fn=cmd_compare)
+    p_search = sub.add_parser("search", help="SEDONA: search where to cut the model and which head each component gets",
+                              epilog="Options: the search.* section (interlock search --list-options); presets "
+                                     "sedona-search (the paper's values) and sedona-search-cpu (minutes on a CPU).")
+    _common(p_search)
+    p_search.add_argument("--components", action="append", default=[], metavar="K",
+                          help="write the discretised config for K components (repeat, or K1,K2,...): config-K<K>.json")
+    p_search.add_argument("--resume", action="store_true", help="continue the search in --run-dir from its checkpoint")
+    p_search.set_defaults(fn=cmd_search)
     p_rep = sub.add_parser("reproduce", help="train everything one paper table or figure needs; write a report with a verdict")
     p_rep.add_argument("table", nargs="?", help="which table (interlock reproduce --list)")
     p_rep.add_argument("--list", action="store_true", help="list the tables that can be reproduced")

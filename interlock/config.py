@@ -24,6 +24,7 @@ __all__ = [
     "LRConfig",
     "ReplayConfig",
     "LossConfig",
+    "SearchConfig",
     "TrainConfig",
     "parse_strategy",
     "load_config",
@@ -69,13 +70,38 @@ def _check(cond: bool, msg: str) -> None:
 class ModelConfig:
     name: str = "toy_cnn"  # a registered model (interlock heads lists them; e.g. toy_cnn, resnet20, gpt)
     components: int = 6  # K: how many components the network is cut into
-    heads: str = "linear"  # auxiliary head for every non-final component (see interlock.heads)
-    partition: str = "uniform"  # uniform | params | flops
+    heads: str | list[str] = "linear"  # auxiliary head for every non-final component, or a list of K-1 names (see interlock.heads)
+    partition: str | list[int] = "uniform"  # uniform | params | flops, or a list of K-1 block indices to cut before (the search writes one)
     kwargs: dict = field(default_factory=dict)  # passed to the model builder (width=..., n_layer=...)
+    head_kw: dict = field(default_factory=dict)  # options for every auxiliary head (e.g. width=0.25 for aux1..aux4)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.components, int) and self.components >= 1, f"model.components={self.components!r}: use an integer >= 1")
-        _check(self.partition in ("uniform", "params", "flops"), f"model.partition={self.partition!r}: use uniform, params or flops")
+        K1 = self.components - 1
+        if isinstance(self.partition, int) and not isinstance(self.partition, bool):  # model.partition=3 with K = 2
+            self.partition = [self.partition]
+        if isinstance(self.partition, str):
+            _check(self.partition in ("uniform", "params", "flops"),
+                   f"model.partition={self.partition!r}: use uniform, params, flops or a list of {K1} cut indices")
+        else:
+            cuts = list(self.partition) if isinstance(self.partition, (list, tuple)) else None
+            _check(cuts is not None and len(cuts) == K1 and all(isinstance(c, int) and not isinstance(c, bool) for c in cuts)
+                   and all(a < b for a, b in zip([0, *cuts], cuts)),
+                   f"model.partition={self.partition!r}: give {K1} strictly increasing positive block indices "
+                   f"(component k starts at block cuts[k-1]), one per boundary of model.components={self.components}")
+            self.partition = cuts
+        if not isinstance(self.heads, str):
+            names = list(self.heads) if isinstance(self.heads, (list, tuple)) else None
+            _check(names is not None and len(names) == K1 and all(isinstance(h, str) for h in names),
+                   f"model.heads={self.heads!r}: give one head name for every auxiliary component, or a list of {K1} names "
+                   f"(one per component 1..{K1})")
+            self.heads = names
+        _check(isinstance(self.head_kw, dict), f"model.head_kw={self.head_kw!r}: give a dict of head options, e.g. {{\"width\": 0.25}}")
+
+    @property
+    def head_names(self) -> list[str]:
+        """The distinct auxiliary head names this model uses."""
+        return [self.heads] if isinstance(self.heads, str) else sorted(set(self.heads))
 
 
 @dataclass
@@ -191,6 +217,47 @@ class LossConfig:
 
 
 @dataclass
+class SearchConfig:
+    """SEDONA's search (``interlock search``; see interlock/search/). The inner weight updates use
+    optim (SGD only) and lr, their schedule spanning pretrain_steps; the loss uses label_smoothing."""
+
+    heads: tuple[str, ...] = ("aux1", "aux2", "aux3", "aux4")  # candidate auxiliary heads (beta has one entry per name)
+    inner_steps: int = 5  # T: differentiable weight updates per meta step
+    memory_size: int = 50  # N: snapshots in the weight memory
+    pretrain_steps: int = 40000  # weight updates with alpha = beta = 0 before the search; also the inner LR schedule's length
+    snapshot_every: int = 0  # pretraining steps between snapshot candidates (0: pretrain_steps // 500, as the authors' code)
+    meta_steps: int = 2000  # outer (alpha, beta) updates
+    meta_lr: float = 0.01  # Adam's learning rate for alpha and beta
+    meta_betas: tuple[float, float] = (0.5, 0.999)  # Adam's betas (the authors' code)
+    meta_weight_decay: float = 1e-6  # Adam's L2 penalty on alpha and beta
+    val_fraction: float = 0.4  # of the training split held out for the meta-loss and the snapshots' ranking
+    val_batch_size: int = 1024  # validation examples per meta-loss batch
+    val_batches: int = 1  # validation batches per meta-loss, and ranking a snapshot
+    log_every: int = 10  # meta steps between progress rows
+    checkpoint_every: int = 100  # meta (and pretraining) steps between checkpoints (0: only at the end of each phase)
+
+    def __post_init__(self) -> None:
+        self.heads = tuple(self.heads) if isinstance(self.heads, (list, tuple)) else (self.heads,)
+        _check(len(self.heads) >= 1 and all(isinstance(h, str) for h in self.heads) and len(set(self.heads)) == len(self.heads),
+               f"search.heads={self.heads!r}: give distinct registered head names, e.g. aux1,aux2,aux3,aux4")
+        for name in ("inner_steps", "memory_size", "pretrain_steps", "meta_steps", "val_batch_size", "val_batches", "log_every"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"search.{name}={v!r}: use an integer >= 1")
+        for name in ("snapshot_every", "checkpoint_every"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"search.{name}={v!r}: use an integer >= 0")
+        _check(self.meta_lr > 0 and math.isfinite(self.meta_lr), f"search.meta_lr={self.meta_lr}: use a positive learning rate")
+        self.meta_betas = tuple(self.meta_betas)
+        _check(len(self.meta_betas) == 2 and all(0 <= b < 1 for b in self.meta_betas), f"search.meta_betas={self.meta_betas}: use two numbers in [0, 1)")
+        _check(self.meta_weight_decay >= 0, f"search.meta_weight_decay={self.meta_weight_decay}: use >= 0")
+        _check(0 < self.val_fraction < 1, f"search.val_fraction={self.val_fraction}: use a fraction in (0, 1) of the training split")
+
+    @property
+    def snapshot_interval(self) -> int:
+        return self.snapshot_every or max(1, self.pretrain_steps // 500)
+
+
+@dataclass
 class TrainConfig:
     preset: str = ""  # a paper's training settings laid under this config (see interlock/presets.py)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -199,6 +266,7 @@ class TrainConfig:
     lr: LRConfig = field(default_factory=LRConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)  # async-local's options
     loss: LossConfig = field(default_factory=LossConfig)  # how a head's loss is formed (PredSim's mix)
+    search: SearchConfig = field(default_factory=SearchConfig)  # SEDONA's search (interlock search only)
     strategy: str = "2-wise"  # end-to-end, local, <n>-wise, <n>-wise-sum, async-local, sequential, local-double, hogwild
     loss_weights: tuple[float, ...] | None = None  # w_k scaling each component's loss, one per component
     label_smoothing: float = 0.0  # of the cross-entropy of every head
@@ -280,7 +348,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "lr": LRConfig, "replay": ReplayConfig,
-             "loss": LossConfig}
+             "loss": LossConfig, "search": SearchConfig}
 
 
 def describe_options() -> list[tuple[str, str, str, str]]:

@@ -39,7 +39,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and k != "kwargs":
+        if isinstance(v, dict) and k not in ("kwargs", "head_kw"):  # option dicts compare as one value
             out.update(_flatten(v, key + "."))
         else:
             out[key] = v

@@ -111,9 +111,9 @@ def make_loss_fn(task: Task, label_smoothing: float) -> Callable:
 
 def build_net(config: TrainConfig, task: Task):
     torch.manual_seed(config.seed)  # the same weights on every rank and every engine
-    head_kw = None
-    if config.model.components > 1 and heads.takes(config.model.heads, "sim_weight"):  # PredSim's mixed loss
-        head_kw = {"sim_weight": config.loss.sim_weight}
+    head_kw = dict(config.model.head_kw)
+    if config.model.components > 1 and any(heads.takes(h, "sim_weight") for h in config.model.head_names):  # PredSim's mixed loss
+        head_kw["sim_weight"] = config.loss.sim_weight
     elif config.loss.sim_weight != LossConfig().sim_weight:
         raise ValueError(f"loss.sim_weight applies to heads with a similarity loss (model.heads=predsim); "
                          f"model.heads={config.model.heads!r} has none: leave loss.sim_weight out")

@@ -29,6 +29,10 @@ CASES = [
     ("cnn", (16, 8, 8), {}),
     ("cnn", (6, 5, 7), {"convs": 1}),
     ("transformer", (6, 16), {"n_head": 4}),
+    ("aux1", (16, 8, 8), {}),
+    ("aux2", (16, 8, 8), {"width": 0.5}),
+    ("aux3", (8, 8, 8), {"final_width": 16}),
+    ("aux4", (6, 5, 7), {"expand": 1}),
     ("pred", (16, 8, 8), {"zero_init": False}),  # (zero-initialised, no gradient would reach the input)
     ("predsim", (16, 8, 8), {}),
     ("predsim", (4, 6, 6), {"max_features": 36, "sim_weight": 0.5, "zero_init": False}),
@@ -37,7 +41,7 @@ CASES = [
 
 def test_cases_cover_every_registered_head():
     assert {name for name, _, _ in CASES} == set(heads.names())
-    with pytest.raises(ValueError, match=r"unknown head 'mlp-sr'; known heads: cnn, conv, conv_uniform, linear, mlp, mlp_sr"):
+    with pytest.raises(ValueError, match=r"unknown head 'mlp-sr'; known heads: aux1, aux2, aux3, aux4, cnn, conv, conv_uniform, linear, mlp, mlp_sr"):
         heads.create("mlp-sr", in_shape=(4, 4, 4), num_classes=3)
 
 

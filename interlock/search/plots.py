@@ -1,0 +1,39 @@
+"""The search's picture: how much each block wants its own loss, and where the cuts go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["search_png"]
+
+
+def search_png(result: dict, path: Path) -> Path:
+    """Bars of softmax(alpha_l)_1 for blocks 1..L-1 (a cut after block l isolates it from above);
+    the cuts chosen for each K in ``result["decisions"]`` marked as dashed lines, labelled with their heads."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    local = result["local_weight"]
+    blocks = list(range(1, len(local) + 1))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(blocks) + 2), 3.6))
+    ax.bar(blocks, local, color="C0", label="softmax(alpha_l)_1 (own loss)")
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    decisions = result.get("decisions", {})
+    for i, (K, d) in enumerate(sorted(decisions.items(), key=lambda kv: int(kv[0]))):
+        for j, (cut, head) in enumerate(zip(d["cuts"], d["heads"])):
+            # cut c starts component k+1 at block index c (0-based): the boundary is after block c (1-based)
+            ax.axvline(cut + 0.5, color=f"C{i + 1}", ls="--", lw=1.2, label=f"K={K} cuts" if j == 0 else None)
+            ax.text(cut + 0.55, 1.0 - 0.07 * (i + 1), head, color=f"C{i + 1}", fontsize=7, va="top")
+    ax.set_xlabel("block l (a cut after it)")
+    ax.set_ylabel("weight of the block's own loss")
+    ax.set_ylim(0, 1.05)
+    ax.set_xticks(blocks)
+    ax.set_title(f"SEDONA search: {result['model']}, {result['blocks']} blocks, {result['meta_steps_done']} meta steps")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
