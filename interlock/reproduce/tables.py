@@ -184,6 +184,39 @@ def _fig4_judge(results, runs, scale) -> Outcome:
     return Outcome(md, verdict, plot)
 
 
+# -- interlocking Fig. 4 right: 1-wise, 1-wise double size, 2-wise ---------------------------------
+
+
+def _fig4_right_plan(scale: str):
+    base, _, note = _fig4_plan(scale)
+    Ks = (4, 6, 8, 10) if scale == "paper" else (6,)
+    if scale != "paper":
+        note = note.replace("K in {3, 6} instead of {3, 4, 6, 8, 10}", "K = 6 instead of {4, 6, 8, 10}")
+    runs = [Run(f"K{K}_{s}", {"K": K, "strategy": s}, (f"model.components={K}", f"strategy={s}"))
+            for K in Ks for s in ("local", "local-double", "2-wise")]
+    return base, runs, note
+
+
+def _fig4_right_judge(results, runs, scale) -> Outcome:
+    Ks = sorted({r.labels["K"] for r in runs})
+    strategies = ["local", "local-double", "2-wise"]
+    lines = ["| K | " + " | ".join(strategies) + " |", "|---|" + "---|" * len(strategies)]
+    diffs, seeds = [], 1
+    for K in Ks:
+        lines.append(f"| {K} | " + " | ".join(fmt(finals(results, _select(runs, K=K, strategy=s), "test_final_acc"))
+                                              for s in strategies) + " |")
+        a = finals(results, _select(runs, K=K, strategy="2-wise"), "test_final_acc")
+        b = finals(results, _select(runs, K=K, strategy="local-double"), "test_final_acc")
+        seeds = max(seeds, len(a))
+        d, m = compare([100 * v for v in a if v is not None], [100 * v for v in b if v is not None], floor=0.5)
+        diffs.append((f"K={K}", d, m))
+    md = ("Test accuracy % of the final head (mean ± std over seeds); local-double merges components (1, 2), "
+          "(3, 4), ... into K/2 components trained locally:\n\n" + "\n".join(lines))
+    verdict = ordering_verdict(diffs, what="2-wise beats 1-wise double size at every K", seeds=seeds,
+                               higher="2-wise - local-double")
+    return Outcome(md, verdict, None)
+
+
 # -- interlocking Table 1 and Table 2: ResNet-32, 4 components ----------------------------------------
 
 
@@ -378,6 +411,10 @@ TABLES: dict[str, Table] = {
               "Gomez et al. 2022, Fig. 4 (left)",
               "n-wise \"consistently out-performs local learning in terms of task performance\" (abstract): 2-wise > 1-wise at every K",
               "interlocking-toy", _fig4_plan, _fig4_judge),
+        Table("interlocking-fig4-right", "Toy CNN: 1-wise, 1-wise with components of twice the size, 2-wise",
+              "Gomez et al. 2022, Fig. 4 (right)",
+              "2-wise out-performs 1-wise whose components are twice as deep (the comparison Fig. 4 right makes)",
+              "interlocking-toy", _fig4_right_plan, _fig4_right_judge),
         Table("interlocking-table1", "ResNet-32 in 4 components on CIFAR-10 (B.2 heads)", "Gomez et al. 2022, Table 1",
               "2-wise out-performs local learning (abstract); end-to-end is the reference",
               "interlocking-resnet32", _resnet_plan, _table1_judge),
