@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from interlock.procs import descendants
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -77,24 +78,6 @@ def evaluate_once(config_dict: dict) -> dict:
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "test_final_acc": scores["final_acc"]}
 
 
-def _children(pid: int) -> set[int]:
-    """Every live descendant of ``pid`` (from /proc)."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-                parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    out, frontier = set(), {pid}
-    while frontier:
-        frontier = {p for p, pp in parent.items() if pp in frontier} - out
-        out |= frontier
-    return out
-
-
 def _pss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -116,7 +99,7 @@ class PssSampler:
     def _run(self) -> None:
         me = os.getpid()
         while not self._stop.is_set():
-            self.samples.append((time.time(), sum(_pss_mb(p) for p in _children(me))))
+            self.samples.append((time.time(), sum(_pss_mb(p) for p in descendants(me))))
             self._stop.wait(self.interval_s)
 
     def peak_mb(self, start: float = 0.0, end: float = float("inf")) -> float:

@@ -287,21 +287,7 @@ def test_a_failing_rank_ends_the_run_with_its_own_error():
 
 TESTS = Path(__file__).resolve().parent
 
-
-def descendants(pid: int) -> set[int]:
-    """Every live descendant of ``pid``, from /proc."""
-    parent = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parent[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    out, frontier = set(), {pid}
-    while frontier:
-        frontier = {p for p, pp in parent.items() if pp in frontier} - out
-        out |= frontier
-    return out
+from interlock.procs import descendants  # noqa: E402
 
 
 def running(pid: int) -> bool:
