@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from interlock.procs import descendants
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
