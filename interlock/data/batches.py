@@ -53,15 +53,13 @@ def iterate_batches(
     """
     if x.dim() != 4 or y.shape != (len(x),):
         raise ValueError(f"expected images (N, C, H, W) and labels (N,); got {tuple(x.shape)} and {tuple(y.shape)}")
-    steps = batches_per_epoch(len(x), batch_size, drop_last=drop_last)
-    if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step <= steps:
-        raise ValueError(f"start_step={start_step!r} must be in 0..{steps} (epoch of {steps} batches of {batch_size})")
+    steps = _check_start(len(x), batch_size, start_step, drop_last)
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std (normalise) or neither")
     if mean is not None and (mean.shape != (x.shape[1],) or std.shape != (x.shape[1],)):
         raise ValueError(f"mean and std must have shape ({x.shape[1]},); got {tuple(mean.shape)} and {tuple(std.shape)}")
     # Fail here, not at the first batch: a bad seed or epoch is a configuration error.
-    order = torch.randperm(len(x), generator=make_generator(seed, "shuffle", epoch)) if shuffle else None
+    order = _order(len(x), shuffle, seed, epoch)
     make_generator(seed, "augment", epoch, start_step)
     device = x.device if device is None else torch.device(device)
     return _batches(x, y, batch_size, order, seed, epoch, start_step, steps, augment, padding, mean, std, device)
@@ -69,8 +67,7 @@ def iterate_batches(
 
 def _batches(x, y, batch_size, order, seed, epoch, start_step, steps, augment, padding, mean, std, device):
     for step in range(start_step, steps):
-        lo, hi = step * batch_size, min((step + 1) * batch_size, len(x))
-        idx = order[lo:hi] if order is not None else slice(lo, hi)
+        idx = _indices(step, batch_size, len(x), order)
         xb = to_float(x[idx].to(device, non_blocking=True))  # (B, C, H, W) float32
         yb = y[idx].to(device=device, dtype=torch.int64, non_blocking=True)  # (B,)
         if augment:
@@ -95,14 +92,31 @@ def iterate_labels(
     For a process that needs the targets but not the images (a distributed rank that does
     not hold the first component): same permutation, no image work at all.
     """
-    steps = batches_per_epoch(len(y), batch_size, drop_last=drop_last)
-    if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step <= steps:
-        raise ValueError(f"start_step={start_step!r} must be in 0..{steps} (epoch of {steps} batches of {batch_size})")
-    order = torch.randperm(len(y), generator=make_generator(seed, "shuffle", epoch)) if shuffle else None
-    return _labels(y, batch_size, order, start_step, steps)
+    steps = _check_start(len(y), batch_size, start_step, drop_last)
+    return _labels(y, batch_size, _order(len(y), shuffle, seed, epoch), start_step, steps)
 
 
 def _labels(y, batch_size, order, start_step, steps):
     for step in range(start_step, steps):
-        lo, hi = step * batch_size, min((step + 1) * batch_size, len(y))
-        yield None, y[order[lo:hi] if order is not None else slice(lo, hi)].to(torch.int64)
+        yield None, y[_indices(step, batch_size, len(y), order)].to(torch.int64)
+
+
+# What iterate_batches and iterate_labels share, so that both walk an epoch in the same order.
+
+
+def _check_start(num: int, batch_size: int, start_step, drop_last: bool) -> int:
+    """The epoch's number of batches, after checking that ``start_step`` lies within it."""
+    steps = batches_per_epoch(num, batch_size, drop_last=drop_last)
+    if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step <= steps:
+        raise ValueError(f"start_step={start_step!r} must be in 0..{steps} (epoch of {steps} batches of {batch_size})")
+    return steps
+
+
+def _order(num: int, shuffle: bool, seed: int, epoch: int) -> torch.Tensor | None:
+    """The epoch's permutation of the examples (None: in order)."""
+    return torch.randperm(num, generator=make_generator(seed, "shuffle", epoch)) if shuffle else None
+
+
+def _indices(step: int, batch_size: int, num: int, order: torch.Tensor | None):
+    lo, hi = step * batch_size, min((step + 1) * batch_size, num)
+    return order[lo:hi] if order is not None else slice(lo, hi)
