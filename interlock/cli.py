@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .config import TrainConfig, load_config, parse_strategy
-from .metrics import atomic_write_text, read_metrics
+from .metrics import atomic_write_text, read_metrics, summarise
 
 log = logging.getLogger("interlock")
 
@@ -267,7 +267,7 @@ def cmd_compare(args) -> int:
             run_one(config, resume=state == RunState.PARTIAL, quiet=args.quiet, label=f"{strategy} seed {seed}")
         rows = read_metrics(config.run_dir)
         histories[strategy].append(rows)
-        results[strategy].append(_summarise(rows))
+        results[strategy].append(summarise(rows))
         runs.append({"strategy": strategy, "seed": seed, "run_dir": config.run_dir, "reused": state == RunState.FINISHED})
     table = _table(results, base)
     print(table)
@@ -282,25 +282,6 @@ def cmd_compare(args) -> int:
     png = learning_curves_png(histories, root / "curves.png", title=f"{base.model.name}, K={base.model.components}, {base.data.label}", split=split)
     print(f"\nwrote {root / 'summary.md'}, {root / 'summary.json'} and {png}")
     return 0
-
-
-def _summarise(rows: list[dict]) -> dict:
-    evals = [r for r in rows if r.get("kind") == "eval"]
-    train = [r for r in rows if r.get("kind") == "train"]
-    final = evals[-1] if evals else {}
-    step_times = [r["step_time_s"] for r in train]
-    return {
-        "final": final,
-        "step_time_s": statistics.median(step_times) if step_times else None,
-        "samples_per_s": statistics.median(r["samples_per_s"] for r in train) if train else None,
-        # The simulated engine's critical-path estimate of a step on K devices (absent for other engines).
-        "predicted_parallel_step_time_s": _median(r.get("predicted_parallel_step_time_s") for r in train),
-    }
-
-
-def _median(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
 
 
 def _mean_std(values: list[float]) -> str:

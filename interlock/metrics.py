@@ -7,9 +7,10 @@ import io
 import json
 import math
 import os
+import statistics
 from pathlib import Path
 
-__all__ = ["MetricsWriter", "read_metrics", "atomic_write_text"]
+__all__ = ["MetricsWriter", "read_metrics", "atomic_write_text", "summarise"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -72,3 +73,21 @@ def read_metrics(path: str | Path) -> list[dict]:
         path = path / "metrics.jsonl"
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def summarise(rows: list[dict]) -> dict:
+    """A run's metrics rows in brief: its last evaluation and the medians of its training rows."""
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    train = [r for r in rows if r.get("kind") == "train"]
+
+    def median(key: str) -> float | None:
+        values = [r[key] for r in train if r.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    return {
+        "final": evals[-1] if evals else {},
+        "step_time_s": median("step_time_s"),
+        "samples_per_s": median("samples_per_s"),
+        # The simulated engine's critical-path estimate of a step on K devices (absent for other engines).
+        "predicted_parallel_step_time_s": median("predicted_parallel_step_time_s"),
+    }

@@ -17,13 +17,12 @@ import json
 import logging
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
 from ..config import load_config
-from ..metrics import atomic_write_text, read_metrics
+from ..metrics import atomic_write_text, read_metrics, summarise
 from ..runs import RunState, run_state
 from .tables import SCALES, TABLES, Table, names
 
@@ -34,20 +33,11 @@ log = logging.getLogger(__name__)
 
 def _summary(run_dir: Path) -> dict:
     rows = read_metrics(run_dir)
-    evals = [r for r in rows if r.get("kind") == "eval"]
-    train = [r for r in rows if r.get("kind") == "train"]
-
-    def median(key):
-        vals = [r[key] for r in train if r.get(key) is not None]
-        return statistics.median(vals) if vals else None
-
     wall = run_dir / "wall_time.json"
     timing = json.loads(wall.read_text()) if wall.exists() else {}
     return {
-        "final": evals[-1] if evals else {},
+        **summarise(rows),
         "history": rows,
-        "step_time_s": median("step_time_s"),
-        "predicted_parallel_step_time_s": median("predicted_parallel_step_time_s"),
         "wall_time_s": timing.get("wall_time_s"),
         "machine": timing.get("machine"),  # where the run trained (a report may be written elsewhere)
     }
