@@ -91,11 +91,14 @@ class GradientPlan:
 class Strategy(ABC):
     """How gradients flow; turned into a :class:`GradientPlan` for a given K.
 
-    ``distributed``: whether :class:`~interlock.engines.DistributedEngine` runs it (the
-    strategies with an engine of their own run in one process only, for now).
+    ``distributed``: whether it runs with one process per component (``--engine distributed``).
+    ``own_engine``: whether its steps are not one pass of a gradient plan over every component,
+    so it has engines of its own (:func:`interlock.engines.create` and ``create_distributed``
+    pick them) instead of :class:`~interlock.engines.SimulatedEngine` / ``DistributedEngine``.
     """
 
     distributed: ClassVar[bool] = True
+    own_engine: ClassVar[bool] = False
 
     @abstractmethod
     def plan(self, num_components: int) -> GradientPlan:
@@ -185,7 +188,7 @@ _SCHEDULES = ("random", "round_robin")
 
 @dataclass(frozen=True)
 class AsyncLocal(Strategy):
-    """Asynchronous DGL with replay buffers (Belilovsky et al. 2020, Alg. 2), simulated in one process.
+    """Asynchronous DGL with replay buffers (Belilovsky et al. 2020, Alg. 2).
 
     The gradient flow is local learning's; what differs is *when* each component trains. Each
     iteration draws one component j from a pmf (uniform, except ``slow_component`` whose
@@ -193,7 +196,9 @@ class AsyncLocal(Strategy):
     batch, component j > 1 reads its input from the replay buffer B_{j-1} of ``buffer_size`` M
     batches written by component j-1. ``schedule="round_robin"`` draws 1, 2, ..., K in turn
     instead (with M = 1 that is synchronous ``Local()``, bit for bit). ``seed`` seeds the draws.
-    Run by :class:`interlock.engines.ReplayEngine`, which documents the buffer policy and quotas.
+    Run by :class:`interlock.engines.ReplayEngine` in one process (which documents the buffer
+    policy and quotas) and by :class:`interlock.engines.ReplayRankEngine` with one process per
+    component, where each rank trains at its own real pace and S slows one rank down for real.
     """
 
     buffer_size: int = 1
@@ -202,7 +207,7 @@ class AsyncLocal(Strategy):
     schedule: Literal["random", "round_robin"] = "random"
     seed: int = 0
 
-    distributed: ClassVar[bool] = False
+    own_engine: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if isinstance(self.buffer_size, bool) or not isinstance(self.buffer_size, int) or self.buffer_size < 1:
@@ -249,6 +254,7 @@ class Sequential(Strategy):
     """
 
     distributed: ClassVar[bool] = False
+    own_engine: ClassVar[bool] = True
 
     def plan(self, num_components: int) -> GradientPlan:
         return Local().plan(num_components)
@@ -303,10 +309,11 @@ class Hogwild(Strategy):
 
     Component k of K applies the gradient of batch t at step t + (K - k), to weights that moved
     since batch t's forward pass; :func:`staleness` derives the delay. Run by
-    :class:`interlock.engines.StaleEngine`.
+    :class:`interlock.engines.StaleEngine` in one process and :class:`interlock.engines.StaleRankEngine`
+    with one process per component (a real pipeline with weight stashing).
     """
 
-    distributed: ClassVar[bool] = False
+    own_engine: ClassVar[bool] = True
 
     def plan(self, num_components: int) -> GradientPlan:
         return EndToEnd().plan(num_components)

@@ -141,11 +141,11 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
         rng_seed=config.seed,  # dropout masks depend on (seed, step, component) only: resumable, engine-independent
         record=True,  # action timings: per-component busy/wait/comm time, traces, predicted K-device time
     )
+    # Hogwild's pipeline drains where checkpoints are written, so a checkpoint holds no batch in flight.
+    kw.update(total_steps=total_steps, flush_every=config.checkpoint_every)
     if config.engine == "distributed":
-        from .engines.distributed import DistributedEngine
-
-        return DistributedEngine(net, strategy, device=config.device, timeout_s=config.dist_timeout_s, **kw)
-    return engines.create(net.to(config.device), strategy, total_steps=total_steps, **kw)
+        return engines.create_distributed(net, strategy, device=config.device, timeout_s=config.dist_timeout_s, **kw)
+    return engines.create(net.to(config.device), strategy, **kw)
 
 
 # Evaluation runs each batch through the network in chunks (data.eval_chunk; 0 picks these).
@@ -452,11 +452,12 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
             step += 1
             window_steps += 1
             if step % config.log_every == 0 or not more():
-                losses = engine.gather_losses(list(torch.tensor(window_losses).nanmean(0).tolist()))
+                # Every component's mean loss and action times over the window: one reduction per log row.
+                losses, times = _log_values(engine, window_losses, window_records, window_steps)
                 row = {"kind": "train", "step": step, "total_steps": total_steps, "epoch": step / task.steps_per_epoch,
                        "step_time_s": window_time / window_steps, "samples_per_s": window_steps * y.shape[0] / window_time,
                        "lr": engine_lr(engine)}
-                row.update(_component_times(engine, window_records, window_steps))
+                row.update(times)
                 if window_records and hasattr(engine, "predicted_time"):
                     # What K devices would need per step: the critical path of this window's measured actions.
                     row["predicted_parallel_step_time_s"] = engine.predicted_time(window_records).makespan_s / window_steps
@@ -482,22 +483,26 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
     return RunResult(run_dir=run_dir, steps=step, final=last_eval, train_time_s=train_time, history=history)
 
 
-def _component_times(engine, records: list, steps: int) -> dict:
-    """Per component, seconds per step spent computing, waiting in receives and sending (one collective)."""
+def _log_values(engine, window_losses: list[list[float]], records: list, steps: int) -> tuple[list[float], dict]:
+    """Per component, the window's mean loss and seconds per step spent computing, waiting in receives
+    and sending: each process fills its own components' rows, then one ``engine.log_sum``."""
     from .trace import component_times
 
     K = engine.num_components
-    table = torch.zeros(K, 3, dtype=torch.float64)  # (K, [busy, wait, comm]); each process fills its own rows
+    table = torch.zeros(K, 4, dtype=torch.float64)  # (K, [loss, busy, wait, comm])
+    mean_losses = torch.tensor(window_losses, dtype=torch.float64).nanmean(0)
+    for k in engine.local_components:
+        table[k, 0] = mean_losses[k]
     if records:
         for row in component_times(records):
-            table[row["component"] - 1] = torch.tensor([row["busy_s"], row["wait_s"], row["comm_s"]], dtype=torch.float64)
-    table = engine.all_reduce_sum(table) / steps
+            table[row["component"] - 1, 1:] = torch.tensor([row["busy_s"], row["wait_s"], row["comm_s"]], dtype=torch.float64) / steps
+    table = engine.log_sum(table)
     out = {}
     for k in range(K):
-        out[f"busy_s_per_step_{k + 1}"] = float(table[k, 0])
-        out[f"wait_s_per_step_{k + 1}"] = float(table[k, 1])
-        out[f"comm_s_per_step_{k + 1}"] = float(table[k, 2])
-    return out
+        out[f"busy_s_per_step_{k + 1}"] = float(table[k, 1])
+        out[f"wait_s_per_step_{k + 1}"] = float(table[k, 2])
+        out[f"comm_s_per_step_{k + 1}"] = float(table[k, 3])
+    return table[:, 0].tolist(), out
 
 
 def _write_trace(engine, records: list, run_dir: Path, *, title: str) -> None:

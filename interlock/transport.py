@@ -102,7 +102,9 @@ class TorchDistributedTransport:
     carries the payloads; ``header_group`` the headers (default ``group``; with NCCL
     pass a gloo group, so headers stay on the CPU and decoding one costs no device sync).
     ``device``: where received tensors are allocated. ``timeout_s``: how long a receive
-    or a send waits before failing (default: the process group's timeout).
+    or a send waits before failing (default: the process group's timeout). ``p2p_tags``:
+    the (header, payload) point-to-point tags; two transports with different tags between
+    the same ranks are independent channels (training messages vs evaluation, for one).
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class TorchDistributedTransport:
         device: torch.device | str | None = None,
         max_pending_sends: int = 32,
         timeout_s: float | None = None,
+        p2p_tags: tuple[int, int] = (_HEADER_P2P_TAG, _PAYLOAD_P2P_TAG),
     ) -> None:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError(
@@ -130,6 +133,7 @@ class TorchDistributedTransport:
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.max_pending_sends = max_pending_sends
         self._timeout = None if timeout_s is None else timedelta(seconds=timeout_s)
+        self._header_tag, self._payload_tag = p2p_tags
         # Oldest first: (header work, payload work or None, header, payload). The tensors are
         # kept alive here until their sends complete.
         self._pending: deque[tuple] = deque()
@@ -144,10 +148,10 @@ class TorchDistributedTransport:
         peer = self._rank_of(dst)
         payload, stride = _dense_flat(tensor.detach())
         header = _encode_header(tag, tensor.dtype, tuple(tensor.shape), stride)
-        header_work = dist.isend(header, dst=peer, group=self.header_group, tag=_HEADER_P2P_TAG)
+        header_work = dist.isend(header, dst=peer, group=self.header_group, tag=self._header_tag)
         # An empty tensor has nothing to send (and gloo rejects zero-byte messages).
         payload_work = (
-            dist.isend(payload, dst=peer, group=self.group, tag=_PAYLOAD_P2P_TAG) if payload.numel() else None
+            dist.isend(payload, dst=peer, group=self.group, tag=self._payload_tag) if payload.numel() else None
         )
         self._pending.append((header_work, payload_work, header, payload, src, dst, tag))
         self.messages_sent += 1
@@ -177,19 +181,28 @@ class TorchDistributedTransport:
 
     def recv(self, *, src: int, dst: int, tag: tuple) -> torch.Tensor:
         """Receive the next tensor on channel (src, dst); TransportError if it is not tagged ``tag``."""
+        _, out = self.recv_tagged(src=src, dst=dst, expect=tag)
+        return out
+
+    def recv_tagged(self, *, src: int, dst: int, expect: tuple | None = None) -> tuple[tuple, torch.Tensor]:
+        """Receive the next message on channel (src, dst), whatever its tag: (tag, tensor).
+
+        ``expect``: the tag the receiver expects (a TransportError before the payload is read
+        if another arrives), or None to take any (the caller dispatches on the tag).
+        """
         peer = self._rank_of(src)
-        what = f"component {dst + 1} waiting for {tag} from component {src + 1} (rank {peer})"
+        what = f"component {dst + 1} waiting for {expect or 'a message'} from component {src + 1} (rank {peer})"
         header = torch.empty(HEADER_BYTES, dtype=torch.uint8)
-        self._wait(dist.irecv(header, src=peer, group=self.header_group, tag=_HEADER_P2P_TAG), what)
+        self._wait(dist.irecv(header, src=peer, group=self.header_group, tag=self._header_tag), what)
         got, dtype, shape, stride = _decode_header(header)
-        if got != tuple(tag):
-            raise TransportError(f"component {dst + 1} expected {tag} from component {src + 1} but received {got}")
+        if expect is not None and got != tuple(expect):
+            raise TransportError(f"component {dst + 1} expected {expect} from component {src + 1} but received {got}")
         out = torch.empty_strided(shape, stride, dtype=dtype, device=self.device)
         flat, _ = _dense_flat(out)
         if flat.numel():
-            self._wait(dist.irecv(flat, src=peer, group=self.group, tag=_PAYLOAD_P2P_TAG), what)
+            self._wait(dist.irecv(flat, src=peer, group=self.group, tag=self._payload_tag), what)
         self.messages_received += 1
-        return out
+        return got, out
 
     # -- helpers -------------------------------------------------------------------------
 

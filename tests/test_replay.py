@@ -210,7 +210,7 @@ def test_resume_from_component_states_continues_the_same_draws():
     ("replay.slow_component=4", r"slow_component=4 is out of range for 3 components; use 1..3"),
     ("replay.slow_component=0", r"replay.slow_component=0: use a component number"),
     ("replay.schedule=lifo", r"replay.schedule='lifo'"),
-    ("engine=distributed", r"async-local runs in one process only"),
+    ("replay.slowdown=inf", r"replay.slowdown=inf: use a finite S > 0"),
 ])
 def test_bad_replay_options_name_what_to_set(override, match):
     with pytest.raises(ValueError, match=match):

@@ -130,5 +130,6 @@ def test_resume_keeps_the_queued_gradients():
 
 def test_hogwild_from_the_config():
     assert load_config(None, ["steps=2", "strategy=hogwild"]).strategy_obj == il.Hogwild()
-    with pytest.raises(ValueError, match="hogwild runs in one process only"):
-        load_config(None, ["steps=2", "strategy=hogwild", "engine=distributed"])
+    assert load_config(None, ["steps=2", "strategy=hogwild", "engine=distributed"]).engine == "distributed"
+    with pytest.raises(ValueError, match="sequential runs in one process only"):
+        load_config(None, ["steps=2", "strategy=sequential", "engine=distributed"])

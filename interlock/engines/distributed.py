@@ -267,6 +267,33 @@ class RankEngine:
         keep_component(net, self.group.rank)
         return self.group.rank
 
+    def _setup(self, net: ComponentNet, strategy: Strategy, options: EngineOptions, *, device, timeout_s: float,
+               sample_input: torch.Tensor | None) -> int:
+        """What every rank engine does first: validate (alike on every rank, before any joins), join the
+        process group, keep this rank's component and move it to the device. Returns the rank."""
+        if not isinstance(net, ComponentNet):
+            raise ValueError(f"net must be an interlock.ComponentNet, got {type(net).__name__}")
+        if not isinstance(strategy, Strategy):
+            raise ValueError(f"strategy must be an interlock strategy (EndToEnd(), Interlocking(n), Local()), got {strategy!r}")
+        if not strategy.distributed:
+            raise ValueError(f"{strategy.name} runs in one process only for now; use the simulated engine (engine=simulated)")
+        self.strategy = strategy
+        self.plan = strategy.plan(net.num_components)
+        check_heads(net, strategy, self.plan)
+        options.validate(net.num_components)
+        if sample_input is not None:
+            net.check(sample_input)  # every rank still holds the whole network here
+        k = self._join(net, device=device, timeout_s=timeout_s)
+        net.blocks[k].to(self.device)
+        if net.heads[k] is not None:
+            net.heads[k].to(self.device)
+        self.net = net
+        return k
+
+    def log_sum(self, table: torch.Tensor) -> torch.Tensor:
+        """A log row's values summed over the ranks (each fills its own component's row, zeros elsewhere): one collective."""
+        return self.group.all_reduce_sum(table)
+
     def _check_local(self, k: int) -> None:
         if k != self.rank:
             raise ValueError(f"rank {self.rank} holds component {self.rank + 1} only; component {k + 1} lives on rank {k}")
@@ -322,29 +349,16 @@ class DistributedEngine(RankEngine):
         max_pending_sends: int = 32,
         sample_input: torch.Tensor | None = None,
     ) -> None:
-        if not isinstance(net, ComponentNet):
-            raise ValueError(f"net must be an interlock.ComponentNet, got {type(net).__name__}")
-        if not isinstance(strategy, Strategy):
-            raise ValueError(f"strategy must be an interlock strategy (EndToEnd(), Interlocking(n), Local()), got {strategy!r}")
-        if not strategy.distributed:
-            raise ValueError(f"{strategy.name} runs in one process only for now; use the simulated engine (engine=simulated)")
-        K = net.num_components
-        self.strategy = strategy
-        self.plan = strategy.plan(K)
-        check_heads(net, strategy, self.plan)
-        self.options = EngineOptions(
+        if isinstance(strategy, Strategy) and strategy.own_engine:
+            raise ValueError(
+                f"{strategy.name} has an engine of its own; make it with interlock.engines.create_distributed(net, strategy, ...)"
+            )
+        options = EngineOptions(
             optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler, loss_weights=loss_weights,
             batch_streams=batch_streams, split_backward=split_backward, rng_seed=rng_seed, record=record,
         )
-        self.options.validate(K)
-        if sample_input is not None:
-            net.check(sample_input)  # every rank still holds the whole network here
-        # Configuration errors above are raised on every rank alike, before any rank joins.
-        k = self._join(net, device=device, timeout_s=timeout_s)
-        net.blocks[k].to(self.device)
-        if net.heads[k] is not None:
-            net.heads[k].to(self.device)
-        self.net = net
+        k = self._setup(net, strategy, options, device=device, timeout_s=timeout_s, sample_input=sample_input)
+        self.options = options
         self.transport = TorchDistributedTransport(
             group=None, header_group=self.group.control_group, device=self.device,
             max_pending_sends=max_pending_sends, timeout_s=timeout_s,
@@ -353,7 +367,7 @@ class DistributedEngine(RankEngine):
         self.step_count = 0
         self.epoch_s = self.group.epoch()
         logger.info(
-            "rank %d of %d: component %d (%s), %s over %s", k, K, k + 1, strategy.name, self.device, self.group.backend
+            "rank %d of %d: component %d (%s), %s over %s", k, self.num_components, k + 1, strategy.name, self.device, self.group.backend
         )
 
     # -- what the training program uses ---------------------------------------------------

@@ -24,7 +24,6 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist

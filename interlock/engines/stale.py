@@ -14,6 +14,9 @@ batch t+1 would meet. Auxiliary heads (which only watch under end-to-end) are pa
 component, so their gradients wait as long. BatchNorm statistics move at the forward, as in the
 pipeline. At the end of a run of ``total_steps`` steps the pipeline drains: every component
 applies its remaining gradients in order (``flush``), so each applies one gradient per batch.
+With ``flush_every`` = n it drains after every n steps as well (the training program passes
+``checkpoint_every``: the distributed :class:`~interlock.engines.StaleRankEngine` checkpoints
+only where its pipeline is drained, and both engines drain at the same steps).
 
 Checkpoints add each component's queued gradients, so resumed equals uninterrupted.
 """
@@ -32,6 +35,7 @@ from ..worker import ActionRecord
 from .common import StepResult
 from .replay import no_wait_makespan
 from .simulated import SimulatedEngine, _to_floats
+from .stale_ranks import _validate_flush_every
 
 __all__ = ["StaleEngine"]
 
@@ -39,13 +43,17 @@ __all__ = ["StaleEngine"]
 class StaleEngine(SimulatedEngine):
     """Train ``net`` with :class:`~interlock.strategies.Hogwild`; see the module docstring.
 
-    ``total_steps``: flush the queued gradients after that many steps (None: call :meth:`flush`).
+    ``total_steps``: flush the queued gradients after that many steps (None: call :meth:`flush`);
+    ``flush_every``: flush after every that many steps too (0: never).
     """
 
-    def __init__(self, net: ComponentNet, strategy: Hogwild, *, total_steps: int | None = None, **options) -> None:
+    def __init__(self, net: ComponentNet, strategy: Hogwild, *, total_steps: int | None = None, flush_every: int = 0,
+                 **options) -> None:
         if not isinstance(strategy, Hogwild):
             raise ValueError(f"StaleEngine runs Hogwild() (hogwild); got {strategy!r}")
+        _validate_flush_every(flush_every)
         super().__init__(net, strategy, **options)
+        self.flush_every = flush_every
         self.delays = staleness(self.num_components)
         self.total_steps = total_steps
         for w in self.workers:
@@ -75,7 +83,7 @@ class StaleEngine(SimulatedEngine):
             if len(self.pending[k]) > self.delays[k]:
                 records.append(self._apply(k, self.pending[k].popleft()))
         self.step_count += 1
-        if self.total_steps is not None and self.step_count == self.total_steps:
+        if self.step_count == self.total_steps or (self.flush_every and self.step_count % self.flush_every == 0):
             records.extend(self.flush())
         return StepResult(step=step, losses=_to_floats(losses), records=records)
 

@@ -1,0 +1,145 @@
+"""Async DGL and Hogwild with one process per component, against the simulated engines.
+
+One spawn of K = 3 gloo processes runs every scenario (tests/dist_async_helpers.py); the
+tests compare what each rank returned with the simulated engines, computed here.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+import interlock as il
+from interlock.launch import run_local
+
+import dist_async_helpers as A
+import dist_helpers as H
+from test_distributed import assert_bitwise_equal, component_state
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed")
+
+HOGWILD_CASES = [("bn", 0), ("dropout", 0), ("bn", 2)]
+LOCKSTEP_CASES = [("bn", 1), ("bn", 3)]
+
+
+@pytest.fixture(scope="module")
+def ranks():
+    scenarios = [(f"hogwild-{p}-{f}", "hogwild", (p, f)) for p, f in HOGWILD_CASES]
+    scenarios += [(f"lockstep-{p}-{m}", "async_lockstep", (p, m)) for p, m in LOCKSTEP_CASES]
+    scenarios.append(("slow", "async_slow", ()))
+    return run_local(A.rank_main, A.K, scenarios, timeout_s=240)
+
+
+def _simulated(engine_cls, strategy, parts, steps, **opts):
+    blocks, heads, x, y, loss_fn = H.ALL_PARTS[parts](A.K, seed=A.SEED)
+    net = il.ComponentNet(blocks=blocks, heads=heads)
+    engine = engine_cls(net, strategy, optimizer=H.sgd, loss_fn=loss_fn, lr_scheduler=H.step_lr, total_steps=steps, **opts)
+    losses = [engine.step(bx, by).losses for bx, by in H.batches_for(x, y, steps)]
+    return net, losses, engine, x
+
+
+@pytest.mark.parametrize("parts,flush_every", HOGWILD_CASES)
+def test_hogwild_pipeline_equals_the_simulated_stale_engine(ranks, parts, flush_every):
+    net, losses, engine, x = _simulated(il.StaleEngine, il.Hogwild(), parts, A.HOGWILD_STEPS, flush_every=flush_every,
+                                        rng_seed=A.RNG_SEED)
+    net.eval()
+    with torch.no_grad():
+        predictions = net.heads_forward(x)
+    for k in range(A.K):
+        got = ranks[k][f"hogwild-{parts}-{flush_every}"]
+        assert got["in_flight"] == 0  # drained at the end
+        assert_bitwise_equal(got["state"], component_state(net, k), f"hogwild {parts} flush_every={flush_every} component {k + 1}")
+        assert got["losses"] == [l[k] for l in losses]
+        if predictions[k] is not None:
+            assert torch.equal(got["prediction"], predictions[k])
+
+
+def test_hogwild_is_stale_not_end_to_end(ranks):
+    # The same batches under plain end-to-end give other weights below the top (the delays matter).
+    net, _, _, _ = _simulated(lambda n, s, **o: il.SimulatedEngine(n, s, **{k: v for k, v in o.items() if k != "total_steps"}),
+                              il.EndToEnd(), "bn", A.HOGWILD_STEPS, rng_seed=A.RNG_SEED)
+    got = ranks[0]["hogwild-bn-0"]["state"]
+    want = component_state(net, 0)
+    assert any(not torch.equal(got[key], want[key]) for key in want if want[key].is_floating_point())
+
+
+@pytest.mark.parametrize("parts,buffer_size", LOCKSTEP_CASES)
+def test_async_in_lockstep_equals_the_simulated_round_robin_and_synchronous_local(ranks, parts, buffer_size):
+    strategy = il.AsyncLocal(buffer_size=buffer_size, schedule="round_robin")
+    net, losses, _, _ = _simulated(il.ReplayEngine, strategy, parts, A.ASYNC_STEPS)
+    local_net, local_losses, _, _ = _simulated(
+        lambda n, s, **o: il.SimulatedEngine(n, s, **{k: v for k, v in o.items() if k != "total_steps"}),
+        il.Local(), parts, A.ASYNC_STEPS)
+    assert losses == local_losses
+    for k in range(A.K):
+        got = ranks[k][f"lockstep-{parts}-{buffer_size}"]
+        assert_bitwise_equal(got["state"], component_state(net, k), f"M={buffer_size} component {k + 1}")
+        assert_bitwise_equal(got["state"], component_state(local_net, k), f"M={buffer_size} component {k + 1} vs Local")
+        assert got["losses"] == [l[k] for l in losses]
+        # Resumed from a checkpoint after 2 steps (buffers included): the uninterrupted run's numbers.
+        assert_bitwise_equal(got["resumed_state"], got["state"], f"M={buffer_size} component {k + 1} resumed")
+        assert got["tail_losses"] == got["losses"][2:]
+
+
+def test_a_slowed_rank_slows_nobody_above_it_and_every_rank_makes_its_quota(ranks):
+    slow, mid, top = (ranks[k]["slow"] for k in range(A.K))
+    for r in (slow, mid, top):
+        assert r["steps"] == A.SLOW_STEPS and r["finite"]
+    # Component 1 needs at least SLOW_STEPS * sleep * S seconds; the ranks above only wait for its first output.
+    floor = A.SLOW_STEPS * A.SLOW_SLEEP_S * A.SLOWDOWN
+    assert slow["finished_s"] >= floor
+    assert top["finished_s"] < 0.6 * slow["finished_s"] and mid["finished_s"] < 0.6 * slow["finished_s"]
+    # So the rank above re-read entries (it trained faster than it was fed) ...
+    assert mid["reuses"] > 0
+    # ... and every output was received (one activation and its labels per step), none lost at the end.
+    assert mid["received"] == top["received"] == 2 * A.SLOW_STEPS
+    # Rank 0's log rows hold the latest report of each rank: NaN before its first, then never going back.
+    rows = slow["rows"]
+    for j in (1, 2):
+        seen = [r[j] for r in rows if not math.isnan(r[j])]
+        assert seen == sorted(seen) and all(1 <= v <= A.SLOW_STEPS for v in seen)
+    assert [r[0] for r in rows] == list(range(1, A.SLOW_STEPS + 1))
+
+
+def test_the_rank_engines_refuse_what_they_cannot_run():
+    blocks, heads, _, _, loss_fn = H.ALL_PARTS["mlp"](2, seed=0)
+    net = il.ComponentNet(blocks=blocks, heads=heads)
+    with pytest.raises(ValueError, match="total_steps"):
+        il.engines.ReplayRankEngine(copy.deepcopy(net), il.AsyncLocal(), total_steps=0, optimizer=H.sgd, loss_fn=loss_fn)
+    with pytest.raises(ValueError, match="split_backward"):
+        il.engines.StaleRankEngine(copy.deepcopy(net), il.Hogwild(), total_steps=3, split_backward=True,
+                                   optimizer=H.sgd, loss_fn=loss_fn)
+    with pytest.raises(ValueError, match="flush_every"):
+        il.engines.StaleRankEngine(copy.deepcopy(net), il.Hogwild(), total_steps=3, flush_every=-1, optimizer=H.sgd, loss_fn=loss_fn)
+    with pytest.raises(ValueError, match="create_distributed"):
+        il.DistributedEngine(copy.deepcopy(net), il.Hogwild(), optimizer=H.sgd, loss_fn=loss_fn)
+    with pytest.raises(ValueError, match="one process only"):
+        il.engines.create_distributed(copy.deepcopy(net), il.Sequential(), total_steps=3, optimizer=H.sgd, loss_fn=loss_fn)
+
+
+# -- through the training program (interlock train --engine distributed) ----------------------------
+
+
+def test_train_hogwild_and_lockstep_async_distributed_equal_simulated_and_free_async_finishes(tmp_path):
+    pytest.importorskip("sklearn", reason="the bundled digits data set needs scikit-learn")
+    from interlock.distributed_run import run_distributed
+    from interlock.train import run
+    from test_train import assert_states_equal, component_states, config
+
+    # checkpoint_every=3: hogwild's pipeline drains there on both engines (and the checkpoint is exact).
+    extra = ["steps=6", "checkpoint_every=3", "threads=1", "data.eval_chunk=32", "eval_every=0"]
+    for name, strategy in (("hogwild", ["strategy=hogwild"]),
+                           ("lockstep", ["strategy=async-local", "replay.schedule=round_robin", "replay.buffer_size=2"])):
+        simulated = run(config(tmp_path / f"sim-{name}", *extra, *strategy))
+        distributed = run_distributed(config(tmp_path / f"dist-{name}", *extra, *strategy, "engine=distributed"), resume=False)
+        assert distributed == simulated.final, name
+        assert_states_equal(component_states(tmp_path / f"dist-{name}" / "run"), component_states(tmp_path / f"sim-{name}" / "run"))
+
+    free = ["strategy=async-local", "replay.buffer_size=3", "replay.slowdown=2", "replay.slow_component=2", "log_every=2"]
+    final = run_distributed(config(tmp_path / "free", *extra, *free, "engine=distributed"), resume=False)
+    assert 0 <= final["test_final_acc"] <= 1 and final["test_acc_1"] is not None
+    rows = [r for r in (tmp_path / "free" / "run" / "metrics.jsonl").read_text().splitlines() if '"train"' in r]
+    assert len(rows) == 3  # every log row written by rank 0, none waiting for the slowed rank
