@@ -310,7 +310,7 @@ def run(
 def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop_after, where: _Where) -> RunResult:
     K = engine.num_components
     # A distributed rank's own device (cuda:LOCAL_RANK under NCCL), else the configured one.
-    device = getattr(engine, "device", config.device)
+    device = engine.device
     checkpoint = latest_checkpoint(run_dir) if run_dir.exists() else None
     if resume:
         if checkpoint is None:
@@ -415,7 +415,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         may need batches past total_steps until every component has made its quota (``wants_more``)."""
         if stop_after is not None and step >= stop_after:
             return False
-        return step < total_steps or getattr(engine, "wants_more", False)
+        return step < total_steps or engine.wants_more
 
     last_eval: dict = {}
     window_losses: list[list[float]] = []
@@ -458,12 +458,12 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                        "step_time_s": window_time / window_steps, "samples_per_s": window_steps * y.shape[0] / window_time,
                        "lr": engine_lr(engine)}
                 row.update(times)
-                if window_records and hasattr(engine, "predicted_time"):
+                predicted = engine.predicted_time(window_records) if window_records else None
+                if predicted is not None:
                     # What K devices would need per step: the critical path of this window's measured actions.
-                    row["predicted_parallel_step_time_s"] = engine.predicted_time(window_records).makespan_s / window_steps
+                    row["predicted_parallel_step_time_s"] = predicted.makespan_s / window_steps
                 row.update({f"loss_{k + 1}": v for k, v in enumerate(losses)})
-                if hasattr(engine, "counters"):  # e.g. async DGL's updates per component and skipped draws
-                    row.update(engine.counters())
+                row.update(engine.counters())  # e.g. async DGL's updates per component and skipped draws
                 emit(row)
                 window_losses, window_records, window_time, window_steps = [], [], 0.0, 0
             if config.eval_every and step % config.eval_every == 0 and step < total_steps:
@@ -474,7 +474,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                 break
             tick = time.perf_counter()
     # (stop_after ends a run early as a crash would: no final checkpoint)
-    if step >= total_steps and not getattr(engine, "wants_more", False):
+    if step >= total_steps and not engine.wants_more:
         last_eval = do_eval(step, final=True)
         do_checkpoint(step)
     if metrics is not None:

@@ -14,7 +14,8 @@ from ..strategies import GradientPlan, Strategy
 from ..transport import Transport
 from ..worker import ActionRecord, ComponentWorker, LossFn
 
-__all__ = ["StepResult", "EngineOptions", "make_worker", "check_heads", "pack_component_state", "load_component"]
+__all__ = ["StepResult", "EngineOptions", "make_worker", "check_heads", "validate_engine", "pack_component_state",
+           "load_component"]
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], object]
@@ -77,6 +78,18 @@ def _per_component(name: str, value, K: int, *, allow_none: bool) -> None:
     if isinstance(value, Sequence) and len(value) == K and all(callable(v) or (allow_none and v is None) for v in value):
         return
     raise ValueError(f"{name} must be a factory (callable) or a list of {K} factories, one per component")
+
+
+def validate_engine(net: ComponentNet, strategy: Strategy, options: EngineOptions) -> GradientPlan:
+    """Every engine's checks of its arguments (the same on every rank, before any joins); the plan."""
+    if not isinstance(net, ComponentNet):
+        raise ValueError(f"net must be an interlock.ComponentNet, got {type(net).__name__}")
+    if not isinstance(strategy, Strategy):
+        raise ValueError(f"strategy must be an interlock strategy (EndToEnd(), Interlocking(n), Local()), got {strategy!r}")
+    plan = strategy.plan(net.num_components)
+    check_heads(net, strategy, plan)
+    options.validate(net.num_components)
+    return plan
 
 
 def check_heads(net: ComponentNet, strategy: Strategy, plan: GradientPlan) -> None:

@@ -32,7 +32,7 @@ from torch import nn
 from ..net import ComponentNet
 from ..transport import TorchDistributedTransport
 from .common import EngineOptions, LossFn, StepResult, load_component, pack_component_state
-from .distributed import RankEngine, chain_heads_forward
+from .ranks import RankEngine, chain_heads_forward
 
 __all__ = ["PipelineEngine", "PIPELINE_SCHEDULES"]
 

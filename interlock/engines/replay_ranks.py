@@ -43,7 +43,7 @@ from ..strategies import AsyncLocal
 from ..transport import InMemoryTransport, TorchDistributedTransport
 from .buffer import ReplayBuffer
 from .common import EngineOptions, LossFn, StepResult, load_component, make_worker, pack_component_state
-from .distributed import RankEngine, chain_heads_forward
+from .ranks import RankEngine, chain_heads_forward
 from .mailbox import END_TAG, Mailbox
 
 __all__ = ["ReplayRankEngine"]

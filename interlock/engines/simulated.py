@@ -18,12 +18,13 @@ from .. import schedule as S
 from ..net import ComponentNet
 from ..strategies import Strategy
 from ..transport import InMemoryTransport
-from .common import EngineOptions, LossFn, StepResult, check_heads, load_component, make_worker, pack_component_state
+from .base import EngineBase
+from .common import EngineOptions, LossFn, StepResult, load_component, make_worker, pack_component_state, validate_engine
 
 __all__ = ["SimulatedEngine"]
 
 
-class SimulatedEngine:
+class SimulatedEngine(EngineBase):
     """Train ``net`` in place with ``strategy``, all components in this process.
 
     ``optimizer``: factory ``params -> torch.optim.Optimizer`` (or one per component);
@@ -51,20 +52,18 @@ class SimulatedEngine:
         record: bool = True,
         sample_input: torch.Tensor | None = None,
     ) -> None:
-        if not isinstance(net, ComponentNet):
-            raise ValueError(f"net must be an interlock.ComponentNet, got {type(net).__name__}")
         if not isinstance(strategy, Strategy):
             raise ValueError(f"strategy must be an interlock strategy (EndToEnd(), Interlocking(n), Local()), got {strategy!r}")
-        net = strategy.prepare(net)  # the network itself, unless the strategy regroups components (LocalDouble)
-        self.net = net
-        self.strategy = strategy
-        self.plan = strategy.plan(net.num_components)
-        check_heads(net, strategy, self.plan)
+        if isinstance(net, ComponentNet):
+            net = strategy.prepare(net)  # the network itself, unless the strategy regroups components (LocalDouble)
         self.options = EngineOptions(
             optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler, loss_weights=loss_weights,
             batch_streams=batch_streams, split_backward=split_backward, rng_seed=rng_seed, record=record,
         )
-        self.options.validate(net.num_components)
+        self.plan = validate_engine(net, strategy, self.options)
+        self.net = net
+        self.strategy = strategy
+        self.device = next((p.device for p in net.parameters()), torch.device("cpu"))
         self.transport = InMemoryTransport()
         self.workers = [make_worker(net, k, self.plan, self.options, self.transport) for k in range(net.num_components)]
         self.step_count = 0

@@ -44,7 +44,7 @@ from ..strategies import Hogwild, staleness
 from ..transport import InMemoryTransport, TorchDistributedTransport
 from ..worker import ActionRecord
 from .common import EngineOptions, LossFn, StepResult, load_component, make_worker, pack_component_state
-from .distributed import RankEngine, chain_heads_forward
+from .ranks import RankEngine, chain_heads_forward
 
 __all__ = ["StaleRankEngine"]
 

@@ -1,0 +1,269 @@
+"""What every one-process-per-component engine shares: the process group and the rank's place in it.
+
+:class:`RankGroup` joins (or finds) the process group and offers the collectives the engines
+need; :class:`RankEngine` is the base of every rank engine (``DistributedEngine``,
+``PipelineEngine``, ``ReplayRankEngine``, ``StaleRankEngine``): joining with one shared
+validation path (:meth:`RankEngine._setup`), keeping only this rank's component, the
+training program's interface (:class:`interlock.engines.base.Engine`) and closing.
+:func:`chain_heads_forward` is the evaluation forward across the ranks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..net import ComponentNet
+from ..strategies import Strategy
+from ..transport import TorchDistributedTransport
+from .base import EngineBase
+from .common import EngineOptions, validate_engine
+
+__all__ = ["RankGroup", "RankEngine", "keep_component", "chain_heads_forward", "EVAL_TAG"]
+
+# Evaluation activations travel on the same channels as training messages; their own tag
+# makes a training/evaluation mix-up between ranks a loud TransportError.
+EVAL_TAG = ("eval_activation",)
+_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_EVAL_SENDS_IN_FLIGHT = 1
+
+
+@dataclass
+class RankGroup:
+    """This process's place in the process group, and the collectives the engines need.
+
+    ``control_group`` is a gloo group for CPU-side traffic (message headers, losses, the
+    epoch barrier): the world group itself under gloo, a gloo side group under NCCL.
+    """
+
+    rank: int
+    world_size: int
+    device: torch.device
+    backend: str
+    created: bool  # this process group was initialised here, so close() destroys it
+    control_group: dist.ProcessGroup | None
+
+    @classmethod
+    def join(cls, *, device: torch.device | str | None, timeout_s: float) -> "RankGroup":
+        """Initialise the default process group from the torchrun environment, unless it already is."""
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+            raise ValueError(f"timeout_s={timeout_s!r}: give the process-group timeout as a positive number of seconds")
+        if not dist.is_available():
+            raise RuntimeError("this PyTorch build has no torch.distributed; install one that does")
+        dev = _resolve_device(device)
+        created = False
+        if not dist.is_initialized():
+            missing = [v for v in _ENV if v not in os.environ]
+            if missing:
+                raise RuntimeError(
+                    f"the distributed engine needs {', '.join(missing)} in the environment: start one process per "
+                    f"component with `torchrun --nproc-per-node=K script.py` or interlock.launch.run_local(fn, K)"
+                )
+            backend = "nccl" if dev.type == "cuda" else "gloo"
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+            created = True
+        backend = str(dist.get_backend())
+        if dev.type == "cuda" and "nccl" not in backend:
+            raise ValueError(f"device={dev} needs the NCCL backend, but the process group uses {backend!r}")
+        if dev.type == "cpu" and "gloo" not in backend:
+            raise ValueError(f"device=cpu needs the gloo backend, but the process group uses {backend!r}; pass device='cuda'")
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        # Under NCCL, CPU tensors (headers, losses) go over a gloo side group. Every rank
+        # creates it at the same point (new_group is collective).
+        control = None if backend == "gloo" else dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+        return cls(
+            rank=dist.get_rank(), world_size=dist.get_world_size(), device=dev, backend=backend,
+            created=created, control_group=control,
+        )
+
+    def require_world_size(self, num_components: int) -> None:
+        if self.world_size != num_components:
+            if self.created:
+                dist.destroy_process_group()
+            raise ValueError(
+                f"the network has {num_components} components but {self.world_size} processes were started; "
+                f"start one process per component (torchrun --nproc-per-node={num_components}, or "
+                f"run_local(fn, {num_components}))"
+            )
+
+    def barrier(self) -> None:
+        dist.barrier(group=self.control_group)
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum of ``t`` over the ranks (a new tensor; ``t`` is left alone)."""
+        if t.device.type == "cpu":
+            out, group = t.detach().clone(), self.control_group
+        else:
+            out, group = t.detach().to(self.device, copy=True), None
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return out.to(t.device)
+
+    def gather_losses(self, losses: Sequence[float]) -> list[float]:
+        """Fill in every rank's entry of ``losses`` (each rank knows its own) with one collective."""
+        if len(losses) != self.world_size:
+            raise ValueError(f"losses has {len(losses)} entries; pass a step's losses, one per component ({self.world_size})")
+        # Zeros elsewhere: the sum over ranks is each rank's own value, NaN included, exactly.
+        mine = torch.zeros(self.world_size, dtype=torch.float64)
+        mine[self.rank] = float(losses[self.rank])
+        dist.all_reduce(mine, op=dist.ReduceOp.SUM, group=self.control_group)
+        return mine.tolist()
+
+    def epoch(self) -> float:
+        """A common time origin: ``time.perf_counter()`` just after a barrier that every rank leaves together."""
+        self.barrier()
+        return time.perf_counter()
+
+    def close(self, *, wait: bool = True) -> None:
+        if self.created and dist.is_initialized():
+            if wait:
+                self.barrier()  # no rank tears down the group while another still uses it
+            dist.destroy_process_group()
+            self.created = False
+
+
+def _resolve_device(device: torch.device | str | None) -> torch.device:
+    if device is None:
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        # torchrun gives each process on a node its LOCAL_RANK: one GPU per process.
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r}: the distributed engines run on 'cpu' (gloo) or 'cuda' (NCCL)")
+    return dev
+
+
+def keep_component(net: ComponentNet, k: int) -> None:
+    """Drop every component but k from ``net`` in place: other blocks and heads become None.
+
+    The rank then holds (and moves to its device) only its own modules; ``net.state_dict()``
+    holds only component k's entries, and ``net(x)`` no longer runs on this rank.
+    """
+    for j in range(net.num_components):
+        if j != k:
+            net.blocks[j] = None
+            net.heads[j] = None
+
+
+def chain_heads_forward(
+    transport: TorchDistributedTransport,
+    *,
+    rank: int,
+    num_components: int,
+    block: nn.Module,
+    head: nn.Module | None,
+    x: torch.Tensor | None,
+    device: torch.device,
+) -> list[torch.Tensor | None]:
+    """Evaluation forward across the ranks: activations flow up rank by rank; this rank's head's prediction."""
+    with torch.no_grad():
+        if rank == 0:
+            if x is None:
+                raise ValueError("heads_forward needs the inputs x on rank 0")
+            a = x.to(device)
+        else:
+            a = transport.recv(src=rank - 1, dst=rank, tag=EVAL_TAG)
+        a = block(a)
+        if rank < num_components - 1:
+            transport.send(a, src=rank, dst=rank + 1, tag=EVAL_TAG)
+            # Evaluation sends no gradients back, so nothing else would stop this rank from
+            # running far ahead of the next, holding up to max_pending_sends activations. One
+            # in flight still overlaps the ranks (k computes chunk i+1 while k+1 takes chunk i)
+            # and keeps each rank's memory at a few chunk-sized activations.
+            transport.flush(keep=_EVAL_SENDS_IN_FLIGHT)
+        out = None if head is None else head(a)
+    return [out if j == rank else None for j in range(num_components)]
+
+
+class RankEngine(EngineBase):
+    """What every one-component-per-rank engine offers the training program, from its ``group``."""
+
+    group: RankGroup
+    transport: TorchDistributedTransport
+    _num_components: int
+
+    @property
+    def rank(self) -> int:
+        return self.group.rank
+
+    @property
+    def is_main(self) -> bool:
+        return self.group.rank == 0
+
+    @property
+    def num_components(self) -> int:
+        return self._num_components
+
+    @property
+    def local_components(self) -> list[int]:
+        return [self.group.rank]
+
+    def gather_losses(self, losses: list[float]) -> list[float]:
+        """Every component's loss from a step's ``losses`` (one collective: call it on every rank, at log intervals)."""
+        return self.group.gather_losses(losses)
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum of ``t`` over the ranks (call on every rank)."""
+        return self.group.all_reduce_sum(t)
+
+    def barrier(self) -> None:
+        self.group.barrier()
+
+    def _join(self, net: ComponentNet, *, device, timeout_s: float) -> int:
+        """Join the process group (one rank per component) and keep only this rank's component of ``net``."""
+        K = net.num_components
+        self.group = RankGroup.join(device=device, timeout_s=timeout_s)
+        self.group.require_world_size(K)
+        self._num_components = K
+        self.device = self.group.device
+        keep_component(net, self.group.rank)
+        return self.group.rank
+
+    def _setup(self, net: ComponentNet, strategy: Strategy, options: EngineOptions, *, device, timeout_s: float,
+               sample_input: torch.Tensor | None) -> int:
+        """What every rank engine does first: validate (alike on every rank, before any joins), join the
+        process group, keep this rank's component and move it to the device. Returns the rank."""
+        plan = validate_engine(net, strategy, options)
+        if not strategy.distributed:
+            raise ValueError(f"{strategy.name} runs in one process only for now; use the simulated engine (engine=simulated)")
+        self.strategy = strategy
+        self.plan = plan
+        if sample_input is not None:
+            net.check(sample_input)  # every rank still holds the whole network here
+        k = self._join(net, device=device, timeout_s=timeout_s)
+        net.blocks[k].to(self.device)
+        if net.heads[k] is not None:
+            net.heads[k].to(self.device)
+        self.net = net
+        return k
+
+    def log_sum(self, table: torch.Tensor) -> torch.Tensor:
+        """A log row's values summed over the ranks (each fills its own component's row, zeros elsewhere): one collective."""
+        return self.group.all_reduce_sum(table)
+
+    def _check_local(self, k: int) -> None:
+        if k != self.rank:
+            raise ValueError(f"rank {self.rank} holds component {self.rank + 1} only; component {k + 1} lives on rank {k}")
+
+    def close(self, *, wait: bool = True) -> None:
+        """Wait for this rank's sends to be received, then destroy the process group if this engine created it.
+
+        ``wait=False`` (after an error): skip the waiting, only tear down.
+        """
+        if wait:
+            self.transport.flush()
+        self.group.close(wait=wait)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        self.close(wait=exc_type is None)
