@@ -47,7 +47,9 @@ SYNC = {
     "2-wise+split": (lambda: il.Interlocking(2), True),
     "3-wise+split": (lambda: il.Interlocking(3), True),
 }
-PIPE = {"gpipe": "gpipe", "1f1b": "1f1b"}
+# torch.distributed.pipelining's schedules; "zb1p" is its interleaved zero-bubble schedule with one
+# stage per rank (ZBV needs two stages per rank, i.e. a 2K-piece network: not comparable here).
+PIPE = {"gpipe": "gpipe", "1f1b": "1f1b", "zb1p": "zb1p"}
 
 
 def _n(variant: str) -> int | None:

@@ -72,9 +72,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="seed of the weights, data order, augmentation and dropout (default: the config's, 0)")
     p.add_argument("--data", help="data folder holding cifar-10-batches-bin/ etc. (default: $INTERLOCK_DATA or ../shared/data)")
     p.add_argument("--run-dir", help="where the run's config, metrics, checkpoints and log.txt go")
-    p.add_argument("--engine", choices=["simulated", "distributed"],
+    p.add_argument("--engine", choices=["simulated", "distributed", "pipeline"],
                    help="simulated: every component in this process (default); distributed: one process per "
-                        "component over torch.distributed, started here (or by torchrun)")
+                        "component over torch.distributed, started here (or by torchrun); pipeline: end-to-end "
+                        "through torch.distributed.pipelining (pipeline.schedule, pipeline.microbatches)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--list-options", action="store_true", help="print every config option with its default and meaning, then exit")
 
@@ -137,7 +138,7 @@ def run_one(config: TrainConfig, *, resume: bool, quiet: bool, label: str):
     root = logging.getLogger("interlock")
     root.addHandler(handler)
     try:
-        if config.engine == "distributed":
+        if config.engine in ("distributed", "pipeline"):  # one process per component
             from .distributed_run import run_distributed
 
             return run_distributed(config, resume=resume, on_progress=progress)
@@ -327,7 +328,7 @@ def cmd_heads(args) -> int:
     net = models.create(args.model, components=args.components, heads=args.heads, partition=args.partition, **kw)
     sample = models.build(args.model, components=args.components, **kw).sample_input
     rows = heads.cost(net, sample)
-    print(f"| component | output shape | component params | head params | params ratio | component GFLOPs | head GFLOPs | FLOPs ratio |")
+    print("| component | output shape | component params | head params | params ratio | component GFLOPs | head GFLOPs | FLOPs ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = lambda v: "-" if v is None else f"{100 * v:.1f}%"

@@ -217,6 +217,21 @@ class LossConfig:
 
 
 @dataclass
+class PipelineConfig:
+    """engine=pipeline: end-to-end training through torch.distributed.pipelining (interlock/engines/pipeline.py)."""
+
+    schedule: str = "1f1b"  # gpipe | 1f1b | interleaved-1f1b | zb1p (PyTorch's zero-bubble schedule, one stage per rank)
+    microbatches: int = 4  # micro-batches per step; must divide data.batch_size (1f1b/zb1p: >= K; zb1p: a multiple of K)
+
+    def __post_init__(self) -> None:
+        from .engines.pipeline import PIPELINE_SCHEDULES
+
+        _check(self.schedule in PIPELINE_SCHEDULES, f"pipeline.schedule={self.schedule!r}: use one of {', '.join(PIPELINE_SCHEDULES)}")
+        _check(isinstance(self.microbatches, int) and not isinstance(self.microbatches, bool) and self.microbatches >= 1,
+               f"pipeline.microbatches={self.microbatches!r}: use an integer >= 1")
+
+
+@dataclass
 class SearchConfig:
     """SEDONA's search (``interlock search``; see interlock/search/). The inner weight updates use
     optim (SGD only) and lr, their schedule spanning pretrain_steps; the loss uses label_smoothing."""
@@ -267,6 +282,7 @@ class TrainConfig:
     replay: ReplayConfig = field(default_factory=ReplayConfig)  # async-local's options
     loss: LossConfig = field(default_factory=LossConfig)  # how a head's loss is formed (PredSim's mix)
     search: SearchConfig = field(default_factory=SearchConfig)  # SEDONA's search (interlock search only)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # engine=pipeline's schedule
     strategy: str = "2-wise"  # end-to-end, local, <n>-wise, <n>-wise-sum, async-local, sequential, local-double, hogwild
     loss_weights: tuple[float, ...] | None = None  # w_k scaling each component's loss, one per component
     label_smoothing: float = 0.0  # of the cross-entropy of every head
@@ -277,7 +293,7 @@ class TrainConfig:
     log_every: int = 20  # steps between train-metric rows
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
     trace_steps: int = 0  # write trace.json (Chrome trace) and trace.png (Gantt) of this many steps after the first
-    engine: str = "simulated"  # simulated (one process) | distributed (one process per component)
+    engine: str = "simulated"  # simulated (one process) | distributed (one process per component) | pipeline (end-to-end, torch pipelining)
     dist_timeout_s: float = 300.0  # distributed: a rank waiting this long for a peer ends the run (not a limit on its length)
     divergence_ratio: float = 100.0  # a finite loss this many times its first-step value stops the run (0: only NaN/inf do)
     device: str = "cpu"  # cpu, or cuda (distributed: one GPU per rank)
@@ -293,9 +309,19 @@ class TrainConfig:
         strategy.plan(self.model.components)  # ... and that they fit K (n <= K, the slow component in 1..K)
         _check(self.engine != "distributed" or strategy.distributed,
                f"strategy {self.strategy} runs in one process only for now; use engine=simulated")
+        _check(self.engine != "pipeline" or self.strategy == "end-to-end",
+               f"engine=pipeline trains end to end through torch.distributed.pipelining; use strategy=end-to-end "
+               f"(now {self.strategy}), or engine=distributed for {self.strategy}")
         _check((self.epochs > 0) != (self.steps > 0), f"set exactly one of epochs (now {self.epochs}) or steps (now {self.steps}) to a positive value")
         _check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing}: use 0 <= label_smoothing < 1")
-        _check(self.engine in ("simulated", "distributed"), f"engine={self.engine!r}: use simulated or distributed")
+        _check(self.engine in ENGINES, f"engine={self.engine!r}: use one of {', '.join(ENGINES)}")
+        if self.engine == "pipeline":
+            K, b, m = self.model.components, self.data.batch_size, self.pipeline.microbatches
+            _check(b % m == 0, f"pipeline.microbatches={m} does not divide data.batch_size={b}; use a divisor of {b}")
+            _check(self.pipeline.schedule == "gpipe" or m >= K,
+                   f"pipeline.schedule={self.pipeline.schedule} needs pipeline.microbatches >= model.components={K}")
+            _check(self.pipeline.schedule not in ("interleaved-1f1b", "zb1p") or m % K == 0,
+                   f"pipeline.schedule={self.pipeline.schedule} needs pipeline.microbatches a multiple of model.components={K}")
         _check(self.dist_timeout_s > 0, f"dist_timeout_s={self.dist_timeout_s}: use a positive number of seconds")
         _check(self.divergence_ratio == 0 or self.divergence_ratio > 1,
                f"divergence_ratio={self.divergence_ratio}: use a ratio > 1 (e.g. 100), or 0 to stop only on NaN/inf")
@@ -348,7 +374,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "lr": LRConfig, "replay": ReplayConfig,
-             "loss": LossConfig, "search": SearchConfig}
+             "loss": LossConfig, "search": SearchConfig, "pipeline": PipelineConfig}
+ENGINES = ("simulated", "distributed", "pipeline")
 
 
 def describe_options() -> list[tuple[str, str, str, str]]:

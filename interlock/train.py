@@ -30,6 +30,8 @@ from .config import LossConfig, LRConfig, OptimConfig, TrainConfig, load_config
 from .metrics import MetricsWriter, atomic_write_text, read_metrics
 from .data.text import IGNORE_INDEX
 from .tasks import Task, build_task, resolve_data
+from .engines.common import Losses
+from .timing import resolve as resolve_times
 
 __all__ = ["run", "RunResult", "TrainingDiverged", "make_optimizer_factory", "make_lr_factory", "evaluate"]
 
@@ -141,10 +143,18 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
         rng_seed=config.seed,  # dropout masks depend on (seed, step, component) only: resumable, engine-independent
         record=True,  # action timings: per-component busy/wait/comm time, traces, predicted K-device time
     )
+    if config.engine == "pipeline":
+        from .engines.pipeline import PipelineEngine
+
+        return PipelineEngine(net, optimizer=kw["optimizer"], loss_fn=kw["loss_fn"], lr_scheduler=kw["lr_scheduler"],
+                              microbatches=config.pipeline.microbatches, schedule=config.pipeline.schedule,
+                              timeout_s=config.dist_timeout_s, device=config.device)
     # Hogwild's pipeline drains where checkpoints are written, so a checkpoint holds no batch in flight.
     kw.update(total_steps=total_steps, flush_every=config.checkpoint_every)
     if config.engine == "distributed":
-        return engines.create_distributed(net, strategy, device=config.device, timeout_s=config.dist_timeout_s, **kw)
+        # Training batches all have one size (the last smaller one is dropped): static shapes.
+        return engines.create_distributed(net, strategy, device=config.device, timeout_s=config.dist_timeout_s,
+                                          static_shapes=True, **kw)
     return engines.create(net.to(config.device), strategy, **kw)
 
 
@@ -155,7 +165,7 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
 # loses with several threads (each chunk's parallel regions wait for a thread that another
 # job's load has descheduled), so it takes larger ones. Equal chunks give bit-identical
 # numbers on every engine; different ones differ in rounding.
-EVAL_CHUNK = {"distributed": 32, "simulated": 128}
+EVAL_CHUNK = {"distributed": 32, "pipeline": 32, "simulated": 128}
 # Head probabilities are summed over processes (for the ensembles) once this many values
 # are buffered, not once per batch: a per-batch collective would make every rank wait for
 # the last one on every batch, serialising the pipeline.
@@ -418,7 +428,25 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         return step < total_steps or engine.wants_more
 
     last_eval: dict = {}
-    window_losses: list[list[float]] = []
+    window_losses: list[list[float]] = []  # the checked losses of the current log window
+    # Steps whose losses are still on the device: read (one host copy) and checked at the next log
+    # row, evaluation or checkpoint, not at every step (a per-step read would drain a GPU pipeline).
+    unchecked: list[tuple[int, Losses, list[bool] | None]] = []
+
+    def check_unchecked() -> None:
+        nonlocal first_losses
+        if not unchecked:
+            return
+        values = torch.stack([l.tensor().to(device) for _, l, _ in unchecked]).tolist()
+        for (at, _, updated), vals in zip(unchecked, values):
+            if updated is not None and any(v is None or not math.isfinite(v) for v in first_losses):
+                # Components that train at their own pace (async DGL, sequential stages) set theirs at
+                # their first update (None: a NaN saved in a checkpoint).
+                first_losses = [vals[k] if (v is None or not math.isfinite(v)) and updated[k] else v
+                                for k, v in enumerate(first_losses)]
+            check_losses(vals, at, updated)
+            window_losses.append(vals)
+        unchecked.clear()
     window_records: list = []
     traced: list = []
     # Step time is wall time per training step, data loading included, evaluation and checkpoints excluded.
@@ -433,17 +461,12 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
             spent = time.perf_counter() - tick
             window_time += spent
             train_time += spent
+            losses_now = result.losses if isinstance(result.losses, Losses) else Losses(result.losses)
             if first_losses is None:
                 # Every component's loss before any update: the yardstick of divergence (saved
                 # with each checkpoint, so a resumed run keeps it). One collective, once.
-                first_losses = engine.gather_losses(list(result.losses))
-            elif result.updated is not None and any(v is None or not math.isfinite(v) for v in first_losses):
-                # Components that train at their own pace (async DGL, sequential stages) set theirs at
-                # their first update (None: a NaN saved in a checkpoint).
-                first_losses = [result.losses[k] if (v is None or not math.isfinite(v)) and result.updated[k] else v
-                                for k, v in enumerate(first_losses)]
-            check_losses(result.losses, step + 1, result.updated)
-            window_losses.append(result.losses)
+                first_losses = engine.gather_losses(list(losses_now))
+            unchecked.append((step + 1, losses_now, result.updated))
             window_records.extend(result.records)
             if config.trace_steps and start + 1 <= step < start + 1 + config.trace_steps:  # (the first step warms up)
                 traced.extend(result.records)
@@ -453,6 +476,8 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
             window_steps += 1
             if step % config.log_every == 0 or not more():
                 # Every component's mean loss and action times over the window: one reduction per log row.
+                check_unchecked()
+                window_records = resolve_times(window_records)  # GPU event marks -> seconds (one sync)
                 losses, times = _log_values(engine, window_losses, window_records, window_steps)
                 row = {"kind": "train", "step": step, "total_steps": total_steps, "epoch": step / task.steps_per_epoch,
                        "step_time_s": window_time / window_steps, "samples_per_s": window_steps * y.shape[0] / window_time,
@@ -467,12 +492,15 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                 emit(row)
                 window_losses, window_records, window_time, window_steps = [], [], 0.0, 0
             if config.eval_every and step % config.eval_every == 0 and step < total_steps:
+                check_unchecked()
                 last_eval = do_eval(step, final=False)
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < end:
+                check_unchecked()  # never save the weights of a step whose loss diverged
                 do_checkpoint(step)
             if not more():
                 break
             tick = time.perf_counter()
+    check_unchecked()
     # (stop_after ends a run early as a crash would: no final checkpoint)
     if step >= total_steps and not engine.wants_more:
         last_eval = do_eval(step, final=True)
@@ -514,6 +542,7 @@ def _write_trace(engine, records: list, run_dir: Path, *, title: str) -> None:
 
     folder = run_dir / "trace_records"
     folder.mkdir(parents=True, exist_ok=True)
+    records = resolve_times(records)
     for k in engine.local_components:
         torch.save([r for r in records if r.component == k], folder / f"component_{k + 1}.pt")
     engine.barrier()

@@ -37,6 +37,9 @@ class Transport(Protocol):
     def recv(self, *, src: int, dst: int, tag: tuple) -> torch.Tensor:
         """Receive the next tensor on channel (src, dst); it must carry ``tag``."""
 
+    def post(self, *, src: int, dst: int, tag: tuple) -> None:
+        """Optionally start the next receive of ``tag`` on (src, dst) ahead of :meth:`recv` (may do nothing)."""
+
 
 class InMemoryTransport:
     """All components in one process: a queue per channel, tensors passed by reference.
@@ -54,6 +57,9 @@ class InMemoryTransport:
         self._queues.setdefault((src, dst), deque()).append((tag, tensor.detach()))
         self.messages_sent += 1
         self.sent_by_kind[str(tag[0])] += 1
+
+    def post(self, *, src: int, dst: int, tag: tuple) -> None:
+        """Nothing to post ahead in one process."""
 
     def ready(self, *, src: int, dst: int) -> bool:
         """Whether a message is waiting on channel (src, dst) (the simulated engine polls this)."""
@@ -79,6 +85,7 @@ class InMemoryTransport:
 _HEADER_P2P_TAG = 7301
 _PAYLOAD_P2P_TAG = 7302
 HEADER_BYTES = 512
+_DONE = object()  # the "work" of an empty payload: nothing to wait for
 
 
 class TorchDistributedTransport:
@@ -105,6 +112,20 @@ class TorchDistributedTransport:
     or a send waits before failing (default: the process group's timeout). ``p2p_tags``:
     the (header, payload) point-to-point tags; two transports with different tags between
     the same ranks are independent channels (training messages vs evaluation, for one).
+
+    **Static shapes** (``static_shapes=True``, what the training program uses: its batches
+    all have one size): a message's dtype, shape and strides are sent once per (channel,
+    tag), with its first message; every later message with that tag is its payload alone
+    (one point-to-point message, no CPU round trip for a header under NCCL). A message whose
+    shape differs from its tag's first one is refused with a TransportError on the sender.
+    Since later messages carry no tag, the tag check happens on the first message of each
+    tag (the schedules repeat every step, so a disagreement shows there).
+
+    **Pre-posted receives** (:meth:`post`): with static shapes a receive whose tag's layout
+    is known can be posted before the schedule reaches it, so the transfer overlaps the
+    receiver's compute; :meth:`recv` then only waits for it. Receives on a channel are taken
+    in the order they were posted (or asked for); the worker posts each one as early as
+    the send order allows (:func:`interlock.schedule.post_points`).
     """
 
     def __init__(
@@ -117,6 +138,7 @@ class TorchDistributedTransport:
         max_pending_sends: int = 32,
         timeout_s: float | None = None,
         p2p_tags: tuple[int, int] = (_HEADER_P2P_TAG, _PAYLOAD_P2P_TAG),
+        static_shapes: bool = False,
     ) -> None:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError(
@@ -134,6 +156,15 @@ class TorchDistributedTransport:
         self.max_pending_sends = max_pending_sends
         self._timeout = None if timeout_s is None else timedelta(seconds=timeout_s)
         self._header_tag, self._payload_tag = p2p_tags
+        self.static_shapes = bool(static_shapes)
+        self._sent_layout: dict[tuple[int, tuple], tuple] = {}  # (dst, tag) -> (dtype, shape, stride)
+        self._recv_layout: dict[tuple[int, tuple], tuple] = {}  # (src, tag) -> (dtype, shape, stride)
+        # Per source component, receives posted ahead, in order: [tag, buffer, work]. An entry
+        # without work is deferred (its layout was unknown when posted): it is received when
+        # asked for, and the entries behind it on that channel are posted only after it.
+        self._posted: dict[int, deque[list]] = {}
+        self.headers_sent = 0
+        self.posted_ahead = 0  # receives posted before they were asked for
         # Oldest first: (header work, payload work or None, header, payload). The tensors are
         # kept alive here until their sends complete.
         self._pending: deque[tuple] = deque()
@@ -147,8 +178,21 @@ class TorchDistributedTransport:
         """Start sending ``tensor`` from component ``src`` to ``dst``; returns without waiting for ``dst``."""
         peer = self._rank_of(dst)
         payload, stride = _dense_flat(tensor.detach())
-        header = _encode_header(tag, tensor.dtype, tuple(tensor.shape), stride)
-        header_work = dist.isend(header, dst=peer, group=self.header_group, tag=self._header_tag)
+        layout = (tensor.dtype, tuple(tensor.shape), stride)
+        header = header_work = None
+        known = self._sent_layout.get((dst, tuple(tag))) if self.static_shapes else None
+        if known is None:
+            header = _encode_header(tag, *layout)
+            header_work = dist.isend(header, dst=peer, group=self.header_group, tag=self._header_tag)
+            self.headers_sent += 1
+            if self.static_shapes:
+                self._sent_layout[(dst, tuple(tag))] = layout
+        elif known != layout:
+            raise TransportError(
+                f"component {src + 1} sending {tag} to component {dst + 1}: shape {layout[1]} {layout[0]}, but this "
+                f"tag's first message was {known[1]} {known[0]}; with static_shapes every message of a tag keeps its "
+                f"shape (use batches of one size, e.g. drop the last smaller one, or turn static_shapes off)"
+            )
         # An empty tensor has nothing to send (and gloo rejects zero-byte messages).
         payload_work = (
             dist.isend(payload, dst=peer, group=self.group, tag=self._payload_tag) if payload.numel() else None
@@ -173,7 +217,8 @@ class TorchDistributedTransport:
     def _wait_oldest(self) -> None:
         header_work, payload_work, _, _, src, dst, tag = self._pending.popleft()
         what = f"component {src + 1} sending {tag} to component {dst + 1} (rank {self._rank_of(dst)})"
-        self._wait(header_work, what)
+        if header_work is not None:
+            self._wait(header_work, what)
         if payload_work is not None:
             self._wait(payload_work, what)
 
@@ -181,8 +226,69 @@ class TorchDistributedTransport:
 
     def recv(self, *, src: int, dst: int, tag: tuple) -> torch.Tensor:
         """Receive the next tensor on channel (src, dst); TransportError if it is not tagged ``tag``."""
-        _, out = self.recv_tagged(src=src, dst=dst, expect=tag)
+        tag = tuple(tag)
+        queue = self._posted.get(src)
+        if queue:
+            posted_tag, buffer, work = queue.popleft()
+            if posted_tag != tag:
+                raise TransportError(
+                    f"component {dst + 1} posted a receive of {posted_tag} from component {src + 1} but its schedule "
+                    f"now asks for {tag}: the receives were posted out of order"
+                )
+            if work is not None:
+                self._wait(work, self._waiting(src, dst, tag))
+                self.messages_received += 1
+                return buffer
+        out = self._recv_now(src, dst, tag)
+        self._post_deferred(src)
         return out
+
+    def post(self, *, src: int, dst: int, tag: tuple) -> None:
+        """Post the receive of the next message ``tag`` on channel (src, dst) now (with static shapes), so
+        that its transfer overlaps whatever the receiver does until it asks for it. Without static
+        shapes this does nothing (the receive happens when asked for)."""
+        if not self.static_shapes:
+            return
+        queue = self._posted.setdefault(src, deque())
+        layout = self._recv_layout.get((src, tuple(tag)))
+        if layout is None or any(entry[2] is None for entry in queue):
+            queue.append([tuple(tag), None, None])  # deferred: posted once everything before it is
+            return
+        queue.append([tuple(tag), *self._irecv_payload(src, layout)])
+        self.posted_ahead += 1
+
+    def _post_deferred(self, src: int) -> None:
+        """Post the deferred receives at the head of channel ``src`` whose layouts are now known, in order."""
+        queue = self._posted.get(src)
+        for entry in queue or ():
+            if entry[2] is not None:
+                continue
+            layout = self._recv_layout.get((src, entry[0]))
+            if layout is None:
+                return  # its first message (with the header) must be received first
+            entry[1], entry[2] = self._irecv_payload(src, layout)
+
+    def _irecv_payload(self, src: int, layout: tuple) -> tuple[torch.Tensor, object]:
+        dtype, shape, stride = layout
+        out = torch.empty_strided(shape, stride, dtype=dtype, device=self.device)
+        flat, _ = _dense_flat(out)
+        work = dist.irecv(flat, src=self._rank_of(src), group=self.group, tag=self._payload_tag) if flat.numel() else _DONE
+        return out, work
+
+    def _recv_now(self, src: int, dst: int, tag: tuple) -> torch.Tensor:
+        layout = self._recv_layout.get((src, tag)) if self.static_shapes else None
+        if layout is None:  # the tag's first message under static shapes, or every message otherwise
+            _, out = self.recv_tagged(src=src, dst=dst, expect=tag)
+            if self.static_shapes:
+                self._recv_layout[(src, tag)] = (out.dtype, tuple(out.shape), tuple(out.stride()))
+            return out
+        out, work = self._irecv_payload(src, layout)
+        self._wait(work, self._waiting(src, dst, tag))
+        self.messages_received += 1
+        return out
+
+    def _waiting(self, src: int, dst: int, tag: tuple) -> str:
+        return f"component {dst + 1} waiting for {tag} from component {src + 1} (rank {self._rank_of(src)})"
 
     def recv_tagged(self, *, src: int, dst: int, expect: tuple | None = None) -> tuple[tuple, torch.Tensor]:
         """Receive the next message on channel (src, dst), whatever its tag: (tag, tensor).
@@ -212,6 +318,8 @@ class TorchDistributedTransport:
         return self.ranks[component]
 
     def _wait(self, work, what: str) -> None:
+        if work is _DONE:
+            return
         try:
             if self._timeout is None:
                 work.wait()

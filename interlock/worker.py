@@ -8,7 +8,6 @@ activation outlives its step.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +16,8 @@ from torch import nn
 
 from . import schedule as S
 from .heads._registry import local_loss
+from .prepost import post_plan
+from .timing import clock_for, resolve
 from .transport import Transport
 
 __all__ = ["ComponentWorker", "ActionRecord"]
@@ -26,7 +27,11 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class ActionRecord:
-    """One executed action: which component, what, and when (``time.perf_counter`` seconds)."""
+    """One executed action: which component, what, and when (``time.perf_counter`` seconds).
+
+    On a GPU the times are device marks until :func:`interlock.timing.resolve` turns them into
+    seconds (see :mod:`interlock.timing`); ``duration_s`` resolves them itself.
+    """
 
     component: int
     action: S.Action
@@ -35,7 +40,10 @@ class ActionRecord:
 
     @property
     def duration_s(self) -> float:
-        return self.end_s - self.start_s
+        if isinstance(self.start_s, float) and isinstance(self.end_s, float):
+            return self.end_s - self.start_s
+        (r,) = resolve([self])
+        return r.end_s - r.start_s
 
 
 @dataclass
@@ -48,6 +56,7 @@ class _StepState:
     loss: torch.Tensor | None = None  # unweighted L_k (detached)
     streams: dict[int, torch.Tensor] = field(default_factory=dict)  # j -> dL_j/da_k
     input_grads: dict[int, torch.Tensor] = field(default_factory=dict)  # j -> dL_j/da_{k-1}
+    position: int = 0  # index in the schedule of the next action
 
 
 class ComponentWorker:
@@ -87,6 +96,12 @@ class ComponentWorker:
         self._head_params = [p for p in params if id(p) in head_ids]
         self._block_params = [p for p in params if id(p) in block_ids]
         self._device = next((p.device for p in params), None)
+        self.clock = clock_for(self._device)  # CUDA events on a GPU, the host clock on the CPU
+        # Receives posted ahead (interlock.prepost). next_step_follows: set by the engine when it
+        # knows another step comes, so this step may post that one's first receives.
+        self._post_plan, self._post_plan_of = None, None
+        self._posted_ahead_for: int | None = None
+        self.next_step_follows = False
         self._state: _StepState | None = None
         self.records: list[ActionRecord] = []
         self._run = {
@@ -108,12 +123,28 @@ class ComponentWorker:
     def begin_step(self, x: torch.Tensor | None, y: torch.Tensor, step: int) -> None:
         self._state = _StepState(x=x, y=self._to_device(y), step=step)
         self.records = []
+        if self._post_plan_of is not self.schedule:
+            self._post_plan, self._post_plan_of = post_plan(self.schedule, self.index), self.schedule
+        if self._posted_ahead_for != step:  # the previous step did not post this one's receives ahead
+            self._post(self._post_plan.next_step_receives())
+        self._posted_ahead_for = None
 
     def run(self, action: S.Action) -> None:
-        start = time.perf_counter()
+        start = self.clock.now() if self.record else None
         self._run[type(action)](action)
         if self.record:
-            self.records.append(ActionRecord(self.index, action, start, time.perf_counter()))
+            self.records.append(ActionRecord(self.index, action, start, self.clock.now()))
+        st = self._state
+        if st is not None:  # receives that may be posted now (interlock.prepost)
+            self._post(self._post_plan.same.get(st.position, ()))
+            if self.next_step_follows and st.position in self._post_plan.next:
+                self._post(self._post_plan.next[st.position])
+                self._posted_ahead_for = st.step + 1
+            st.position += 1
+
+    def _post(self, receives) -> None:
+        for src, tag in receives:
+            self.transport.post(src=src, dst=self.index, tag=tag)
 
     def run_step(self, x: torch.Tensor | None, y: torch.Tensor, step: int) -> torch.Tensor | None:
         """Run the whole schedule (blocking transports); returns the detached loss L_k or None."""

@@ -60,7 +60,13 @@ ALL_PARTS = {**PARTS, "dropout": dropout_parts}
 
 
 def strategy_cases(K: int) -> list[tuple[str, il.Strategy, dict]]:
-    """(name, strategy, engine options): end-to-end, local and every n-wise interlocking with both mixes."""
+    """(name, strategy, engine options): end-to-end, local and every n-wise interlocking with both mixes,
+    with split_backward, loss weights and heads left out where the strategy allows.
+
+    Options starting with "_" are the test's, not the engines': ``_no_aux_heads`` drops every head
+    but the top one; ``_headers`` runs the distributed engine without static shapes (a header per
+    message, nothing posted ahead) instead of the training program's setting.
+    """
     cases = [("end-to-end", il.EndToEnd(), {}), ("local", il.Local(), {})]
     for n in range(2, K + 1):
         for mix in ("furthest", "sum"):
@@ -68,7 +74,23 @@ def strategy_cases(K: int) -> list[tuple[str, il.Strategy, dict]]:
                 cases.append((il.Interlocking(n, mix).name, il.Interlocking(n, mix), {}))
     if K >= 3:
         cases.append(("3-wise-sum batched", il.Interlocking(3, "sum"), {"batch_streams": True}))
+    cases += [
+        ("end-to-end split", il.EndToEnd(), {"split_backward": True}),
+        ("2-wise split", il.Interlocking(2), {"split_backward": True}),
+        ("2-wise weighted", il.Interlocking(2), {"loss_weights": [0.5 + 0.25 * k for k in range(K)]}),
+        ("end-to-end no aux heads", il.EndToEnd(), {"_no_aux_heads": True}),
+        ("local headers", il.Local(), {"_headers": True}),
+    ]
     return cases
+
+
+def case_net(parts: str, K: int, seed: int, opts: dict):
+    """(net, x, y, loss_fn, engine options) of a strategy case (the "_" options applied)."""
+    blocks, heads, x, y, loss_fn = ALL_PARTS[parts](K, seed=seed)
+    if opts.get("_no_aux_heads"):
+        heads = [None] * (K - 1) + [heads[-1]]
+    engine_opts = {k: v for k, v in opts.items() if not k.startswith("_")}
+    return il.ComponentNet(blocks=blocks, heads=heads), x, y, loss_fn, engine_opts
 
 
 def own_state(engine) -> dict[str, torch.Tensor]:
@@ -90,9 +112,11 @@ def train_strategies(K: int, parts: str, seed: int, steps: int = STEPS, rng_seed
     """Every strategy case on ``parts``; per case this rank's parameters, losses, message counts, eval prediction."""
     out = {}
     for name, strategy, opts in strategy_cases(K):
-        blocks, heads, x, y, loss_fn = ALL_PARTS[parts](K, seed=seed)
-        net = il.ComponentNet(blocks=blocks, heads=heads)
-        engine = DistributedEngine(net, strategy, optimizer=sgd, loss_fn=loss_fn, rng_seed=rng_seed, timeout_s=60, **opts)
+        net, x, y, loss_fn, engine_opts = case_net(parts, K, seed, opts)
+        # The training program's transport (static shapes, receives posted ahead, across steps too) unless "_headers".
+        static = not opts.get("_headers")
+        engine = DistributedEngine(net, strategy, optimizer=sgd, loss_fn=loss_fn, rng_seed=rng_seed, timeout_s=60,
+                                   static_shapes=static, total_steps=steps if static else None, **engine_opts)
         losses, records = [], []
         for bx, by in batches_for(x, y, steps):
             result = engine.step(bx if engine.rank == 0 else None, by)
@@ -106,8 +130,10 @@ def train_strategies(K: int, parts: str, seed: int, steps: int = STEPS, rng_seed
             "state": own_state(engine),
             "losses": losses,
             "gathered": gathered,
-            "sent_by_kind": dict(engine.transport.sent_by_kind),
-            "received": engine.transport.messages_received,
+            "sent_by_kind": dict(engine.transport.sent_by_kind + engine.channel.sent_by_kind),
+            "received": engine.transport.messages_received + engine.channel.messages_received,
+            "headers": engine.channel.headers_sent,
+            "posted_ahead": engine.channel.posted_ahead,
             "records": records,
             "prediction": prediction,
             "rank_sum": engine.all_reduce_sum(torch.tensor([float(engine.rank + 1)])).item(),

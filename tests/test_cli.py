@@ -140,7 +140,7 @@ def test_version_help_and_every_option_listed(capsys):
         cli.main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--seed SEED seed of the weights, data order" in text
-    assert "--engine {simulated,distributed} simulated: every component in this process" in text
+    assert "--engine {simulated,distributed,pipeline} simulated: every component in this process" in text
     assert "--list-options" in text
     assert cli.main(["train", "--list-options"]) == 0
     listing = capsys.readouterr().out

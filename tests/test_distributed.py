@@ -31,7 +31,7 @@ import dist_helpers as H
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed")
 
 SEEDS = {2: 21, 3: 31, 4: 41}
-PIPELINE_CASES = {2: [("gpipe", 2), ("1f1b", 4)], 4: [("gpipe", 4), ("1f1b", 4)]}
+PIPELINE_CASES = {2: [("gpipe", 2), ("1f1b", 4), ("zb1p", 4)], 4: [("gpipe", 4), ("1f1b", 4), ("zb1p", 4)]}
 SLEEP_S, AHEAD_STEPS = 0.1, 4
 DROPOUT_STEPS, DROPOUT_RNG_SEED = 2, 7
 
@@ -61,8 +61,7 @@ def spawned(request):
 
 
 def simulate(K: int, parts: str, seed: int, strategy, *, steps: int = H.STEPS, **opts):
-    blocks, heads, x, y, loss_fn = H.ALL_PARTS[parts](K, seed=seed)
-    net = il.ComponentNet(blocks=blocks, heads=heads)
+    net, x, y, loss_fn, opts = H.case_net(parts, K, seed, opts)
     engine = il.SimulatedEngine(net, strategy, optimizer=H.sgd, loss_fn=loss_fn, **opts)
     losses = [engine.step(bx, by).losses for bx, by in H.batches_for(x, y, steps)]
     return net, losses, engine, x
@@ -73,6 +72,11 @@ def component_state(net: il.ComponentNet, k: int) -> dict[str, torch.Tensor]:
     if net.heads[k] is not None:
         out.update({f"head.{n}": t for n, t in net.heads[k].state_dict().items()})
     return out
+
+
+def same_floats(a, b) -> bool:
+    """Equal lists of floats, NaN equal to NaN (a component without a head has a NaN loss)."""
+    return len(a) == len(b) and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b))
 
 
 def assert_bitwise_equal(got: dict, want: dict, what: str) -> None:
@@ -95,10 +99,10 @@ def test_distributed_equals_simulated_bit_for_bit(spawned, parts):
             got = ranks[k][parts][name]
             assert_bitwise_equal(got["state"], component_state(net, k), f"K={K} {parts} {name} component {k + 1}")
             # Own loss exactly; NaN where another rank's loss would be (no collective per step).
-            assert [l[k] for l in got["losses"]] == [l[k] for l in losses], (name, k)
+            assert same_floats([l[k] for l in got["losses"]], [l[k] for l in losses]), (name, k)
             assert all(math.isnan(l[j]) for l in got["losses"] for j in range(K) if j != k)
             # gather_losses fills in every component's loss of that step, on every rank.
-            assert got["gathered"] == losses[-1], (name, k)
+            assert same_floats(got["gathered"], losses[-1]), (name, k)
 
 
 def test_heads_forward_and_all_reduce_match(spawned):
@@ -124,6 +128,19 @@ def test_messages_match_the_simulated_transport_and_local_sends_no_streams(spawn
         assert sum(r["bn"][name]["received"] for r in ranks) == sim.transport.messages_sent + eval_messages
         if name == "local":
             assert sent["stream"] == 0 and sent["activation"] == (K - 1) * H.STEPS
+        # Static shapes: one header per (channel, tag), sent with its first message; without, one per message.
+        headers = [r["bn"][name]["headers"] for r in ranks]
+        if name == "local":
+            assert headers == [1] * (K - 1) + [0]
+        if name == "local headers":
+            assert headers == [H.STEPS] * (K - 1) + [0]
+        # Receives posted ahead: from the second step on every receive is (first steps carry the headers).
+        posted = sum(r["bn"][name]["posted_ahead"] for r in ranks)
+        received = sum(r["bn"][name]["received"] for r in ranks) - eval_messages
+        if name == "local headers":
+            assert posted == 0
+        elif received:
+            assert received * (H.STEPS - 1) / H.STEPS <= posted < received, (name, posted, received)
 
 
 def test_records_follow_the_schedule_on_a_common_clock(spawned):
@@ -389,4 +406,5 @@ def test_a_rank_failing_while_its_peers_train_is_reported_at_once_with_its_own_e
     with pytest.raises(TrainingDiverged, match=r"loss of component 2 is nan at step 7") as info:
         run_local(H.train_with_nan_on_rank_1, 2, cfg.to_dict(), 7, timeout_s=120)
     assert time.monotonic() - start < 40  # spawning and data take seconds; nothing waits for the 60 s timeout
-    assert info.value.interlock_rank == (1, 2) and info.value.interlock_where == "training step 7"
+    # (Losses are read at log rows, not every step: the NaN of step 7 is caught at the row of step 10.)
+    assert info.value.interlock_rank == (1, 2) and info.value.interlock_where == "training step 10"

@@ -143,3 +143,20 @@ def test_train_hogwild_and_lockstep_async_distributed_equal_simulated_and_free_a
     assert 0 <= final["test_final_acc"] <= 1 and final["test_acc_1"] is not None
     rows = [r for r in (tmp_path / "free" / "run" / "metrics.jsonl").read_text().splitlines() if '"train"' in r]
     assert len(rows) == 3  # every log row written by rank 0, none waiting for the slowed rank
+
+
+def test_train_with_the_pipeline_engine_and_its_config_errors(tmp_path):
+    pytest.importorskip("sklearn", reason="the bundled digits data set needs scikit-learn")
+    from interlock.config import load_config
+    from interlock.distributed_run import run_distributed
+    from test_train import config
+
+    extra = ["steps=4", "threads=1", "model.components=2", "strategy=end-to-end", "engine=pipeline", "eval_every=0"]
+    for schedule in ("zb1p", "gpipe"):
+        final = run_distributed(config(tmp_path / schedule, *extra, f"pipeline.schedule={schedule}", "pipeline.microbatches=2"),
+                                resume=False)
+        assert 0 <= final["test_final_acc"] <= 1 and final["test_acc_1"] is None  # the pipeline trains no auxiliary head
+    for bad, match in (("strategy=2-wise", "use strategy=end-to-end"), ("pipeline.microbatches=3", "does not divide"),
+                       ("pipeline.schedule=zbv", "pipeline.schedule='zbv'")):
+        with pytest.raises(ValueError, match=match):
+            load_config(None, ["steps=4", "model.components=2", "strategy=end-to-end", "engine=pipeline", "data.batch_size=32", bad])

@@ -323,3 +323,27 @@ def test_heads_command_reports_costs(capsys):
     assert cli.main(["heads", "dgl_cnn", "width=0.25", "--components", "2", "--heads", "mlp_sr"]) == 0
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("| 1 ") or l.startswith("| 2 ")]
     assert len(lines) == 2 and all(l.count("%") == 2 for l in lines)
+
+
+def test_losses_stay_on_the_device_until_a_log_row_and_divergence_names_the_step_it_happened(tmp_path, monkeypatch):
+    # The loop copies the losses to the host once per log row (plus the first step's yardstick),
+    # not once per step; a divergence is still reported at the step it happened.
+    from interlock.engines.common import Losses
+
+    reads = []
+    real = Losses._values
+
+    def counting(self):
+        if self._floats is None:
+            reads.append(1)
+        return real(self)
+
+    monkeypatch.setattr(Losses, "_values", counting)
+    run(config(tmp_path / "ok", "steps=10", "strategy=2-wise", "log_every=5", "eval_every=0"))
+    assert len(reads) == 1  # the first step's yardstick; the log rows stack the tensors instead
+    import interlock.train as train_mod
+
+    loss_fn = train_mod.make_loss_fn
+    monkeypatch.setattr(train_mod, "make_loss_fn", lambda task, ls: lambda out, y: loss_fn(task, ls)(out, y) * float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"loss of component 1 is nan at step 1"):
+        run(config(tmp_path / "nan", "steps=10", "strategy=local", "log_every=5", "eval_every=0"))

@@ -44,16 +44,19 @@ def create(net, strategy: Strategy, *, total_steps: int | None = None, flush_eve
     return cls(net, strategy, total_steps=total_steps, **options)
 
 
-def create_distributed(net, strategy: Strategy, *, total_steps: int | None = None, flush_every: int = 0, **options):
+def create_distributed(net, strategy: Strategy, *, total_steps: int | None = None, flush_every: int = 0,
+                       static_shapes: bool = False, **options):
     """The engine that runs ``strategy`` on this rank's component of ``net``, one process per component.
 
-    Same arguments as :func:`create`; ``options``: DistributedEngine's (``device``, ``timeout_s``, ...).
+    Same arguments as :func:`create`; ``static_shapes``: every batch has one shape (DistributedEngine
+    then sends each tag's layout once and posts receives ahead; the engines of their own keep a
+    header per message); ``options``: DistributedEngine's (``device``, ``timeout_s``, ...).
     """
     if not strategy.distributed:
         raise ValueError(f"{strategy.name} runs in one process only for now; use the simulated engine (engine=simulated)")
     cls = _OWN_RANK_ENGINE.get(type(strategy))
     if cls is None:
-        return DistributedEngine(net, strategy, **options)
+        return DistributedEngine(net, strategy, total_steps=total_steps, static_shapes=static_shapes, **options)
     if cls is StaleRankEngine:
         options["flush_every"] = flush_every
     return cls(net, strategy, total_steps=total_steps, **options)

@@ -14,11 +14,71 @@ from ..strategies import GradientPlan, Strategy
 from ..transport import Transport
 from ..worker import ActionRecord, ComponentWorker, LossFn
 
-__all__ = ["StepResult", "EngineOptions", "make_worker", "check_heads", "validate_engine", "pack_component_state",
+__all__ = ["StepResult", "Losses", "EngineOptions", "make_worker", "check_heads", "validate_engine", "pack_component_state",
            "load_component"]
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], object]
+
+
+class Losses(Sequence):
+    """A step's losses, one per component (NaN where none), left where they were computed until read.
+
+    Engines build it from the workers' loss tensors without copying them to the host: on a GPU
+    that copy would wait for the step's kernels (a host sync per step, which drains the
+    pipeline). Reading it (indexing, iterating, comparing) copies all K values at once;
+    :meth:`tensor` gives them without a copy, which is what the training program stacks over a
+    log window and reads once per log row.
+    """
+
+    def __init__(self, values: "torch.Tensor | Sequence[float]") -> None:
+        self._tensor = values if isinstance(values, torch.Tensor) else None
+        self._floats = None if self._tensor is not None else [float(v) for v in values]
+
+    @classmethod
+    def of(cls, losses: "Sequence[torch.Tensor | None]") -> "Losses":
+        """From per-component detached scalar losses (None: NaN), on the device of the first present one."""
+        present = [l for l in losses if l is not None]
+        if not present:
+            return cls([math.nan] * len(losses))
+        device = present[0].device
+        out = torch.full((len(losses),), math.nan, dtype=torch.float32, device=device)
+        for k, l in enumerate(losses):
+            if l is not None:
+                out[k] = l.detach().float().reshape(()).to(device)
+        return cls(out)
+
+    def tensor(self) -> torch.Tensor:
+        """The K losses as a float32 tensor on their device (no host copy)."""
+        if self._tensor is None:
+            self._tensor = torch.tensor(self._floats, dtype=torch.float32)
+        return self._tensor
+
+    def _values(self) -> list[float]:
+        if self._floats is None:
+            self._floats = self._tensor.tolist()
+        return self._floats
+
+    def __getitem__(self, i):
+        return self._values()[i]
+
+    def __len__(self) -> int:
+        return len(self._floats) if self._floats is not None else int(self._tensor.shape[0])
+
+    def __iter__(self):
+        return iter(self._values())
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, (Sequence, Losses)) else NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(self._values())  # prints as the list of floats it stands for
+
+    def __getstate__(self):
+        return {"floats": self._values()}  # pickled as plain floats (results sent between processes)
+
+    def __setstate__(self, state) -> None:
+        self._tensor, self._floats = None, list(state["floats"])
 
 
 @dataclass(frozen=True)
@@ -31,7 +91,7 @@ class StepResult:
     """
 
     step: int
-    losses: list[float]
+    losses: Losses | list[float]
     records: list[ActionRecord] = field(default_factory=list)  # every action's timing, all components
     updated: list[bool] | None = None
 

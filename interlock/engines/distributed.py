@@ -47,7 +47,6 @@ CPU). Without torchrun, :func:`interlock.launch.run_local` starts K local proces
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -57,10 +56,12 @@ from ..net import ComponentNet
 from ..strategies import Strategy
 from ..transport import TorchDistributedTransport
 from ..worker import ActionRecord
-from .common import EngineOptions, LossFn, StepResult, load_component, make_worker, pack_component_state
+from .common import EngineOptions, Losses, LossFn, StepResult, load_component, make_worker, pack_component_state
 from .ranks import RankEngine, RankGroup, chain_heads_forward, keep_component
 
 __all__ = ["DistributedEngine", "RankGroup", "keep_component"]
+
+_TRAIN_P2P_TAGS = (7303, 7304)
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,11 @@ class DistributedEngine(RankEngine):
     for a message fails); ``device``: None (CPU, gloo) or "cuda" (GPU LOCAL_RANK, NCCL);
     ``max_pending_sends``: sends a rank may have outstanding before it waits for the
     oldest (bounds how far a component runs ahead under local learning);
-    ``sample_input``: dry-run the whole network's shapes on every rank first.
+    ``sample_input``: dry-run the whole network's shapes on every rank first;
+    ``static_shapes``: every batch has the same shape, so each message tag's layout is sent
+    once and receives are posted ahead of the schedule (:class:`TorchDistributedTransport`;
+    the training program turns it on, its batches having one size); ``total_steps``: the
+    run's length, if known, so a step may post the next step's first receives.
 
     ``net`` is modified in place: this rank keeps only its own component (see
     :func:`keep_component`), moved to ``device``. Initialises the default process group
@@ -98,7 +103,11 @@ class DistributedEngine(RankEngine):
         device: torch.device | str | None = None,
         max_pending_sends: int = 32,
         sample_input: torch.Tensor | None = None,
+        static_shapes: bool = False,
+        total_steps: int | None = None,
     ) -> None:
+        if total_steps is not None and (isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1):
+            raise ValueError(f"total_steps={total_steps!r}: give the run's length in steps (an integer >= 1) or None")
         if isinstance(strategy, Strategy) and strategy.own_engine:
             raise ValueError(
                 f"{strategy.name} has an engine of its own; make it with interlock.engines.create_distributed(net, strategy, ...)"
@@ -109,11 +118,19 @@ class DistributedEngine(RankEngine):
         )
         k = self._setup(net, strategy, options, device=device, timeout_s=timeout_s, sample_input=sample_input)
         self.options = options
+        self.total_steps = total_steps
+        # Training messages and evaluation's chain travel on separate channels (point-to-point
+        # tags): receives posted ahead for training never meet an evaluation message.
+        self.channel = TorchDistributedTransport(
+            group=None, header_group=self.group.control_group, device=self.device,
+            max_pending_sends=max_pending_sends, timeout_s=timeout_s, p2p_tags=_TRAIN_P2P_TAGS,
+            static_shapes=static_shapes,
+        )
         self.transport = TorchDistributedTransport(
             group=None, header_group=self.group.control_group, device=self.device,
             max_pending_sends=max_pending_sends, timeout_s=timeout_s,
         )
-        self.worker = make_worker(net, k, self.plan, self.options, self.transport)
+        self.worker = make_worker(net, k, self.plan, self.options, self.channel)
         self.step_count = 0
         self.epoch_s = self.group.epoch()
         logger.info(
@@ -141,11 +158,11 @@ class DistributedEngine(RankEngine):
         if self.rank == 0 and x is None:
             raise ValueError("rank 0 runs the first component: pass the batch inputs x")
         step = self.step_count
+        self.worker.next_step_follows = self.total_steps is not None and step + 1 < self.total_steps
         loss = self.worker.run_step(x if self.rank == 0 else None, y, step)
         self.step_count += 1
-        losses = [math.nan] * self.num_components
-        if loss is not None:
-            losses[self.rank] = float(loss)  # the one device sync of the step
+        # This rank's loss, NaN elsewhere, left on the device: no host sync per step.
+        losses = Losses.of([loss if j == self.rank else None for j in range(self.num_components)])
         return StepResult(step=step, losses=losses, records=self._records())
 
     def _records(self) -> list[ActionRecord]:

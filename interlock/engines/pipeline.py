@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 
 import torch
@@ -31,14 +30,20 @@ from torch import nn
 
 from ..net import ComponentNet
 from ..transport import TorchDistributedTransport
-from .common import EngineOptions, LossFn, StepResult, load_component, pack_component_state
+from .common import EngineOptions, Losses, LossFn, StepResult, load_component, pack_component_state
 from .ranks import RankEngine, chain_heads_forward
 
 __all__ = ["PipelineEngine", "PIPELINE_SCHEDULES"]
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_SCHEDULES = ("gpipe", "1f1b")
+# name -> torch.distributed.pipelining schedule class. "zb1p" is PyTorch's interleaved zero-bubble
+# schedule (ScheduleInterleavedZeroBubble) with one stage per rank: each backward is split into an
+# input-gradient pass, sent on at once, and a weight-gradient pass that fills the bubbles. ZBV
+# (ScheduleZBVZeroBubble) needs two stages per rank in a V placement, i.e. the network cut into 2K
+# pieces rather than interlock's K components, so it is not offered here.
+PIPELINE_SCHEDULES = ("gpipe", "1f1b", "interleaved-1f1b", "zb1p")
+_MULTI_STAGE = ("interleaved-1f1b", "zb1p")  # schedule classes that take a list of this rank's stages
 
 
 def _pipelining():
@@ -55,7 +60,9 @@ class PipelineEngine(RankEngine):
     ``optimizer`` / ``lr_scheduler``: factories as for the other engines (one optimizer
     per component, over its block, and the final head on the last rank);
     ``microbatches``: micro-batches per step (must divide the batch size; 1F1B needs at
-    least K); ``schedule``: "gpipe" or "1f1b"; ``timeout_s``, ``device``: as for
+    least K, the interleaved schedules a multiple of K); ``schedule``: one of
+    :data:`PIPELINE_SCHEDULES` ("gpipe", "1f1b", "interleaved-1f1b", or "zb1p", PyTorch's
+    zero-bubble schedule with one stage per rank); ``timeout_s``, ``device``: as for
     :class:`~interlock.engines.distributed.DistributedEngine`. ``net`` is modified in place:
     this rank keeps its own component only.
 
@@ -85,8 +92,11 @@ class PipelineEngine(RankEngine):
             raise ValueError(f"schedule={schedule!r}: use one of {list(PIPELINE_SCHEDULES)}")
         if isinstance(microbatches, bool) or not isinstance(microbatches, int) or microbatches < 1:
             raise ValueError(f"microbatches={microbatches!r}: give an integer >= 1")
-        if schedule == "1f1b" and microbatches < K:
-            raise ValueError(f"the 1F1B schedule needs microbatches >= the {K} components; use microbatches >= {K} or 'gpipe'")
+        if schedule in ("1f1b", "interleaved-1f1b", "zb1p") and microbatches < K:
+            raise ValueError(f"the {schedule} schedule needs microbatches >= the {K} components; use microbatches >= {K} or 'gpipe'")
+        if schedule in _MULTI_STAGE and microbatches % K:
+            raise ValueError(f"the {schedule} schedule needs microbatches divisible by the {K} components (whole rounds); "
+                             f"use microbatches={K * max(1, microbatches // K)}")
         self.options = EngineOptions(optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler)
         self.options.validate(K)
         self.microbatches = microbatches
@@ -102,7 +112,10 @@ class PipelineEngine(RankEngine):
         self.block: nn.Module = net.blocks[k].to(self.device)
         self.head: nn.Module | None = None if net.heads[k] is None else net.heads[k].to(self.device)
         # The stage's module: the block, and on the last rank the final head after it.
-        self.stage_module = self.block if self.head is None else nn.Sequential(self.block, self.head)
+        # A middle stage's output is sent as it is: make it contiguous (gloo sends only contiguous
+        # tensors, and PyTorch's multi-stage schedules do not copy it), a no-op for most blocks.
+        self.stage_module = nn.Sequential(self.block, self.head) if self.head is not None else (
+            self.block if k == K - 1 else nn.Sequential(self.block, _Contiguous()))
         opt_factory, sched_factory, _ = self.options.for_component(k)
         params = [p for p in self.stage_module.parameters() if p.requires_grad]
         if not params:
@@ -165,9 +178,9 @@ class PipelineEngine(RankEngine):
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
         self.step_count += 1
-        losses = [math.nan] * self.num_components
-        if self.is_last:
-            losses[-1] = float(torch.stack([l.detach() for l in mb_losses]).mean())
+        mean = torch.stack([l.detach() for l in mb_losses]).mean() if self.is_last else None
+        # The last rank's loss, NaN elsewhere, left on the device (no host sync per step).
+        losses = Losses.of([mean if j == self.num_components - 1 else None for j in range(self.num_components)])
         return StepResult(step=step, losses=losses, records=[])
 
     def heads_forward(self, x: torch.Tensor | None) -> list[torch.Tensor | None]:
@@ -217,12 +230,19 @@ class PipelineEngine(RankEngine):
             input_args=inp.requires_grad_(k > 0 and inp.is_floating_point()),
             output_args=_as_meta(out).requires_grad_(out.is_floating_point()),
         )
-        schedule_class = {"gpipe": pp.ScheduleGPipe, "1f1b": pp.Schedule1F1B}[self.schedule_name]
+        schedule_class = {"gpipe": pp.ScheduleGPipe, "1f1b": pp.Schedule1F1B, "interleaved-1f1b": pp.ScheduleInterleaved1F1B,
+                          "zb1p": pp.ScheduleInterleavedZeroBubble}[self.schedule_name]
         schedule = schedule_class(
-            stage, self.microbatches, loss_fn=self.loss_fn if self.is_last else _unused_loss, scale_grads=True
+            [stage] if self.schedule_name in _MULTI_STAGE else stage, self.microbatches,
+            loss_fn=self.loss_fn if self.is_last else _unused_loss, scale_grads=True,
         )
         logger.debug("rank %d: pipeline stage for micro-batches of %s built in %.3f s", k, shape, time.perf_counter() - start)
         return schedule
+
+
+class _Contiguous(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous()
 
 
 def _unused_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -187,7 +187,8 @@ class RankEngine(EngineBase):
     """What every one-component-per-rank engine offers the training program, from its ``group``."""
 
     group: RankGroup
-    transport: TorchDistributedTransport
+    transport: TorchDistributedTransport  # evaluation's chain (and training messages where no channel)
+    channel: TorchDistributedTransport | None = None  # training messages, where they have their own tags
     _num_components: int
 
     @property
@@ -259,6 +260,8 @@ class RankEngine(EngineBase):
         ``wait=False`` (after an error): skip the waiting, only tear down.
         """
         if wait:
+            if self.channel is not None:
+                self.channel.flush()
             self.transport.flush()
         self.group.close(wait=wait)
 

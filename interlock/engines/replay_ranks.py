@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
@@ -42,7 +43,7 @@ from ..net import ComponentNet
 from ..strategies import AsyncLocal
 from ..transport import InMemoryTransport, TorchDistributedTransport
 from .buffer import ReplayBuffer
-from .common import EngineOptions, LossFn, StepResult, load_component, make_worker, pack_component_state
+from .common import EngineOptions, Losses, LossFn, StepResult, load_component, make_worker, pack_component_state
 from .ranks import RankEngine, chain_heads_forward
 from .mailbox import END_TAG, Mailbox
 
@@ -170,13 +171,13 @@ class ReplayRankEngine(RankEngine):
             self.channel.send(out, src=k, dst=k + 1, tag=_ACTIVATION)
             self.channel.send(labels, src=k, dst=k + 1, tag=_LABELS)
         if self.sleep_factor > 0:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # the update's compute, not its launch
             time.sleep(self.sleep_factor * (time.perf_counter() - start))
         self.step_count += 1
-        losses = [math.nan] * K
-        if loss is not None:
-            losses[k] = float(loss)
+        losses = Losses.of([loss if j == k else None for j in range(K)])
         e = self.epoch_s
-        records = [type(r)(r.component, r.action, r.start_s - e, r.end_s - e) for r in w.records]
+        records = [replace(r, start_s=r.start_s - e, end_s=r.end_s - e) for r in w.records]
         return StepResult(step=step, losses=losses, records=records, updated=[j == k for j in range(K)])
 
     @property

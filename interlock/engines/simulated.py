@@ -9,7 +9,6 @@ running the same workers gives the same parameters.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -19,7 +18,7 @@ from ..net import ComponentNet
 from ..strategies import Strategy
 from ..transport import InMemoryTransport
 from .base import EngineBase
-from .common import EngineOptions, LossFn, StepResult, load_component, make_worker, pack_component_state, validate_engine
+from .common import EngineOptions, Losses, LossFn, StepResult, load_component, make_worker, pack_component_state, validate_engine
 
 __all__ = ["SimulatedEngine"]
 
@@ -179,8 +178,6 @@ class SimulatedEngine(EngineBase):
         """Nothing to release (the distributed engines' ``close(wait=False)`` skips waiting after an error)."""
 
 
-def _to_floats(losses: list[torch.Tensor | None]) -> list[float]:
-    present = [l for l in losses if l is not None]
-    # One device sync per step, not one per component.
-    values = iter(torch.stack([l.float().reshape(()).to(present[0].device) for l in present]).tolist()) if present else iter(())
-    return [math.nan if l is None else next(values) for l in losses]
+def _to_floats(losses: list[torch.Tensor | None]) -> Losses:
+    """The step's losses, left on the device until read (see :class:`~interlock.engines.common.Losses`)."""
+    return Losses.of(losses)

@@ -23,7 +23,6 @@ Checkpoints add each component's queued gradients, so resumed equals uninterrupt
 
 from __future__ import annotations
 
-import time
 from collections import deque
 
 import torch
@@ -89,15 +88,15 @@ class StaleEngine(SimulatedEngine):
 
     def _apply(self, k: int, grads: list[torch.Tensor | None]) -> ActionRecord:
         """One optimizer step (and LR-scheduler step) of component k with the given gradients."""
-        start = time.perf_counter()
         w = self.workers[k]
+        start = w.clock.now()
         for p, g in zip(self._params(k), grads):
             p.grad = g
         w.optimizer.step()
         w.optimizer.zero_grad(set_to_none=True)
         if w.lr_scheduler is not None:
             w.lr_scheduler.step()
-        return ActionRecord(k, S.Update(), start, time.perf_counter())
+        return ActionRecord(k, S.Update(), start, w.clock.now())
 
     def flush(self) -> list[ActionRecord]:
         """The pipeline drains: every component applies its queued gradients, oldest first."""

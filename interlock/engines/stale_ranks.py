@@ -28,8 +28,6 @@ travel on their own point-to-point tags, so nothing mixes.
 
 from __future__ import annotations
 
-import math
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +41,7 @@ from ..net import ComponentNet
 from ..strategies import Hogwild, staleness
 from ..transport import InMemoryTransport, TorchDistributedTransport
 from ..worker import ActionRecord
-from .common import EngineOptions, LossFn, StepResult, load_component, make_worker, pack_component_state
+from .common import EngineOptions, Losses, LossFn, StepResult, load_component, make_worker, pack_component_state
 from .ranks import RankEngine, chain_heads_forward
 
 __all__ = ["StaleRankEngine"]
@@ -146,10 +144,10 @@ class StaleRankEngine(RankEngine):
         y = y.to(self.device)
 
         def timed(action, fn):
-            start = time.perf_counter()
+            start = w.clock.now()
             out = fn()
             if w.record:
-                records.append(ActionRecord(k, action, start - self.epoch_s, time.perf_counter() - self.epoch_s))
+                records.append(ActionRecord(k, action, start - self.epoch_s, w.clock.now() - self.epoch_s))
             return out
 
         if k == 0:
@@ -177,9 +175,7 @@ class StaleRankEngine(RankEngine):
         self.step_count += 1
         if self.step_count == self.total_steps or (self.flush_every and self.step_count % self.flush_every == 0):
             records.extend(self.flush())
-        losses = [math.nan] * K
-        if loss is not None:
-            losses[k] = float(loss)
+        losses = Losses.of([loss if j == k else None for j in range(K)])
         return StepResult(step=t, losses=losses, records=records)
 
     def _head_loss(self, a_out: torch.Tensor, y: torch.Tensor, t: int, *, stream: bool):
@@ -210,24 +206,24 @@ class StaleRankEngine(RankEngine):
 
         def clock(action, start):
             if w.record:
-                records.append(ActionRecord(k, action, start - self.epoch_s, time.perf_counter() - self.epoch_s))
+                records.append(ActionRecord(k, action, start - self.epoch_s, w.clock.now() - self.epoch_s))
 
         if stream is None:
-            start = time.perf_counter()
+            start = w.clock.now()
             stream = self.channel.recv(src=k + 1, dst=k, tag=_GRADIENT)
             clock(S.RecvStream(loss=self.num_components - 1, hops_left=0), start)
-        start = time.perf_counter()
+        start = w.clock.now()
         wrt = ([batch.a_in] if batch.a_in is not None else []) + [s for s in batch.stash if s.requires_grad]
         grads = torch.autograd.grad(batch.a_out, wrt, stream, allow_unused=True) if batch.a_out.requires_grad else [None] * len(wrt)
         clock(S.FullGrad(loss=self.num_components - 1, last=True), start)
         if batch.a_in is not None:
             g_in = grads[0] if grads[0] is not None else torch.zeros_like(batch.a_in)
-            start = time.perf_counter()
+            start = w.clock.now()
             self.channel.send(g_in, src=k, dst=k - 1, tag=_GRADIENT)
             clock(S.SendStream(loss=self.num_components - 1, hops_left=1), start)
             grads = grads[1:]
         block_grads = {id(p): g for p, g in zip(self._live, _spread(batch.stash, grads)) if g is not None}
-        start = time.perf_counter()
+        start = w.clock.now()
         self._apply(batch.head_grads, block_grads)
         clock(S.Update(), start)
         return records
