@@ -91,9 +91,10 @@ class DistributedEngine(RankEngine):
         lr_scheduler=None,
         loss_weights: Sequence[float] | None = None,
         batch_streams: bool = False,
-        split_backward: bool = False,
+        split_backward: bool | None = None,
         rng_seed: int | None = None,
         record: bool = True,
+        microbatches: int = 1,
         timeout_s: float = 300.0,
         device: torch.device | str | None = None,
         max_pending_sends: int = 32,
@@ -106,6 +107,7 @@ class DistributedEngine(RankEngine):
         options = EngineOptions(
             optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler, loss_weights=loss_weights,
             batch_streams=batch_streams, split_backward=split_backward, rng_seed=rng_seed, record=record,
+            microbatches=microbatches,
         )
         k = self._setup(net, strategy, options, device=device, timeout_s=timeout_s, sample_input=sample_input)
         self.options = options

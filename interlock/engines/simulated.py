@@ -47,9 +47,10 @@ class SimulatedEngine(EngineBase):
         lr_scheduler=None,
         loss_weights: Sequence[float] | None = None,
         batch_streams: bool = False,
-        split_backward: bool = False,
+        split_backward: bool | None = None,
         rng_seed: int | None = None,
         record: bool = True,
+        microbatches: int = 1,
         sample_input: torch.Tensor | None = None,
     ) -> None:
         if not isinstance(strategy, Strategy):
@@ -59,6 +60,7 @@ class SimulatedEngine(EngineBase):
         self.options = EngineOptions(
             optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler, loss_weights=loss_weights,
             batch_streams=batch_streams, split_backward=split_backward, rng_seed=rng_seed, record=record,
+            microbatches=microbatches,
         )
         self.plan = validate_engine(net, strategy, self.options)
         self.net = net
