@@ -193,7 +193,10 @@ def build_schedule(
     forward, send it up, head loss, and at once the input gradient of the own loss's stream,
     sent down. Then the streams from above, in the order the component above sends them,
     each forwarded as soon as it arrives. Last, one weight pass per micro-batch (off the
-    critical path), and one update for the step. m = 1 is the whole-batch schedule exactly.
+    critical path), and one update for the step; a component that forwards none of the streams
+    it receives runs each micro-batch's weight pass as soon as that micro-batch's last stream has
+    arrived instead (nobody waits for it, and it fills the wait for the next stream). m = 1 is
+    the whole-batch schedule exactly.
     """
     K = plan.num_components
     if not 0 <= k < K:
@@ -304,4 +307,20 @@ def _backward(plan: GradientPlan, k: int, batch_streams: bool, split: bool, m: i
     weights: list[Action] = []
     if trained and not full:
         weights = [WeightGrad(trained, last=False, reuse=reuse, mb=i) for i in mbs]
+    if weights and m > 1 and arriving and not any(isinstance(a, SendStream) for a in rest):
+        # Nothing waits for this component's backward after its forwards (it sends no stream it
+        # receives), so a micro-batch's weight pass runs as soon as its last stream has arrived,
+        # in the time it would otherwise wait for the next one. (With streams to forward, a weight
+        # pass there could hold up a stream that has already arrived: those stay at the end.)
+        last_arrival = {i: n for n, (_, i) in enumerate(arriving)}
+        if set(last_arrival) == set(mbs):
+            interleaved: list[Action] = []
+            n = 0
+            for a in rest:
+                interleaved.append(a)
+                if isinstance(a, RecvStream):
+                    if last_arrival[a.mb] == n:
+                        interleaved.append(weights[mbs.index(a.mb)])
+                    n += 1
+            rest, weights = interleaved, []
     return own, tuple(rest), tuple(weights)

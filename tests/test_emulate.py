@@ -127,7 +127,7 @@ def test_batch_is_seeded_and_shaped():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
-@pytest.mark.parametrize("strategy", [il.Local(), il.Interlocking(2), il.EndToEnd()], ids=lambda s: s.name)
+@pytest.mark.parametrize("strategy", [il.Local(), il.Interlocking(2), il.EndToEnd(), il.Interlocking(3, "sum")], ids=lambda s: s.name)
 def test_engine_measurements_follow_the_clock(strategy):
     K, fwd, bwd = 3, 0.02, 0.02
     net = emulated_net(K, forward_s=fwd, backward_s=bwd, split=0.5)
