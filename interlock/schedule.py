@@ -6,8 +6,10 @@ component index and a few options. Workers execute it; engines decide where work
 The order encodes the pipelining rule of DESIGN.md: a component sends the input
 gradient of its own loss downwards as soon as it has it, forwards each arriving stream
 as soon as it arrives, and leaves the weight gradient (needed only for its own update)
-to the end, off the critical path. When a component sees exactly one stream and trains
-on it, the input and weight gradients come from one backward pass (plain backprop).
+to the end, off the critical path. The weight pass starts from the gradients the input
+passes kept (:mod:`interlock.backward`) wherever it can, so splitting a backward pass
+costs no compute and is the default (:func:`build_schedule` states the rule). With
+``microbatches=m`` the step's batch flows through the components as m micro-batches.
 """
 
 from __future__ import annotations

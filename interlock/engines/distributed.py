@@ -68,8 +68,8 @@ class DistributedEngine(RankEngine):
     """Train component ``rank`` of ``net`` with ``strategy``, one process per component.
 
     Options as :class:`~interlock.engines.simulated.SimulatedEngine` (``optimizer``,
-    ``loss_fn``, ``lr_scheduler``, ``loss_weights``, ``batch_streams``, ``rng_seed``,
-    ``record``), plus: ``timeout_s``, the process-group timeout (a rank that waits longer
+    ``loss_fn``, ``lr_scheduler``, ``loss_weights``, ``batch_streams``, ``split_backward``,
+    ``microbatches``, ``rng_seed``, ``record``), plus: ``timeout_s``, the process-group timeout (a rank that waits longer
     for a message fails); ``device``: None (CPU, gloo) or "cuda" (GPU LOCAL_RANK, NCCL);
     ``max_pending_sends``: sends a rank may have outstanding before it waits for the
     oldest (bounds how far a component runs ahead under local learning);

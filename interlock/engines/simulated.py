@@ -31,8 +31,11 @@ class SimulatedEngine(EngineBase):
     ``lr_scheduler``: factory ``optimizer -> scheduler`` stepped once per step (or one per
     component); ``loss_weights``: K non-negative weights of L_1..L_K; ``batch_streams``:
     compute several streams' input gradients in one batched call; ``split_backward``: send a
-    lone stream's input gradient before computing the weight gradient (see
-    :func:`interlock.schedule.build_schedule`); ``rng_seed``: give each
+    lone stream's input gradient before computing the weight gradient (None, the default: the
+    schedule builder's rule, which splits wherever a lone stream is forwarded; see
+    :func:`interlock.schedule.build_schedule`); ``microbatches``: cut each step's batch into
+    that many equal micro-batches, pipelined through the components, one update per step
+    (docs/design.md, "Micro-batches"); ``rng_seed``: give each
     component its own random state per step (dropout masks then match the distributed
     engine's); ``sample_input``: validate the network's shapes now rather than at the first step.
     """
