@@ -146,6 +146,8 @@ def test_microbatches_are_validated():
     with pytest.raises(ValueError, match=r"a batch of 6 examples does not split into 4 equal micro-batches; use a batch size divisible by microbatches=4"):
         engine.step(x, y)
     assert all(torch.equal(before[k], v) for k, v in state_of([net]).items())  # nothing moved
+    with pytest.raises(ValueError, match=r"async-local runs an engine of its own.*leave microbatches=1"):
+        il.engines.create(net, il.AsyncLocal(), total_steps=3, optimizer=sgd, loss_fn=loss_fn, microbatches=2)
     with pytest.raises(ValueError, match=r"split_backward='yes'"):
         il.SimulatedEngine(net, il.Local(), optimizer=sgd, loss_fn=loss_fn, split_backward="yes")
 

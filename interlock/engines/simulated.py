@@ -66,6 +66,9 @@ class SimulatedEngine(EngineBase):
             microbatches=microbatches,
         )
         self.plan = validate_engine(net, strategy, self.options)
+        if strategy.own_engine and microbatches != 1:
+            raise ValueError(f"{strategy.name} runs an engine of its own, which does not cut batches into micro-batches; "
+                             f"leave microbatches=1")
         self.net = net
         self.strategy = strategy
         self.device = next((p.device for p in net.parameters()), torch.device("cpu"))
