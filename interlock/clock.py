@@ -96,21 +96,22 @@ class ComputeCosts:
     - ``InputGrad`` (input gradient only): ``input_grad_s``. A batched InputGrad of several
       streams is one call and is charged once (an emulated block cannot see the batch).
     - ``FullGrad`` (input and weight gradients in one pass): ``input_grad_s + weight_grad_s``.
-    - ``WeightGrad`` (weight gradient only): ``weight_grad_s`` if it is the weight pass of a
-      single stream whose input gradient this component computed earlier in the step
-      (zero-bubble style: that pass's intermediate gradients are reused), else
-      ``input_grad_s + weight_grad_s`` (the vector is new to the block: the pass must still
-      propagate through its internal layers to reach their weights). Under n-wise
-      "furthest" a component forwards its own loss's stream but trains on the one from
-      above, so its weight pass is a full one; with the whole backward in the input part
-      (split=1) n-wise then takes the paper's 2bn + a - n units exactly (tests/test_clock.py).
+    - ``WeightGrad`` (weight gradient only): ``weight_grad_s`` when it reuses the input passes
+      (``reuse``: it starts from the gradients those passes kept where the parameters enter,
+      :mod:`interlock.backward`), else ``input_grad_s + weight_grad_s`` (a backward pass from the
+      block's output: it must still propagate through the block's internal layers to reach
+      their weights). Under n-wise "furthest" a component forwards its own loss's stream but
+      trains on the one from above, so its weight pass is a full one; with the whole backward
+      in the input part (split=1) n-wise then takes the paper's 2bn + a - n units exactly
+      (tests/test_clock.py).
 
     With ``forward_s=1`` and ``input_grad_s + weight_grad_s = 1`` every component's plain
-    backward (FullGrad, or a lone WeightGrad) is 1 unit: the paper's accounting, under
-    which end-to-end and local schedules reproduce 2ab and 2b + a - 1 exactly.
-    ``head_s`` (HeadLoss), ``message_s`` (the local cost of each send and receive; the
+    backward (FullGrad, a split InputGrad + WeightGrad, or a lone WeightGrad) is 1 unit: the
+    paper's accounting, under which end-to-end and local schedules reproduce 2ab and 2b + a - 1
+    exactly. ``head_s`` (HeadLoss), ``message_s`` (the local cost of each send and receive; the
     wait for a message is simulated, its flight time is ``latency_s`` of :func:`critical_path`)
-    and ``update_s`` default to 0.
+    and ``update_s`` default to 0. Costs are per action: price a schedule of m micro-batches
+    with :meth:`per_microbatch`.
     """
 
     forward_s: float
@@ -131,10 +132,18 @@ class ComputeCosts:
             raise ValueError(f"split={split!r}: the input-gradient share of a backward pass must be in [0, 1]")
         return cls(forward_s=1.0, input_grad_s=split, weight_grad_s=1.0 - split)
 
+    def per_microbatch(self, microbatches: int) -> "ComputeCosts":
+        """The costs of one of ``microbatches`` equal micro-batches: compute (forward, backward,
+        head) divided by m; a message's local cost and the update stay as they are."""
+        m = S.check_microbatches(microbatches)
+        return ComputeCosts(
+            forward_s=self.forward_s / m, input_grad_s=self.input_grad_s / m, weight_grad_s=self.weight_grad_s / m,
+            head_s=self.head_s / m, message_s=self.message_s, update_s=self.update_s,
+        )
+
     def durations(self, schedule: Sequence[S.Action]) -> tuple[float, ...]:
         """Seconds of each action of one step's ``schedule`` (one component)."""
         out = []
-        input_done: set[int] = set()  # streams whose input gradient went through this step's graph
         for action in schedule:
             if isinstance(action, S.Forward):
                 d = self.forward_s
@@ -142,13 +151,10 @@ class ComputeCosts:
                 d = self.head_s
             elif isinstance(action, S.InputGrad):
                 d = self.input_grad_s
-                input_done.update(action.losses)
             elif isinstance(action, S.FullGrad):
                 d = self.input_grad_s + self.weight_grad_s
-                input_done.add(action.loss)
             elif isinstance(action, S.WeightGrad):
-                reuse = len(action.losses) == 1 and action.losses[0] in input_done
-                d = self.weight_grad_s + (0.0 if reuse else self.input_grad_s)
+                d = self.weight_grad_s + (0.0 if action.reuse else self.input_grad_s)
             elif isinstance(action, (S.RecvActivation, S.RecvStream, S.SendActivation, S.SendStream)):
                 d = self.message_s
             elif isinstance(action, S.Update):
@@ -193,18 +199,18 @@ class Makespan:
 def _message_in(k: int, action: S.Action) -> tuple[int, tuple] | None:
     """(source component, tag) of the message this action waits for, or None."""
     if isinstance(action, S.RecvActivation):
-        return k - 1, S.ACTIVATION_TAG
+        return k - 1, S.activation_tag(action.mb)
     if isinstance(action, S.RecvStream):
-        return k + 1, S.stream_tag(action.loss, action.hops_left)
+        return k + 1, S.stream_tag(action.loss, action.hops_left, action.mb)
     return None
 
 
 def _message_out(k: int, action: S.Action) -> tuple[int, tuple] | None:
     """(destination component, tag) of the message this action sends, or None."""
     if isinstance(action, S.SendActivation):
-        return k + 1, S.ACTIVATION_TAG
+        return k + 1, S.activation_tag(action.mb)
     if isinstance(action, S.SendStream):
-        return k - 1, S.stream_tag(action.loss, action.hops_left)
+        return k - 1, S.stream_tag(action.loss, action.hops_left, action.mb)
     return None
 
 

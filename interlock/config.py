@@ -285,6 +285,7 @@ class TrainConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # engine=pipeline's schedule
     strategy: str = "2-wise"  # end-to-end, local, <n>-wise, <n>-wise-sum, async-local, sequential, local-double, hogwild
     loss_weights: tuple[float, ...] | None = None  # w_k scaling each component's loss, one per component
+    microbatches: int = 1  # cut each step's batch into m micro-batches that pipeline through the components
     label_smoothing: float = 0.0  # of the cross-entropy of every head
     epochs: float = 0.0  # run length in epochs (fractions allowed); set this or steps
     steps: int = 0  # run length in steps; set this or epochs
@@ -315,6 +316,14 @@ class TrainConfig:
         _check((self.epochs > 0) != (self.steps > 0), f"set exactly one of epochs (now {self.epochs}) or steps (now {self.steps}) to a positive value")
         _check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing}: use 0 <= label_smoothing < 1")
         _check(self.engine in ENGINES, f"engine={self.engine!r}: use one of {', '.join(ENGINES)}")
+        _check(isinstance(self.microbatches, int) and not isinstance(self.microbatches, bool) and self.microbatches >= 1,
+               f"microbatches={self.microbatches!r}: use an integer m >= 1 (1: the whole batch at once)")
+        _check(self.microbatches == 1 or self.data.batch_size % self.microbatches == 0,
+               f"microbatches={self.microbatches} does not divide data.batch_size={self.data.batch_size}; use a divisor of it")
+        _check(self.microbatches == 1 or not strategy.own_engine,
+               f"strategy {self.strategy} trains without micro-batches; leave microbatches=1")
+        _check(self.microbatches == 1 or self.engine != "pipeline",
+               "engine=pipeline cuts batches with pipeline.microbatches; leave microbatches=1")
         if self.engine == "pipeline":
             K, b, m = self.model.components, self.data.batch_size, self.pipeline.microbatches
             _check(b % m == 0, f"pipeline.microbatches={m} does not divide data.batch_size={b}; use a divisor of {b}")

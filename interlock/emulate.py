@@ -8,14 +8,19 @@ The accounting, per emulated block and training step (the same as
 :class:`interlock.clock.ComputeCosts`, so predictions and measurements agree):
 
 - forward: ``forward_s``;
-- a backward pass asking only the input gradient: ``input_grad_s``;
-- a backward pass asking both gradients: ``input_grad_s + weight_grad_s``;
-- a backward pass asking only the weight gradient: ``weight_grad_s`` if an earlier
-  input-only pass on this step's graph carried the very same gradient tensor (zero-bubble
-  style: that pass's intermediate gradients are reused), else ``input_grad_s +
-  weight_grad_s`` (a new vector must still propagate through the block's internal layers
-  to reach their weights). The worker passes a stream's own tensor to both passes when it
-  forwards and trains on the same single stream; a sum of streams is a new tensor.
+- a backward pass from the block's output asking only the input gradient: ``input_grad_s``;
+- a backward pass from the block's output asking the weight gradient (with or without the
+  input gradient): ``input_grad_s + weight_grad_s`` (the gradient must still propagate
+  through the block's internal layers to reach their weights);
+- a weight pass from the gradients an input pass kept where the weight enters
+  (:class:`interlock.backward.KeptGradients`): ``weight_grad_s`` only, whether it carries one
+  stream or the sum of several.
+
+The block is two autograd nodes, as a real block is a stack of layers: ``x * w`` (the node
+where the weight enters; its backward sleeps ``weight_grad_s`` when the weight gradient is
+asked, nothing for the input gradient) under an identity whose backward sleeps
+``input_grad_s`` (the propagation through the internal layers, which every pass from the
+output runs, and a weight pass from the kept gradients skips).
 
 So with ``forward_s = input_grad_s + weight_grad_s = 1`` unit, local (1-wise) learning
 costs 2 units per component and step, forward 1 and backward 1, as in the paper's model.
@@ -39,39 +44,37 @@ __all__ = ["EmulatedBlock", "emulated_net", "emulated_batch", "emulated_costs"]
 
 
 class _SleepyScale(torch.autograd.Function):
-    """y = x * w (w broadcast over the last dim); the backward sleeps by the accounting above."""
+    """y = x * w (w broadcast over the last dim); the backward sleeps ``weight_grad_s`` if the weight gradient is asked."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, costs: ComputeCosts) -> torch.Tensor:
         ctx.save_for_backward(x, w)
         ctx.costs = costs
-        ctx.input_done = set()  # data pointers of the gradients whose input pass went through this graph
         return x * w
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         want_input, want_weight = _asked(ctx)
-        costs: ComputeCosts = ctx.costs
-        seconds = costs.input_grad_s if want_input else 0.0
-        key = _identity(grad)
         if want_weight:
-            reuse = want_input or (key is not None and key in ctx.input_done)
-            seconds += costs.weight_grad_s + (0.0 if reuse else costs.input_grad_s)
-        if want_input and key is not None:
-            ctx.input_done.add(key)
-        time.sleep(seconds)
+            time.sleep(ctx.costs.weight_grad_s)
         x, w = ctx.saved_tensors
         grad_x = grad * w if want_input else None
         grad_w = (grad * x).reshape(-1, w.shape[0]).sum(0) if want_weight else None
         return grad_x, grad_w, None
 
 
-def _identity(grad: torch.Tensor) -> int | None:
-    """Which gradient tensor this is (its storage), or None for a batched (vmapped) gradient, which has none."""
-    try:
-        return grad.data_ptr()
-    except RuntimeError:
-        return None
+class _Propagate(torch.autograd.Function):
+    """The identity; its backward sleeps ``input_grad_s``: the propagation through a block's internal layers."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, seconds: float) -> torch.Tensor:
+        ctx.seconds = seconds
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        time.sleep(ctx.seconds)  # once per call, batched (vmapped) streams included
+        return grad, None
 
 
 def _asked(ctx) -> tuple[bool, bool]:
@@ -107,7 +110,8 @@ class EmulatedBlock(nn.Module):
         if x.device.type != "meta":
             time.sleep(self.costs.forward_s)
         # Views make the nodes feeding the product non-leaves, so _asked works under autograd.grad.
-        return _SleepyScale.apply(x.view_as(x), self.weight.view_as(self.weight), self.costs)
+        y = _SleepyScale.apply(x.view_as(x), self.weight.view_as(self.weight), self.costs)
+        return _Propagate.apply(y, self.costs.input_grad_s)
 
     def extra_repr(self) -> str:
         c = self.costs

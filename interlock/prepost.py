@@ -40,10 +40,11 @@ class PostPlan:
 
 
 def _recv(action: S.Action, k: int) -> tuple[int, tuple] | None:
+    """(source component, tag) of a receive action, None for any other (the tags the worker receives with)."""
     if isinstance(action, S.RecvActivation):
-        return k - 1, S.ACTIVATION_TAG
+        return k - 1, S.activation_tag(action.mb)
     if isinstance(action, S.RecvStream):
-        return k + 1, S.stream_tag(action.loss, action.hops_left)
+        return k + 1, S.stream_tag(action.loss, action.hops_left, action.mb)
     return None
 
 

@@ -6,13 +6,16 @@ component index and a few options. Workers execute it; engines decide where work
 The order encodes the pipelining rule of DESIGN.md: a component sends the input
 gradient of its own loss downwards as soon as it has it, forwards each arriving stream
 as soon as it arrives, and leaves the weight gradient (needed only for its own update)
-to the end, off the critical path. When a component sees exactly one stream and trains
-on it, the input and weight gradients come from one backward pass (plain backprop).
+to the end, off the critical path. The weight pass starts from the gradients the input
+passes kept (:mod:`interlock.backward`) wherever it can, so splitting a backward pass
+costs no compute and is the default (:func:`build_schedule` states the rule). With
+``microbatches=m`` the step's batch flows through the components as m micro-batches.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from .strategies import GradientPlan
 
@@ -30,16 +33,27 @@ __all__ = [
     "Update",
     "build_schedule",
     "stream_tag",
+    "activation_tag",
+    "check_microbatches",
     "ACTIVATION_TAG",
 ]
 
 # Message tags. An activation crossing a boundary upwards has this tag; a stream crossing
-# downwards is tagged with (source loss j, hops it has left after crossing).
+# downwards is tagged with (source loss j, hops it has left after crossing). In a
+# micro-batched step every tag also carries the micro-batch index.
 ACTIVATION_TAG = ("activation",)
 
 
-def stream_tag(j: int, hops_left: int) -> tuple:
-    return ("stream", j, hops_left)
+def activation_tag(mb: int | None = None) -> tuple:
+    return ACTIVATION_TAG if mb is None else ("activation", mb)
+
+
+def stream_tag(j: int, hops_left: int, mb: int | None = None) -> tuple:
+    return ("stream", j, hops_left) if mb is None else ("stream", j, hops_left, mb)
+
+
+# Every action but Update belongs to one micro-batch: ``mb`` is its index (0..m-1), or None when
+# the step is not cut into micro-batches (the whole batch is the one micro-batch).
 
 
 @dataclass(frozen=True)
@@ -55,15 +69,21 @@ class Action:
 class RecvActivation(Action):
     """Receive a_{k-1} from the component below."""
 
+    mb: int | None = None
+
 
 @dataclass(frozen=True)
 class Forward(Action):
     """Run the component's blocks once on its input (x for the first component)."""
 
+    mb: int | None = None
+
 
 @dataclass(frozen=True)
 class SendActivation(Action):
     """Send a_k (detached) to the component above."""
+
+    mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +91,7 @@ class HeadLoss(Action):
     """Head k on the detached a_k, L_k, head weight gradient; ``stream``: also dL_k/da_k."""
 
     stream: bool
+    mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,14 +100,21 @@ class RecvStream(Action):
 
     loss: int
     hops_left: int
+    mb: int | None = None
 
 
 @dataclass(frozen=True)
 class InputGrad(Action):
-    """Input gradients dL_j/da_{k-1} of the given streams (batched into one call if several)."""
+    """Input gradients dL_j/da_{k-1} of the given streams (batched into one call if several).
+
+    ``keep``: also keep (add up) the gradients reaching the nodes where the block's parameters
+    enter, for a later ``WeightGrad(reuse=True)`` (one stream only, never batched).
+    """
 
     losses: tuple[int, ...]
     last: bool  # the last backward through this step's graph: free it afterwards
+    keep: bool = False
+    mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -95,14 +123,22 @@ class FullGrad(Action):
 
     loss: int
     last: bool
+    mb: int | None = None
 
 
 @dataclass(frozen=True)
 class WeightGrad(Action):
-    """Accumulate into theta_k the gradient of the sum of the given streams (one pass)."""
+    """Accumulate into theta_k the gradient of the sum of the given streams.
+
+    ``reuse``: every one of these streams went through an ``InputGrad(keep=True)`` of this
+    micro-batch, so the pass starts from the kept gradients and computes only the weight part;
+    otherwise it is one backward pass of the streams' sum from the block's output.
+    """
 
     losses: tuple[int, ...]
     last: bool
+    reuse: bool = False
+    mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +147,7 @@ class SendStream(Action):
 
     loss: int
     hops_left: int
+    mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -118,8 +155,21 @@ class Update(Action):
     """Optimizer step (block and head parameters), LR scheduler step, zero the gradients."""
 
 
+def check_microbatches(microbatches) -> int:
+    """``microbatches`` if it is a valid number of micro-batches per step, else a ValueError saying what to set."""
+    if isinstance(microbatches, bool) or not isinstance(microbatches, int) or microbatches < 1:
+        raise ValueError(f"microbatches={microbatches!r}: give an integer m >= 1 (1: the whole batch at once)")
+    return microbatches
+
+
 def build_schedule(
-    plan: GradientPlan, k: int, *, has_head: bool, batch_streams: bool = False, split_backward: bool = False
+    plan: GradientPlan,
+    k: int,
+    *,
+    has_head: bool,
+    batch_streams: bool = False,
+    split_backward: bool | None = None,
+    microbatches: int = 1,
 ) -> tuple[Action, ...]:
     """The actions of component ``k`` (0-based) for one step.
 
@@ -129,68 +179,150 @@ def build_schedule(
     in one batched call, instead of forwarding each as it arrives. Same gradients,
     different rounding and timing; measured in benchmarks/step_overhead.py.
     ``split_backward``: where a component forwards and trains on a single stream, compute its
-    input gradient first, send it, and only then the weight gradient (instead of one
-    FullGrad), so the component below can start sooner. With autograd the weight pass
-    recomputes the block's internal gradients, so this costs about half a backward more per
-    component; it pays only where the shorter critical path is worth more (benchmarks/schedule.py).
+    input gradient first (keeping the gradients where the block's parameters enter), send it,
+    and only then the weight gradient from the kept gradients (instead of one FullGrad).
+    None (the default) decides by the rule below; True splits, False keeps the FullGrad.
+
+    The rule: a split costs no compute (the weight pass reuses the input pass's intermediate
+    gradients: input part + weight part = one backward), the component's own actions end when
+    they did, and the stream leaves one weight part earlier. No start time in the critical-path
+    simulation can then move later, and the component below waits for that stream (it is the
+    stream it forwards or trains on next), so the critical path is never longer and shorter
+    whenever the weight part costs anything. So every lone stream is split by default.
+
+    ``microbatches`` m > 1: the step's batch is cut into m micro-batches that flow through the
+    components as a pipeline. First, for each micro-batch in turn: receive its activation,
+    forward, send it up, head loss, and at once the input gradient of the own loss's stream,
+    sent down. Then the streams from above, in the order the component above sends them,
+    each forwarded as soon as it arrives. Last, one weight pass per micro-batch (off the
+    critical path), and one update for the step; a component that forwards none of the streams
+    it receives runs each micro-batch's weight pass as soon as that micro-batch's last stream has
+    arrived instead (nobody waits for it, and it fills the wait for the next stream). m = 1 is
+    the whole-batch schedule exactly.
     """
     K = plan.num_components
     if not 0 <= k < K:
         raise ValueError(f"component index {k} out of range for {K} components")
     if plan.needs_head(k) and not has_head:
         raise ValueError(f"component {k + 1} needs a head: its loss trains blocks under this strategy")
+    m = check_microbatches(microbatches)
+    split = True if split_backward is None else bool(split_backward)
+    own, rest, weights = _backward(plan, k, bool(batch_streams), split, m)
+    mbs = _indices(m)
 
     acts: list[Action] = []
-    if k > 0:
-        acts.append(RecvActivation())
-    acts.append(Forward())
-    if k < K - 1:
-        acts.append(SendActivation())
-    if has_head:
-        acts.append(HeadLoss(stream=plan.needs_head(k)))
+    for i in mbs:
+        if k > 0:
+            acts.append(RecvActivation(mb=i))
+        acts.append(Forward(mb=i))
+        if k < K - 1:
+            acts.append(SendActivation(mb=i))
+        if has_head:
+            acts.append(HeadLoss(stream=plan.needs_head(k), mb=i))
+        acts.extend(own[i])
+    acts.extend(rest)
+    acts.extend(weights)
+    acts = _mark_last(acts)
+    acts.append(Update())
+    return tuple(acts)
 
+
+def _indices(m: int) -> list[int | None]:
+    return [None] if m == 1 else list(range(m))
+
+
+_PASSES = (InputGrad, FullGrad, WeightGrad)
+
+
+def _mark_last(acts: list[Action]) -> list[Action]:
+    """Mark each micro-batch's final pass through its graph, so the worker can free it."""
+    seen: set[int | None] = set()
+    for idx in reversed(range(len(acts))):
+        act = acts[idx]
+        if isinstance(act, _PASSES) and act.mb not in seen:
+            seen.add(act.mb)
+            acts[idx] = replace(act, last=True)
+    return acts
+
+
+@lru_cache(maxsize=256)
+def _backward(plan: GradientPlan, k: int, batch_streams: bool, split: bool, m: int):
+    """Component k's backward actions (all with last=False), in three parts:
+
+    ``own[i]``: what follows micro-batch i's head loss (its own stream's input gradient, sent);
+    ``rest``: the streams from above, received in the order component k+1 sends them;
+    ``weights``: the weight passes, one per micro-batch.
+    The receive order is derived from component k+1's actions, so both ends of every channel
+    agree on the order of its messages.
+    """
+    K = plan.num_components
+    mbs = _indices(m)
     streams = plan.streams_at(k)
     continuing = set(plan.continuing(k))
     trained = plan.trains[k]
-    backward: list[Action] = []  # built with last=False, fixed up below
+    lone = len(streams) == 1 and trained == streams and streams[0] in continuing
+    full = lone and not split
+    # The weight pass reuses the input passes when every stream it sums was input-passed one at a time.
+    reuse = bool(trained) and not full and not batch_streams and all(j in continuing for j in trained)
 
-    def recv(j: int) -> None:
-        if j != k:  # the own-loss stream starts here; the others come from above
-            backward.append(RecvStream(j, plan.hops_left(j, k)))
+    def process(j: int, i) -> list[Action]:
+        if full:
+            return [FullGrad(j, last=False, mb=i), SendStream(j, plan.hops_left(j, k) - 1, mb=i)]
+        if j in continuing:
+            return [InputGrad((j,), last=False, keep=reuse and j in trained, mb=i), SendStream(j, plan.hops_left(j, k) - 1, mb=i)]
+        return []
 
-    def send(j: int) -> None:
-        backward.append(SendStream(j, plan.hops_left(j, k) - 1))
+    def batched(i) -> list[Action]:
+        forwarded = tuple(j for j in streams if j in continuing)
+        if not forwarded:
+            return []
+        return [InputGrad(forwarded, last=False, mb=i), *(SendStream(j, plan.hops_left(j, k) - 1, mb=i) for j in forwarded)]
 
-    if len(streams) == 1 and trained == streams and streams[0] in continuing and not split_backward:
-        # Plain backprop: one stream, trained on and forwarded: a single backward pass.
-        (j,) = streams
-        recv(j)
-        backward.append(FullGrad(j, last=False))
-        send(j)
+    own: dict = {i: [] for i in mbs}
+    if k in streams and not (batch_streams and not full):
+        for i in mbs:
+            own[i] = process(k, i)
+
+    # Streams from above arrive in the order component k+1 sends them down.
+    arriving: list[tuple[int, int | None]] = []
+    if k < K - 1:
+        above_own, above_rest, _ = _backward(plan, k + 1, batch_streams, split, m)
+        sent = [a for i in mbs for a in above_own[i]] + list(above_rest)
+        arriving = [(a.loss, a.mb) for a in sent if isinstance(a, SendStream)]
+    rest: list[Action] = []
+    if batch_streams and not full:
+        last_arrival = {i: -1 for i in mbs}
+        for n, (_, i) in enumerate(arriving):
+            last_arrival[i] = n
+        for i in mbs:  # micro-batches with nothing from above: their own streams first
+            if last_arrival[i] < 0:
+                rest.extend(batched(i))
+        for n, (j, i) in enumerate(arriving):
+            rest.append(RecvStream(j, plan.hops_left(j, k), mb=i))
+            if last_arrival[i] == n:
+                rest.extend(batched(i))
     else:
-        if batch_streams:
-            for j in streams:
-                recv(j)
-            forwarded = tuple(j for j in streams if j in continuing)
-            if forwarded:
-                backward.append(InputGrad(forwarded, last=False))
-                for j in forwarded:
-                    send(j)
-        else:
-            for j in streams:
-                recv(j)
-                if j in continuing:
-                    backward.append(InputGrad((j,), last=False))
-                    send(j)
-        if trained:
-            backward.append(WeightGrad(trained, last=False))
+        for j, i in arriving:
+            rest.append(RecvStream(j, plan.hops_left(j, k), mb=i))
+            rest.extend(process(j, i))
 
-    # Mark the final pass through the block's graph so the worker can free it.
-    for i in reversed(range(len(backward))):
-        act = backward[i]
-        if isinstance(act, (InputGrad, FullGrad, WeightGrad)):
-            backward[i] = replace(act, last=True)
-            break
-    acts.extend(backward)
-    acts.append(Update())
-    return tuple(acts)
+    weights: list[Action] = []
+    if trained and not full:
+        weights = [WeightGrad(trained, last=False, reuse=reuse, mb=i) for i in mbs]
+    if weights and m > 1 and arriving and not any(isinstance(a, SendStream) for a in rest):
+        # Nothing waits for this component's backward after its forwards (it sends no stream it
+        # receives), so a micro-batch's weight pass runs as soon as its last stream has arrived,
+        # in the time it would otherwise wait for the next one. (With streams to forward, a weight
+        # pass there could hold up a stream that has already arrived: those stay at the end.)
+        last_arrival = {i: n for n, (_, i) in enumerate(arriving)}
+        if set(last_arrival) == set(mbs):
+            interleaved: list[Action] = []
+            n = 0
+            for a in rest:
+                interleaved.append(a)
+                if isinstance(a, RecvStream):
+                    if last_arrival[a.mb] == n:
+                        interleaved.append(weights[mbs.index(a.mb)])
+                    n += 1
+            rest, weights = interleaved, []
+    return own, tuple(rest), tuple(weights)

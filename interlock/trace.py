@@ -71,10 +71,14 @@ def _check(records: Sequence[ActionRecord]) -> list[ActionRecord]:
 
 
 def _args(r: ActionRecord) -> dict:
-    """The action's fields for the trace viewer; losses named as in the docs (L_1 .. L_K)."""
+    """The action's fields for the trace viewer; losses named as in the docs (L_1 .. L_K).
+
+    Optional fields at their defaults (no micro-batch, no kept gradients) are left out."""
     args = {"component": r.component + 1}
     for f in dataclasses.fields(r.action):
         value = getattr(r.action, f.name)
+        if f.default is not dataclasses.MISSING and value == f.default:
+            continue
         if f.name == "loss":
             value = f"L_{value + 1}"
         elif f.name == "losses":

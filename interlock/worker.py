@@ -15,12 +15,13 @@ import torch
 from torch import nn
 
 from . import schedule as S
+from .backward import KeptGradients
 from .heads._registry import local_loss
 from .prepost import post_plan
 from .timing import clock_for, resolve
 from .transport import Transport
 
-__all__ = ["ComponentWorker", "ActionRecord"]
+__all__ = ["ComponentWorker", "ActionRecord", "split_microbatches"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -47,15 +48,23 @@ class ActionRecord:
 
 
 @dataclass
-class _StepState:
+class _Micro:
+    """One micro-batch's state (the whole batch when the step is not cut)."""
+
     x: torch.Tensor | None
     y: torch.Tensor
-    step: int
     a_in: torch.Tensor | None = None  # leaf re-entering the boundary below (None for component 1)
     a_out: torch.Tensor | None = None  # this component's output, with its graph
     loss: torch.Tensor | None = None  # unweighted L_k (detached)
     streams: dict[int, torch.Tensor] = field(default_factory=dict)  # j -> dL_j/da_k
     input_grads: dict[int, torch.Tensor] = field(default_factory=dict)  # j -> dL_j/da_{k-1}
+    kept: KeptGradients | None = None  # intermediate gradients of the input passes, for the weight pass
+
+
+@dataclass
+class _StepState:
+    step: int
+    micro: dict[int | None, _Micro]  # micro-batch index (None: the whole batch) -> its state
     position: int = 0  # index in the schedule of the next action
 
 
@@ -75,6 +84,7 @@ class ComponentWorker:
         loss_weight: float = 1.0,
         schedule: tuple[S.Action, ...],
         transport: Transport,
+        microbatches: int = 1,
         rng_seed: int | None = None,
         record: bool = True,
     ) -> None:
@@ -87,6 +97,7 @@ class ComponentWorker:
         self.loss_weight = loss_weight
         self.schedule = schedule
         self.transport = transport
+        self.microbatches = S.check_microbatches(microbatches)
         self.rng_seed = rng_seed
         self.record = record
         head_ids = set() if head is None else {id(p) for p in head.parameters()}
@@ -121,7 +132,15 @@ class ComponentWorker:
     # -- driving -------------------------------------------------------------------------
 
     def begin_step(self, x: torch.Tensor | None, y: torch.Tensor, step: int) -> None:
-        self._state = _StepState(x=x, y=self._to_device(y), step=step)
+        y = self._to_device(y)
+        m = self.microbatches
+        if m == 1:
+            micro = {None: _Micro(x=x, y=y)}
+        else:
+            ys = split_microbatches(y, m)
+            xs = [None] * m if x is None else split_microbatches(x, m)
+            micro = {i: _Micro(x=xs[i], y=ys[i]) for i in range(m)}
+        self._state = _StepState(step=step, micro=micro)
         self.records = []
         if self._post_plan_of is not self.schedule:
             self._post_plan, self._post_plan_of = post_plan(self.schedule, self.index), self.schedule
@@ -154,78 +173,97 @@ class ComponentWorker:
         return self.end_step()
 
     def end_step(self) -> torch.Tensor | None:
-        loss = self._state.loss
+        """The step's loss L_k (detached; None without a head): the mean over its micro-batches."""
+        losses = [mb.loss for mb in self._state.micro.values()]
         self._state = None
-        return loss
+        if losses[0] is None:
+            return None
+        return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
     # -- actions ---------------------------------------------------------------------------
 
-    def _recv_activation(self, _: S.RecvActivation) -> None:
-        a = self._to_device(self.transport.recv(src=self.index - 1, dst=self.index, tag=S.ACTIVATION_TAG))
+    def _mb(self, action) -> _Micro:
+        return self._state.micro[action.mb]
+
+    def _recv_activation(self, action: S.RecvActivation) -> None:
+        a = self._to_device(self.transport.recv(src=self.index - 1, dst=self.index, tag=S.activation_tag(action.mb)))
         # A fresh leaf: gradients stop at the boundary and are sent on explicitly as streams.
-        self._state.a_in = a.detach().requires_grad_(a.is_floating_point())
+        self._mb(action).a_in = a.detach().requires_grad_(a.is_floating_point())
 
-    def _forward(self, _: S.Forward) -> None:
-        st = self._state
-        inp = self._to_device(st.x) if self.index == 0 else st.a_in
-        with self._rng(st.step, salt=0):
-            st.a_out = self.block(inp)
-        st.x = None
+    def _forward(self, action: S.Forward) -> None:
+        mb = self._mb(action)
+        inp = self._to_device(mb.x) if self.index == 0 else mb.a_in
+        with self._rng(self._state.step, salt=0, mb=action.mb):
+            mb.a_out = self.block(inp)
+        mb.x = None
 
-    def _send_activation(self, _: S.SendActivation) -> None:
-        self.transport.send(self._state.a_out.detach(), src=self.index, dst=self.index + 1, tag=S.ACTIVATION_TAG)
+    def _send_activation(self, action: S.SendActivation) -> None:
+        self.transport.send(
+            self._mb(action).a_out.detach(), src=self.index, dst=self.index + 1, tag=S.activation_tag(action.mb)
+        )
 
     def _head_loss(self, action: S.HeadLoss) -> None:
-        st = self._state
-        h_in = st.a_out.detach().requires_grad_(action.stream)
-        with self._rng(st.step, salt=1):
-            loss = local_loss(self.head, h_in, st.y, self.loss_fn)  # loss_fn(head(h), y) unless the head owns its loss
-        st.loss = loss.detach()
+        mb = self._mb(action)
+        h_in = mb.a_out.detach().requires_grad_(action.stream)
+        with self._rng(self._state.step, salt=1, mb=action.mb):
+            loss = local_loss(self.head, h_in, mb.y, self.loss_fn)  # loss_fn(head(h), y) unless the head owns its loss
+        mb.loss = loss.detach()
         inputs = self._head_params + ([h_in] if action.stream else [])
         if inputs and loss.requires_grad:
-            weighted = loss if self.loss_weight == 1.0 else loss * self.loss_weight
+            # The step's loss is the mean over its m micro-batches of their (mean) losses.
+            scale = self.loss_weight if self.microbatches == 1 else self.loss_weight / self.microbatches
+            weighted = loss if scale == 1.0 else loss * scale
             torch.autograd.backward(weighted, inputs=inputs)
         if action.stream:
-            st.streams[self.index] = h_in.grad if h_in.grad is not None else torch.zeros_like(h_in)
+            mb.streams[self.index] = h_in.grad if h_in.grad is not None else torch.zeros_like(h_in)
 
     def _recv_stream(self, action: S.RecvStream) -> None:
-        tag = S.stream_tag(action.loss, action.hops_left)
+        tag = S.stream_tag(action.loss, action.hops_left, action.mb)
         grad = self.transport.recv(src=self.index + 1, dst=self.index, tag=tag)
-        self._state.streams[action.loss] = self._to_device(grad)
+        self._mb(action).streams[action.loss] = self._to_device(grad)
 
     def _input_grad(self, action: S.InputGrad) -> None:
-        st = self._state
-        if len(action.losses) == 1:
+        mb = self._mb(action)
+        if action.keep:
             (j,) = action.losses
-            (st.input_grads[j],) = torch.autograd.grad(st.a_out, st.a_in, st.streams[j], retain_graph=not action.last)
+            if mb.kept is None:
+                mb.kept = KeptGradients(mb.a_out, mb.a_in, self._block_params)
+            mb.input_grads[j] = mb.kept.input_grad(mb.a_out, mb.a_in, mb.streams[j])
+        elif len(action.losses) == 1:
+            (j,) = action.losses
+            (mb.input_grads[j],) = torch.autograd.grad(mb.a_out, mb.a_in, mb.streams[j], retain_graph=not action.last)
         else:
-            vs = torch.stack([st.streams[j] for j in action.losses])
-            (gs,) = torch.autograd.grad(st.a_out, st.a_in, vs, retain_graph=not action.last, is_grads_batched=True)
-            st.input_grads.update(zip(action.losses, gs.unbind(0)))
-        self._release(action.last)
+            vs = torch.stack([mb.streams[j] for j in action.losses])
+            (gs,) = torch.autograd.grad(mb.a_out, mb.a_in, vs, retain_graph=not action.last, is_grads_batched=True)
+            mb.input_grads.update(zip(action.losses, gs.unbind(0)))
+        self._release(mb, action.last)
 
     def _full_grad(self, action: S.FullGrad) -> None:
-        st = self._state
+        mb = self._mb(action)
         # backward(inputs=...) accumulates into the parameters' .grad and the input leaf's .grad.
         torch.autograd.backward(
-            st.a_out, st.streams[action.loss], inputs=[st.a_in, *self._block_params], retain_graph=not action.last
+            mb.a_out, mb.streams[action.loss], inputs=[mb.a_in, *self._block_params], retain_graph=not action.last
         )
-        st.input_grads[action.loss] = st.a_in.grad
-        st.a_in.grad = None
-        self._release(action.last)
+        mb.input_grads[action.loss] = mb.a_in.grad
+        mb.a_in.grad = None
+        self._release(mb, action.last)
 
     def _weight_grad(self, action: S.WeightGrad) -> None:
-        st = self._state
-        if self._block_params and st.a_out.requires_grad:
-            v = st.streams[action.losses[0]]
-            for j in action.losses[1:]:
-                v = v + st.streams[j]
-            torch.autograd.backward(st.a_out, v, inputs=self._block_params, retain_graph=not action.last)
-        self._release(action.last)
+        mb = self._mb(action)
+        if self._block_params and mb.a_out.requires_grad:
+            if action.reuse and mb.kept is not None and mb.kept.usable:
+                # Only the weight part: the input passes kept the gradients where the parameters enter.
+                mb.kept.weight_pass(retain_graph=not action.last)
+            else:
+                v = mb.streams[action.losses[0]]
+                for j in action.losses[1:]:
+                    v = v + mb.streams[j]
+                torch.autograd.backward(mb.a_out, v, inputs=self._block_params, retain_graph=not action.last)
+        self._release(mb, action.last)
 
     def _send_stream(self, action: S.SendStream) -> None:
-        grad = self._state.input_grads.pop(action.loss)
-        tag = S.stream_tag(action.loss, action.hops_left)
+        grad = self._mb(action).input_grads.pop(action.loss)
+        tag = S.stream_tag(action.loss, action.hops_left, action.mb)
         self.transport.send(grad, src=self.index, dst=self.index - 1, tag=tag)
 
     def _update(self, _: S.Update) -> None:
@@ -233,26 +271,40 @@ class ComponentWorker:
         self.optimizer.zero_grad(set_to_none=True)
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
-        st = self._state
-        st.a_in = st.a_out = None
-        st.streams.clear()
+        for mb in self._state.micro.values():
+            mb.a_in = mb.a_out = mb.kept = None
+            mb.streams.clear()
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _release(self, last: bool) -> None:
+    @staticmethod
+    def _release(mb: _Micro, last: bool) -> None:
         if last:  # the graph is freed; drop the references that kept activations alive
-            self._state.streams.clear()
+            mb.streams.clear()
+            mb.kept = None
 
     def _to_device(self, t: torch.Tensor | None) -> torch.Tensor | None:
         if t is None or self._device is None:
             return t
         return t.to(self._device, non_blocking=True)
 
-    def _rng(self, step: int, *, salt: int):
-        """Per-(component, step) random state, so dropout draws the same masks on every engine."""
+    def _rng(self, step: int, *, salt: int, mb: int | None = None):
+        """Per-(component, step, micro-batch) random state, so dropout draws the same masks on every engine."""
         if self.rng_seed is None:
             return contextlib.nullcontext()
-        return _seeded(hash((self.rng_seed, step, self.index, salt)) & 0x7FFF_FFFF_FFFF_FFFF, self._device)
+        key = (self.rng_seed, step, self.index, salt) if mb is None else (self.rng_seed, step, self.index, salt, mb)
+        return _seeded(hash(key) & 0x7FFF_FFFF_FFFF_FFFF, self._device)
+
+
+def split_microbatches(t: torch.Tensor, m: int) -> tuple[torch.Tensor, ...]:
+    """``t`` cut along its first (batch) dimension into ``m`` equal micro-batches."""
+    batch = t.shape[0] if t.dim() else 0
+    if batch % m or batch == 0:
+        raise ValueError(
+            f"a batch of {batch} examples does not split into {m} equal micro-batches; use a batch size "
+            f"divisible by microbatches={m} (unequal micro-batches would weight examples unequally)"
+        )
+    return t.split(batch // m)
 
 
 @contextlib.contextmanager

@@ -142,6 +142,61 @@ def train_strategies(K: int, parts: str, seed: int, steps: int = STEPS, rng_seed
     return out
 
 
+MICROBATCHES = (2, 4)
+MICRO_STEPS = 2
+
+
+def microbatch_cases(K: int) -> list[tuple[str, il.Strategy, dict, tuple[int, ...]]]:
+    """(name, strategy, engine options, components without a head) of the micro-batched runs, with loss weights."""
+    cases = [(name, strategy, {**opts, "loss_weights": [0.5 + 0.5 * k for k in range(K)]}, ())
+             for name, strategy, opts in strategy_cases(K)]
+    # Heads whose loss trains nothing may be None: end-to-end's auxiliary heads, 2-wise's first head.
+    cases.append(("end-to-end no aux", il.EndToEnd(), {}, tuple(range(K - 1))))
+    cases.append(("2-wise no head 1", il.Interlocking(2), {"loss_weights": [1.0] + [2.0] * (K - 1)}, (0,)))
+    return cases
+
+
+def micro_parts(K: int, seed: int, heads_none: tuple[int, ...]):
+    blocks, heads, x, y, loss_fn = PARTS["mlp"](K, seed=seed)
+    return blocks, [None if k in heads_none else h for k, h in enumerate(heads)], x, y, loss_fn
+
+
+def train_microbatched(K: int, seed: int) -> dict:
+    """Every micro-batch case for m in MICROBATCHES: this rank's parameters and losses."""
+    out = {}
+    for name, strategy, opts, heads_none in microbatch_cases(K):
+        for m in MICROBATCHES:
+            blocks, heads, x, y, loss_fn = micro_parts(K, seed, heads_none)
+            net = il.ComponentNet(blocks=blocks, heads=heads)
+            engine = DistributedEngine(net, strategy, optimizer=sgd, loss_fn=loss_fn, microbatches=m, timeout_s=60, **opts)
+            losses = [engine.step(bx if engine.rank == 0 else None, by).losses for bx, by in batches_for(x, y, MICRO_STEPS)]
+            out[name, m] = {"state": own_state(engine), "losses": losses}
+            engine.close()
+    return out
+
+
+def emulated_makespan(K: int, unit_s: float, microbatches: int, steps: int) -> dict:
+    """Emulated compute (sleeps), 2-wise and end-to-end with micro-batches: when does this rank start and
+    end ``steps`` steps after a warm-up step and a barrier (seconds since the common epoch)?"""
+    from interlock.emulate import emulated_batch, emulated_net
+
+    out = {}
+    for name, strategy in (("2-wise", il.Interlocking(2)), ("end-to-end", il.EndToEnd())):
+        net = emulated_net(K, forward_s=unit_s / microbatches, backward_s=unit_s / microbatches)
+        engine = DistributedEngine(net, strategy, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), loss_fn=F.cross_entropy,
+                                   microbatches=microbatches, timeout_s=60)
+        x, y = emulated_batch(8, seed=0)
+        engine.step(x if engine.rank == 0 else None, y)  # warm-up: first calls of the head, optimizer, transport
+        engine.transport.flush()
+        engine.barrier()
+        start = time.perf_counter() - engine.epoch_s
+        for _ in range(steps):
+            engine.step(x if engine.rank == 0 else None, y)
+        out[name] = (start, time.perf_counter() - engine.epoch_s)
+        engine.close()
+    return out
+
+
 def run_ahead(sleep_s: float, steps: int) -> dict:
     """K=2, component 2 sleeps ``sleep_s`` per forward: when does each rank finish its steps (s since the epoch)?"""
     out = {}

@@ -27,9 +27,11 @@ from interlock.schedule import build_schedule
 from interlock.worker import ActionRecord
 
 
-def schedules(strategy, K, *, batch_streams=False):
+def schedules(strategy, K, *, batch_streams=False, split_backward=False, microbatches=1):
+    # split_backward=False: the paper's plain backprop (one FullGrad where a lone stream is forwarded).
     plan = strategy.plan(K)
-    return [S.build_schedule(plan, k, has_head=True, batch_streams=batch_streams) for k in range(K)]
+    return [S.build_schedule(plan, k, has_head=True, batch_streams=batch_streams, split_backward=split_backward,
+                             microbatches=microbatches) for k in range(K)]
 
 
 def makespan(strategy, K, steps, costs):

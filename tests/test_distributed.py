@@ -8,6 +8,7 @@ the parent process. The failure tests start their own small runs.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -34,6 +35,7 @@ SEEDS = {2: 21, 3: 31, 4: 41}
 PIPELINE_CASES = {2: [("gpipe", 2), ("1f1b", 4), ("zb1p", 4)], 4: [("gpipe", 4), ("1f1b", 4), ("zb1p", 4)]}
 SLEEP_S, AHEAD_STEPS = 0.1, 4
 DROPOUT_STEPS, DROPOUT_RNG_SEED = 2, 7
+EMU_UNIT_S, EMU_MICROBATCHES, EMU_STEPS = 0.2, 2, 3
 
 
 def _scenarios(K: int) -> list[tuple[str, str, tuple]]:
@@ -45,6 +47,9 @@ def _scenarios(K: int) -> list[tuple[str, str, tuple]]:
         out.append(("pipeline-bn", "pipeline_bn_counts", (K, seed, 2)))
     if K == 3:
         out.append(("resume", "resume", (K, seed)))
+    out.append(("micro", "train_microbatched", (K, seed)))
+    if K == 4:
+        out.append(("emulated-micro", "emulated_makespan", (K, EMU_UNIT_S, EMU_MICROBATCHES, EMU_STEPS)))
     for schedule, mb in PIPELINE_CASES.get(K, []):
         out.append((f"pipeline-{schedule}", "pipeline", (K, seed, schedule, mb)))
     return out
@@ -159,6 +164,53 @@ def test_records_follow_the_schedule_on_a_common_clock(spawned):
             send = next(s for kind, s, _ in lo if kind == "SendActivation")
             received = next(e for kind, _, e in hi if kind == "RecvActivation")
             assert received >= send - slack_s
+
+
+# -- micro-batches ------------------------------------------------------------------------------
+
+
+def test_microbatched_distributed_equals_simulated_and_the_whole_batch(spawned):
+    # Micro-batched on K processes: bit for bit the simulated engine with the same micro-batches
+    # (same worker, same order), and the whole-batch engine to float rounding (a mean of micro-batch means).
+    K, ranks = spawned
+    seed = SEEDS[K]
+    for name, strategy, opts, heads_none in H.microbatch_cases(K):
+        blocks, heads, x, y, loss_fn = H.micro_parts(K, seed, heads_none)
+        whole_net = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads))
+        whole = il.SimulatedEngine(whole_net, strategy, optimizer=H.sgd, loss_fn=loss_fn, **opts)
+        whole_losses = [whole.step(bx, by).losses for bx, by in H.batches_for(x, y, H.MICRO_STEPS)]
+        for m in H.MICROBATCHES:
+            net = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads))
+            sim = il.SimulatedEngine(net, strategy, optimizer=H.sgd, loss_fn=loss_fn, microbatches=m, **opts)
+            losses = [sim.step(bx, by).losses for bx, by in H.batches_for(x, y, H.MICRO_STEPS)]
+            for k in range(K):
+                got = ranks[k]["micro"][name, m]
+                what = f"K={K} {name} m={m} component {k + 1}"
+                assert_bitwise_equal(got["state"], component_state(net, k), what)
+                nan_is_nan = lambda rows: [None if math.isnan(l[k]) else l[k] for l in rows]  # noqa: E731
+                assert nan_is_nan(got["losses"]) == nan_is_nan(losses), what
+                for key, want in component_state(whole_net, k).items():
+                    torch.testing.assert_close(got["state"][key], want, rtol=1e-5, atol=1e-6, msg=lambda s: f"{what} {key}: {s}")
+                for l, w in zip(got["losses"], whole_losses):
+                    assert (math.isnan(l[k]) and math.isnan(w[k])) or abs(l[k] - w[k]) <= 1e-5, what
+
+
+@pytest.mark.parametrize("spawned", [4], indirect=True, ids=["K4"])
+def test_clock_predicts_a_microbatched_emulated_run(spawned):
+    # Emulated sleeps on 4 processes, 2 micro-batches: the critical-path prediction from the
+    # schedules and the emulated costs is within 10% of the measured makespan.
+    K, ranks = spawned
+    from interlock.emulate import emulated_costs
+
+    costs = emulated_costs(forward_s=EMU_UNIT_S, backward_s=EMU_UNIT_S).per_microbatch(EMU_MICROBATCHES)
+    for name, strategy in (("2-wise", il.Interlocking(2)), ("end-to-end", il.EndToEnd())):
+        plan = strategy.plan(K)
+        schedules = [S.build_schedule(plan, k, has_head=True, microbatches=EMU_MICROBATCHES) for k in range(K)]
+        predicted = il.clock.predict(schedules, costs, steps=EMU_STEPS).makespan_s
+        spans = [r["emulated-micro"][name] for r in ranks]
+        measured = max(end for _, end in spans) - min(start for start, _ in spans)
+        print(f"{name}: measured {measured:.3f} s, predicted {predicted:.3f} s")
+        assert abs(measured - predicted) <= 0.1 * predicted, (name, measured, predicted)
 
 
 # -- pipelining ---------------------------------------------------------------------------------

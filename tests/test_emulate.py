@@ -42,6 +42,7 @@ def test_passes_sleep_by_what_they_ask_and_give_exact_gradients():
         b.weight.copy_(torch.tensor([1.0, 2.0, -1.0]))
     x = torch.tensor([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]], requires_grad=True)
     g = torch.tensor([[1.0, 0.0, 2.0], [3.0, 1.0, -1.0]])
+    want_w = torch.tensor([1 * 1 + 3 * 0.5, 0 * 2 + 1 * -1.0, 2 * 3 + -1 * 2.0])
 
     took, y = timed(lambda: b(x))
     assert_took(took, FWD)
@@ -51,15 +52,33 @@ def test_passes_sleep_by_what_they_ask_and_give_exact_gradients():
     assert_took(took, IN)
     torch.testing.assert_close(gx, g * torch.tensor([1.0, 2.0, -1.0]))
 
-    took, _ = timed(lambda: torch.autograd.backward(y, g, inputs=[b.weight], retain_graph=True))  # weight only, reusing
-    assert_took(took, W)
-    torch.testing.assert_close(b.weight.grad, torch.tensor([1 * 1 + 3 * 0.5, 0 * 2 + 1 * -1.0, 2 * 3 + -1 * 2.0]))
+    # A weight-only pass from the output walks the block's internal layers again: both parts.
+    took, _ = timed(lambda: torch.autograd.backward(y, g, inputs=[b.weight], retain_graph=True))
+    assert_took(took, IN + W)
+    torch.testing.assert_close(b.weight.grad, want_w)
 
-    y2 = b(x)
-    took, _ = timed(lambda: torch.autograd.backward(y2, g, inputs=[b.weight], retain_graph=True))  # weight only, fresh graph
+    took, _ = timed(lambda: torch.autograd.backward(y, g, inputs=[x, b.weight]))  # both
     assert_took(took, IN + W)
-    took, _ = timed(lambda: torch.autograd.backward(y2, g, inputs=[x, b.weight]))  # both
-    assert_took(took, IN + W)
+
+
+def test_the_weight_pass_from_kept_gradients_costs_only_the_weight_part():
+    # interlock.backward: the input pass keeps the gradients where the weight enters; the weight
+    # pass starts there, for one stream or for the sum of several (a new tensor).
+    from interlock.backward import KeptGradients
+
+    b = block()
+    x = torch.randn(2, 3, requires_grad=True)
+    g1, g2 = torch.randn(2, 3), torch.randn(2, 3)
+    y = b(x)
+    kept = KeptGradients(y, x, [b.weight])
+    took, gx = timed(lambda: kept.input_grad(y, x, g1))
+    assert_took(took, IN)
+    torch.testing.assert_close(gx, g1 * b.weight.detach())
+    took, _ = timed(lambda: kept.input_grad(y, x, g2))
+    assert_took(took, IN)
+    took, _ = timed(lambda: kept.weight_pass(retain_graph=False))
+    assert_took(took, W)
+    torch.testing.assert_close(b.weight.grad, ((g1 + g2) * x.detach()).sum(0))
 
 
 def test_first_component_and_batched_streams():
@@ -67,7 +86,7 @@ def test_first_component_and_batched_streams():
     x = torch.randn(4, 3)  # the network input: no input gradient exists
     y = b(x)
     took, _ = timed(lambda: torch.autograd.backward(y, torch.ones_like(y), inputs=[b.weight]))
-    assert_took(took, IN + W)
+    assert_took(took, IN + W)  # nothing was kept (no input gradient exists): the full pass
 
     a = torch.randn(4, 3, requires_grad=True)
     y = b(a)
@@ -108,7 +127,7 @@ def test_batch_is_seeded_and_shaped():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
-@pytest.mark.parametrize("strategy", [il.Local(), il.Interlocking(2), il.EndToEnd()], ids=lambda s: s.name)
+@pytest.mark.parametrize("strategy", [il.Local(), il.Interlocking(2), il.EndToEnd(), il.Interlocking(3, "sum")], ids=lambda s: s.name)
 def test_engine_measurements_follow_the_clock(strategy):
     K, fwd, bwd = 3, 0.02, 0.02
     net = emulated_net(K, forward_s=fwd, backward_s=bwd, split=0.5)

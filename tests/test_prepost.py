@@ -45,9 +45,9 @@ def test_first_component_and_end_to_end_top_receive_only_what_the_rule_allows():
 
 def _recv_key(a, k):
     if isinstance(a, S.RecvStream):
-        return k + 1, S.stream_tag(a.loss, a.hops_left)
+        return k + 1, S.stream_tag(a.loss, a.hops_left, a.mb)
     if isinstance(a, S.RecvActivation):
-        return k - 1, S.ACTIVATION_TAG
+        return k - 1, S.activation_tag(a.mb)
     return None
 
 
@@ -56,9 +56,9 @@ PEER_OF_SEND = {S.SendActivation: +1, S.SendStream: -1}
 
 def test_posts_keep_each_channel_in_order_and_never_cross_a_send_to_the_same_peer():
     for strategy in (il.Interlocking(3, "sum"), il.Interlocking(2, "sum"), il.Interlocking(2), il.EndToEnd()):
-        for split in (False, True):
+        for split, m in ((False, 1), (True, 1), (None, 2), (None, 4)):
             for k in range(4):
-                s = sched(strategy, k, split_backward=split)
+                s = sched(strategy, k, split_backward=split, microbatches=m)
                 plan = post_plan(s, k)
                 # Replay two steps: post as the worker does, take as the schedule does.
                 queue = {k - 1: [], k + 1: []}

@@ -347,3 +347,13 @@ def test_losses_stay_on_the_device_until_a_log_row_and_divergence_names_the_step
     monkeypatch.setattr(train_mod, "make_loss_fn", lambda task, ls: lambda out, y: loss_fn(task, ls)(out, y) * float("nan"))
     with pytest.raises(TrainingDiverged, match=r"loss of component 1 is nan at step 1"):
         run(config(tmp_path / "nan", "steps=10", "strategy=local", "log_every=5", "eval_every=0"))
+
+
+def test_microbatches_from_the_config(tmp_path):
+    result = run(config(tmp_path, "steps=4", "strategy=2-wise", "microbatches=2", "eval_every=0"))
+    assert result.steps == 4 and 0 <= result.final["test_final_acc"] <= 1
+    for bad, match in (("microbatches=3", "does not divide data.batch_size=32"), ("microbatches=0", "use an integer m >= 1")):
+        with pytest.raises(ValueError, match=match):
+            config(tmp_path, "steps=4", bad)
+    with pytest.raises(ValueError, match="trains without micro-batches"):
+        config(tmp_path, "steps=4", "strategy=hogwild", "microbatches=2")

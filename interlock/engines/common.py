@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..net import ComponentNet
-from ..schedule import build_schedule
+from ..schedule import build_schedule, check_microbatches
 from ..strategies import GradientPlan, Strategy
 from ..transport import Transport
 from ..worker import ActionRecord, ComponentWorker, LossFn
@@ -105,15 +105,19 @@ class EngineOptions:
     lr_scheduler: SchedulerFactory | Sequence[SchedulerFactory | None] | None = None
     loss_weights: Sequence[float] | None = None
     batch_streams: bool = False
-    split_backward: bool = False
+    split_backward: bool | None = None  # None: the schedule builder's rule (split every lone stream)
     rng_seed: int | None = None
     record: bool = True
+    microbatches: int = 1
 
     def validate(self, num_components: int) -> None:
         K = num_components
         _per_component("optimizer", self.optimizer, K, allow_none=False)
         if self.lr_scheduler is not None:
             _per_component("lr_scheduler", self.lr_scheduler, K, allow_none=True)
+        check_microbatches(self.microbatches)
+        if self.split_backward not in (None, True, False):
+            raise ValueError(f"split_backward={self.split_backward!r}: use None (the schedule builder decides), True or False")
         if not callable(self.loss_fn):
             raise ValueError("loss_fn must be callable as loss_fn(prediction, target) -> scalar tensor")
         if self.loss_weights is not None:
@@ -183,9 +187,11 @@ def make_worker(
         loss_fn=options.loss_fn,
         loss_weight=weight,
         schedule=build_schedule(
-            plan, k, has_head=head is not None, batch_streams=options.batch_streams, split_backward=options.split_backward
+            plan, k, has_head=head is not None, batch_streams=options.batch_streams, split_backward=options.split_backward,
+            microbatches=options.microbatches,
         ),
         transport=transport,
+        microbatches=options.microbatches,
         rng_seed=options.rng_seed,
         record=options.record,
     )

@@ -69,8 +69,8 @@ class DistributedEngine(RankEngine):
     """Train component ``rank`` of ``net`` with ``strategy``, one process per component.
 
     Options as :class:`~interlock.engines.simulated.SimulatedEngine` (``optimizer``,
-    ``loss_fn``, ``lr_scheduler``, ``loss_weights``, ``batch_streams``, ``rng_seed``,
-    ``record``), plus: ``timeout_s``, the process-group timeout (a rank that waits longer
+    ``loss_fn``, ``lr_scheduler``, ``loss_weights``, ``batch_streams``, ``split_backward``,
+    ``microbatches``, ``rng_seed``, ``record``), plus: ``timeout_s``, the process-group timeout (a rank that waits longer
     for a message fails); ``device``: None (CPU, gloo) or "cuda" (GPU LOCAL_RANK, NCCL);
     ``max_pending_sends``: sends a rank may have outstanding before it waits for the
     oldest (bounds how far a component runs ahead under local learning);
@@ -96,9 +96,10 @@ class DistributedEngine(RankEngine):
         lr_scheduler=None,
         loss_weights: Sequence[float] | None = None,
         batch_streams: bool = False,
-        split_backward: bool = False,
+        split_backward: bool | None = None,
         rng_seed: int | None = None,
         record: bool = True,
+        microbatches: int = 1,
         timeout_s: float = 300.0,
         device: torch.device | str | None = None,
         max_pending_sends: int = 32,
@@ -115,6 +116,7 @@ class DistributedEngine(RankEngine):
         options = EngineOptions(
             optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler, loss_weights=loss_weights,
             batch_streams=batch_streams, split_backward=split_backward, rng_seed=rng_seed, record=record,
+            microbatches=microbatches,
         )
         k = self._setup(net, strategy, options, device=device, timeout_s=timeout_s, sample_input=sample_input)
         self.options = options

@@ -30,8 +30,11 @@ class SimulatedEngine(EngineBase):
     ``lr_scheduler``: factory ``optimizer -> scheduler`` stepped once per step (or one per
     component); ``loss_weights``: K non-negative weights of L_1..L_K; ``batch_streams``:
     compute several streams' input gradients in one batched call; ``split_backward``: send a
-    lone stream's input gradient before computing the weight gradient (see
-    :func:`interlock.schedule.build_schedule`); ``rng_seed``: give each
+    lone stream's input gradient before computing the weight gradient (None, the default: the
+    schedule builder's rule, which splits wherever a lone stream is forwarded; see
+    :func:`interlock.schedule.build_schedule`); ``microbatches``: cut each step's batch into
+    that many equal micro-batches, pipelined through the components, one update per step
+    (docs/design.md, "Micro-batches"); ``rng_seed``: give each
     component its own random state per step (dropout masks then match the distributed
     engine's); ``sample_input``: validate the network's shapes now rather than at the first step.
     """
@@ -46,9 +49,10 @@ class SimulatedEngine(EngineBase):
         lr_scheduler=None,
         loss_weights: Sequence[float] | None = None,
         batch_streams: bool = False,
-        split_backward: bool = False,
+        split_backward: bool | None = None,
         rng_seed: int | None = None,
         record: bool = True,
+        microbatches: int = 1,
         sample_input: torch.Tensor | None = None,
     ) -> None:
         if not isinstance(strategy, Strategy):
@@ -58,8 +62,12 @@ class SimulatedEngine(EngineBase):
         self.options = EngineOptions(
             optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler, loss_weights=loss_weights,
             batch_streams=batch_streams, split_backward=split_backward, rng_seed=rng_seed, record=record,
+            microbatches=microbatches,
         )
         self.plan = validate_engine(net, strategy, self.options)
+        if strategy.own_engine and microbatches != 1:
+            raise ValueError(f"{strategy.name} runs an engine of its own, which does not cut batches into micro-batches; "
+                             f"leave microbatches=1")
         self.net = net
         self.strategy = strategy
         self.device = next((p.device for p in net.parameters()), torch.device("cpu"))
