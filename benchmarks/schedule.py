@@ -36,16 +36,20 @@ from interlock.data import find_data_root, read_cifar10_binary
 from interlock.launch import run_local
 from interlock.schedule import build_schedule
 
-# name -> (strategy, split_backward). "+split": a lone stream's input gradient is sent before
-# its weight gradient is computed (interlock.schedule.build_schedule).
+# name -> (strategy, split_backward, micro-batched). The default schedule (split_backward=None)
+# sends a lone stream's input gradient before its weight pass, which reuses the input pass's
+# intermediate gradients (interlock.schedule.build_schedule); "+onepass" is one backward pass per
+# stream (plain backprop, the paper's time model). "+mb": the batch cut into --microbatches.
 SYNC = {
-    "end-to-end": (il.EndToEnd, False),
-    "1-wise": (il.Local, False),
-    "2-wise": (lambda: il.Interlocking(2), False),
-    "3-wise": (lambda: il.Interlocking(3), False),
-    "end-to-end+split": (il.EndToEnd, True),
-    "2-wise+split": (lambda: il.Interlocking(2), True),
-    "3-wise+split": (lambda: il.Interlocking(3), True),
+    "end-to-end": (il.EndToEnd, None, False),
+    "1-wise": (il.Local, None, False),
+    "2-wise": (lambda: il.Interlocking(2), None, False),
+    "3-wise": (lambda: il.Interlocking(3), None, False),
+    "end-to-end+onepass": (il.EndToEnd, False, False),
+    "2-wise+onepass": (lambda: il.Interlocking(2), False, False),
+    "end-to-end+mb": (il.EndToEnd, None, True),
+    "1-wise+mb": (il.Local, None, True),
+    "2-wise+mb": (lambda: il.Interlocking(2), None, True),
 }
 # torch.distributed.pipelining's schedules; "zb1p" is its interleaved zero-bubble schedule with one
 # stage per rank (ZBV needs two stages per rank, i.e. a 2K-piece network: not comparable here).
@@ -63,6 +67,8 @@ def fits(variant: str, K: int) -> bool:
 
 
 def model_units(variant: str, a: int, b: int) -> float | None:
+    if variant in PIPE or SYNC[variant][2]:
+        return None  # the paper's model has no micro-batches
     variant = variant.split("+")[0]
     if variant == "end-to-end":
         return clock.end_to_end_time_units(components=a, steps=b)
@@ -81,9 +87,14 @@ def sgd(params):
 # -- what each rank runs (module level: the launcher pickles it) -----------------------------
 
 
+def _microbatched(variant: str) -> bool:
+    return variant in PIPE or SYNC[variant][2]
+
+
 def _build(spec: dict):
     if spec["mode"] == "emulated":
-        unit = spec["unit_s"] / (spec["microbatches"] if spec["variant"] in PIPE else 1)  # a micro-batch costs its share
+        # An emulated block sleeps per call: under micro-batches each call is a micro-batch, costing its share.
+        unit = spec["unit_s"] / (spec["microbatches"] if _microbatched(spec["variant"]) else 1)
         net = emulate.emulated_net(spec["K"], forward_s=unit, backward_s=unit, split=0.5)
         x, y = emulate.emulated_batch(spec["batch"], seed=0)
         return net, x, y
@@ -103,9 +114,10 @@ def _rank(spec: dict) -> dict:
         engine = il.PipelineEngine(net, optimizer=sgd, loss_fn=F.cross_entropy, microbatches=spec["microbatches"],
                                    schedule=PIPE[variant])
     else:
-        strategy, split = SYNC[variant]
+        strategy, split, mb = SYNC[variant]
         engine = il.DistributedEngine(net, strategy(), optimizer=sgd, loss_fn=F.cross_entropy, record=True,
-                                      split_backward=split)
+                                      split_backward=split, microbatches=spec["microbatches"] if mb else 1,
+                                      static_shapes=True, total_steps=spec["warmup"] + spec["steps"])
     for _ in range(spec["warmup"]):
         engine.step(x if engine.rank == 0 else None, y)
     engine.barrier()
@@ -113,8 +125,9 @@ def _rank(spec: dict) -> dict:
     records = []
     for _ in range(spec["steps"]):
         records.extend(engine.step(x if engine.rank == 0 else None, y).records)
-    if hasattr(engine, "transport"):
-        engine.transport.flush()  # the last sends have arrived: the step is really done
+    for transport in (engine.channel, engine.transport):
+        if transport is not None:
+            transport.flush()  # the last sends have arrived: the step is really done
     engine.barrier()
     wall = time.perf_counter() - t0
     engine.close()
@@ -145,10 +158,11 @@ def emulated(args, emit) -> None:
             row["paper_model_units"] = units
             row["ratio_to_paper_model"] = round(wall / unit / units, 3)
         if variant in SYNC:
-            strategy, split = SYNC[variant]
+            strategy, split, mb = SYNC[variant]
+            m = args.microbatches if mb else 1
             plan = strategy().plan(K)
-            schedules = [build_schedule(plan, k, has_head=True, split_backward=split) for k in range(K)]
-            predicted = clock.predict(schedules, costs, steps=b).makespan_s
+            schedules = [build_schedule(plan, k, has_head=True, split_backward=split, microbatches=m) for k in range(K)]
+            predicted = clock.predict(schedules, costs.per_microbatch(m), steps=b).makespan_s
             row["clock_predicted_units"] = round(predicted / unit, 2)
             row["ratio_to_clock"] = round(wall / predicted, 3)
         if args.trace_dir and records:  # (the pipelining engines record no actions)
@@ -158,8 +172,10 @@ def emulated(args, emit) -> None:
             chrome_trace(records, out / f"emulated_{variant}.trace.json")
             gantt_png(records, out / f"emulated_{variant}.png", title=f"{variant}, K={K}, emulated compute")
         emit(row)
+    best_pipe = min((t, v) for v, t in times.items() if v in PIPE)
     for variant, t in times.items():
-        emit({"bench": "schedule", "mode": "emulated", "variant": variant, "ratio_to_end_to_end": round(t / times["end-to-end"], 3)})
+        emit({"bench": "schedule", "mode": "emulated", "variant": variant, "ratio_to_end_to_end": round(t / times["end-to-end"], 3),
+              "ratio_to_best_pipeline": round(t / best_pipe[0], 3), "best_pipeline": best_pipe[1]})
 
 
 def real(args, emit) -> None:
@@ -184,7 +200,7 @@ def real(args, emit) -> None:
             wall, _ = measure(spec, variant)
             dist_steps[variant].append(wall / b)
     torch.set_num_threads(1)
-    predictions = {v: predicted_step(base_net, x, labels, *SYNC[v]) for v in variants if v in SYNC}
+    predictions = {v: predicted_step(base_net, x, labels, *SYNC[v], microbatches=args.microbatches) for v in variants if v in SYNC}
     baselines = {t: statistics.median(ts) for t, ts in single.items()}
     for threads, step in baselines.items():
         emit({"bench": "schedule", "mode": "real", "variant": f"single-process end-to-end, {threads} thread(s)",
@@ -216,9 +232,10 @@ def single_process_step(net, x, y, *, threads: int, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def predicted_step(net, x, y, strategy, split: bool) -> float:
+def predicted_step(net, x, y, strategy, split: bool | None, microbatched: bool, *, microbatches: int) -> float:
     """The clock's K-device step time from the simulated engine's measured actions (one thread)."""
-    engine = il.SimulatedEngine(copy.deepcopy(net), strategy(), optimizer=sgd, loss_fn=F.cross_entropy, split_backward=split)
+    engine = il.SimulatedEngine(copy.deepcopy(net), strategy(), optimizer=sgd, loss_fn=F.cross_entropy, split_backward=split,
+                                microbatches=microbatches if microbatched else 1)
     engine.step(x, y)
     records = [r for _ in range(4) for r in engine.step(x, y).records]
     return engine.predicted_time(records).makespan_s / 4
@@ -234,7 +251,7 @@ def main(argv=None) -> None:
     p.add_argument("--components", type=int, default=4, help="K for emulated mode (real mode uses K=2)")
     p.add_argument("--steps", type=int, default=32, help="steps b in emulated mode")
     p.add_argument("--unit-ms", type=float, default=50.0, help="emulated time unit (one forward of one component)")
-    p.add_argument("--microbatches", type=int, default=4, help="micro-batches for GPipe / 1F1B")
+    p.add_argument("--microbatches", type=int, default=4, help="micro-batches for the pipeline schedules and the +mb variants")
     p.add_argument("--real-steps", type=int, default=12, help="steps per measurement in real mode")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds in real mode (medians reported)")
     p.add_argument("--batch", type=int, default=64)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 
 import pytest
 import torch
