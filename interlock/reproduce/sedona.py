@@ -189,7 +189,8 @@ def reproduce_sedona(*, seeds: Sequence[int], root: str | Path, components: int 
                 summary = _summary(run_dir)
                 per_seed[seed]["runs"][name] = {"acc": summary["final"].get("test_final_acc"), "wall_time_s": summary["wall_time_s"],
                                                 "machine": summary["machine"], "cuts": list(cfg.model.partition) if not isinstance(cfg.model.partition, str) else None,
-                                                "heads": cfg.model.heads, "steps": cfg.steps}
+                                                "heads": cfg.model.heads, "steps": cfg.steps, "epochs": summary["final"].get("epoch"),
+                                                "model": f"{cfg.model.name} {json.dumps(cfg.model.kwargs)}", "batch_size": cfg.data.batch_size}
         if not quiet:
             accs = {n: r["acc"] for n, r in per_seed[seed]["runs"].items()}
             print(f"seed {seed}: " + ", ".join(f"{n} {100 * a:.2f}" for n, a in accs.items() if a is not None), file=stream)
@@ -263,7 +264,9 @@ def _write_report(root: Path, per_seed: dict, *, seeds, components, search_overr
         "ablations; SEDONA Table 4).",
         "",
         f"Scale: search `{' '.join(search_overrides)}` per seed, discretised at K = {components}; every arm then trains "
-        f"{any_run['steps'] if any_run else '?'} steps with the discretised config's recipe"
+        + (f"{any_run['steps']} steps of batch {any_run['batch_size']} ({any_run['epochs']:.2f} epochs; model {any_run['model']}, "
+           f"L = {next(iter(per_seed.values()))['blocks']} blocks)" if any_run and any_run.get("epochs") else "? steps")
+        + " with the discretised config's recipe"
         + (f" and `{' '.join(train_overrides)}`" if train_overrides else "") + f". Seeds: {', '.join(map(str, seeds))}. "
         f"Random draws: random.Random({RNG_OFFSET} + seed), K-1 cuts first, then one head per cut.",
         "",
