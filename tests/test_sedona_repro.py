@@ -136,3 +136,19 @@ def test_report_only_on_a_hand_made_search_writes_configs_and_a_report(tmp_path)
     for name in ARMS:
         cfg = load_config(tmp_path / "configs" / f"{name}_seed0.json", [])
         assert cfg.steps == 5 and cfg.seed == 0 and cfg.run_dir == str(tmp_path / "train" / name / "seed0")
+
+
+def test_the_search_honours_the_threads_option(monkeypatch, tmp_path):
+    # interlock search threads=1 (a loaded 2-core machine: 2 threads per process ran 6x slower) was ignored.
+    import interlock.search.run as run
+
+    calls = []
+
+    def stop(config):
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(run.torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(run, "build_search", stop)
+    with pytest.raises(RuntimeError, match="stop"):
+        run.run_search(load_config(None, ["preset=sedona-search-cpu", "threads=1", f"run_dir={tmp_path}"]))
+    assert calls == [1]
