@@ -146,15 +146,23 @@ def _machine() -> str:
 
 
 def reproduce_sedona(*, seeds: Sequence[int], root: str | Path, components: int = 4, search_overrides: Sequence[str] = (),
-                     train_overrides: Sequence[str] = (), report_only: bool = False, quiet: bool = False,
+                     train_overrides: Sequence[str] = (), threads: int = 0, report_only: bool = False, quiet: bool = False,
                      stream=sys.stderr) -> Path:
-    """Search, train the five arms per seed, write ``<root>/report.md``; returns the report's path."""
+    """Search, train the five arms per seed, write ``<root>/report.md``; returns the report's path.
+
+    ``threads``: torch threads for the searches (this process) and every run (``threads=N``); 0 leaves PyTorch's default.
+    """
     from ..cli import run_one
     from ..runs import RunState, run_state
     from . import _add_wall_time, _summary
 
     root = Path(root)
     (root / "configs").mkdir(parents=True, exist_ok=True)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # the searches run here (their configs leave threads unset)
+        train_overrides = [f"threads={threads}", *train_overrides]
     t0 = time.perf_counter()
     per_seed: dict[int, dict] = {}
     for seed in seeds:
@@ -196,7 +204,7 @@ def reproduce_sedona(*, seeds: Sequence[int], root: str | Path, components: int 
             print(f"seed {seed}: " + ", ".join(f"{n} {100 * a:.2f}" for n, a in accs.items() if a is not None), file=stream)
     session_s = time.perf_counter() - t0
     return _write_report(root, per_seed, seeds=list(seeds), components=components, search_overrides=search_overrides,
-                         train_overrides=train_overrides, session_s=session_s, report_only=report_only)
+                         train_overrides=train_overrides, threads=threads, session_s=session_s, report_only=report_only)
 
 
 def verdict(accs: dict[str, list[float]]) -> str:
@@ -219,7 +227,8 @@ def _fmt_cuts(run: dict) -> str:
     return "uniform" if run.get("cuts") is None else str(run["cuts"])
 
 
-def _write_report(root: Path, per_seed: dict, *, seeds, components, search_overrides, train_overrides, session_s, report_only) -> Path:
+def _write_report(root: Path, per_seed: dict, *, seeds, components, search_overrides, train_overrides, threads, session_s,
+                  report_only) -> Path:
     accs = {name: [s["runs"][name]["acc"] for s in per_seed.values() if s["runs"].get(name, {}).get("acc") is not None] for name in ARMS}
     lines = ["| arm | strategy | test acc % (mean ± std) | seeds |", "|---|---|---|---|"]
     for name, (what, strategy) in ARMS.items():
@@ -249,8 +258,11 @@ def _write_report(root: Path, per_seed: dict, *, seeds, components, search_overr
     machines = sorted({r["machine"] for s in per_seed.values() for r in s["runs"].values() if r.get("machine")}) or [_machine()]
     any_run = next((r for s in per_seed.values() for r in s["runs"].values()), None)
     command = f"python -m interlock.reproduce.sedona --seeds {','.join(map(str, seeds))} --root {root}"
-    command += "".join(f" --search-set {o}" for o in search_overrides if o != "preset=sedona-search-cpu")
-    command += "".join(f" --set {o}" for o in train_overrides)
+    preset = next((o.split("=", 1)[1] for o in search_overrides if o.startswith("preset=")), "sedona-search-cpu")
+    command += f" --search-preset {preset}" if preset != "sedona-search-cpu" else ""
+    command += "".join(f" --search-set {o}" for o in search_overrides if not o.startswith("preset="))
+    command += f" --threads {threads}" if threads else ""
+    command += "".join(f" --set {o}" for o in train_overrides if not (threads and o == f"threads={threads}"))
     text = verdict(accs)
     md = [
         "# SEDONA, small: searched split vs uniform split, random alpha, random beta, 2-wise",
@@ -328,18 +340,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)  # the search has no threads option of its own
-    train_set = [*([f"threads={args.threads}"] if args.threads else []), *args.train_set]
     if args.search_only:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         for seed in seeds:
             _search(seed, Path(args.root) / "search" / f"seed{seed}", args.components,
                     [f"preset={args.search_preset}", *args.search_set], args.quiet)
         return 0
     reproduce_sedona(seeds=seeds, root=args.root, components=args.components,
-                     search_overrides=[f"preset={args.search_preset}", *args.search_set], train_overrides=train_set,
+                     search_overrides=[f"preset={args.search_preset}", *args.search_set], train_overrides=args.train_set, threads=args.threads,
                      report_only=args.report_only, quiet=args.quiet)
     return 0
 
