@@ -146,11 +146,12 @@ def _machine() -> str:
 
 
 def reproduce_sedona(*, seeds: Sequence[int], root: str | Path, components: int = 4, search_overrides: Sequence[str] = (),
-                     train_overrides: Sequence[str] = (), threads: int = 0, report_only: bool = False, quiet: bool = False,
-                     stream=sys.stderr) -> Path:
+                     train_overrides: Sequence[str] = (), threads: int = 0, report_only: bool = False, rerun: bool = False,
+                     quiet: bool = False, stream=sys.stderr) -> Path:
     """Search, train the five arms per seed, write ``<root>/report.md``; returns the report's path.
 
     ``threads``: torch threads for the searches (this process) and every run (``threads=N``); 0 leaves PyTorch's default.
+    ``rerun``: a run directory holding another config is moved aside and trained anew (otherwise an error).
     """
     from ..cli import run_one
     from ..runs import RunState, run_state
@@ -169,8 +170,9 @@ def reproduce_sedona(*, seeds: Sequence[int], root: str | Path, components: int 
         folder = root / "search" / f"seed{seed}"
         if report_only:
             path = folder / "search.json"
-            if not path.exists() or str(components) not in json.loads(path.read_text()).get("decisions", {}):
-                continue
+            if (not path.exists() or str(components) not in json.loads(path.read_text()).get("decisions", {})
+                    or not (folder / f"config-K{components}.json").exists()):
+                continue  # no finished search: its runs show as missing
             result = json.loads(path.read_text())
             wall_file = folder / "wall_time.json"
             search_s = json.loads(wall_file.read_text())["wall_time_s"] if wall_file.exists() else float("nan")
@@ -188,7 +190,7 @@ def reproduce_sedona(*, seeds: Sequence[int], root: str | Path, components: int 
             atomic_write_text(path, json.dumps(values, indent=2) + "\n")
             cfg = load_config(path, list(train_overrides))
             atomic_write_text(path, json.dumps(cfg.to_dict(), indent=2) + "\n")  # the exact config, overrides applied
-            state = run_state(run_dir, cfg)
+            state = run_state(run_dir, cfg, rerun=rerun and not report_only)
             if state != RunState.FINISHED and not report_only:
                 start = time.perf_counter()
                 run_one(cfg, resume=state == RunState.PARTIAL, quiet=quiet, label=f"seed {seed} {name}")
@@ -221,10 +223,6 @@ def verdict(accs: dict[str, list[float]]) -> str:
     if d < -m:
         return f"not confirmed: the uniform split with MLP-SR heads beats the searched split ({shown}){caveat}"
     return f"not confirmed at this scale: the searched and uniform splits are within the margin ({shown}){caveat}"
-
-
-def _fmt_cuts(run: dict) -> str:
-    return "uniform" if run.get("cuts") is None else str(run["cuts"])
 
 
 def _write_report(root: Path, per_seed: dict, *, seeds, components, search_overrides, train_overrides, threads, session_s,
@@ -333,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="train_set",
                    help="override of every training run, e.g. steps=1000 or data.train_limit=10000 (repeat)")
     p.add_argument("--report-only", action="store_true", help="search and train nothing; report on what has finished")
+    p.add_argument("--rerun", action="store_true", help="move aside runs of another config (e.g. other --set) and train anew")
     p.add_argument("--search-only", action="store_true", help="run (or reuse) the searches, train nothing, write no report")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads for the searches and every run (0: PyTorch's default); 1 on a shared CPU")
@@ -351,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     reproduce_sedona(seeds=seeds, root=args.root, components=args.components,
                      search_overrides=[f"preset={args.search_preset}", *args.search_set], train_overrides=args.train_set, threads=args.threads,
-                     report_only=args.report_only, quiet=args.quiet)
+                     report_only=args.report_only, rerun=args.rerun, quiet=args.quiet)
     return 0
 
 
