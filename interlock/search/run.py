@@ -251,6 +251,8 @@ def run_search(config: TrainConfig, *, components: Sequence[int] = (), resume: b
     ``stop_after``: stop after this many steps in all (pretraining and meta) without final outputs
     (tests interrupt a run with it).
     """
+    if config.threads:  # as train.run does: threads=1 keeps a loaded CPU from oversubscribing
+        torch.set_num_threads(config.threads)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     search = build_search(config)
