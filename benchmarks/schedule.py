@@ -20,6 +20,7 @@ trace JSON and Gantt PNG, one row per component) go to ``--trace-dir`` if given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import statistics
@@ -34,6 +35,7 @@ import interlock as il
 from interlock import clock, emulate
 from interlock.data import find_data_root, read_cifar10_binary
 from interlock.launch import run_local
+from interlock.links import slow_links
 from interlock.schedule import build_schedule
 
 # name -> (strategy, split_backward, micro-batched). The default schedule (split_backward=None)
@@ -118,18 +120,23 @@ def _rank(spec: dict) -> dict:
         engine = il.DistributedEngine(net, strategy(), optimizer=sgd, loss_fn=F.cross_entropy, record=True,
                                       split_backward=split, microbatches=spec["microbatches"] if mb else 1,
                                       static_shapes=True, total_steps=spec["warmup"] + spec["steps"])
-    for _ in range(spec["warmup"]):
-        engine.step(x if engine.rank == 0 else None, y)
-    engine.barrier()
-    t0 = time.perf_counter()
-    records = []
-    for _ in range(spec["steps"]):
-        records.extend(engine.step(x if engine.rank == 0 else None, y).records)
-    for transport in (engine.channel, engine.transport):
-        if transport is not None:
-            transport.flush()  # the last sends have arrived: the step is really done
-    engine.barrier()
-    wall = time.perf_counter() - t0
+    link = spec.get("link_latency_s", 0.0)
+    with slow_links(latency_s=link) if link else contextlib.nullcontext():
+        for _ in range(spec["warmup"]):
+            engine.step(x if engine.rank == 0 else None, y)
+        for transport in (engine.channel, engine.transport):
+            if transport is not None:
+                transport.flush()
+        engine.barrier()
+        t0 = time.perf_counter()
+        records = []
+        for _ in range(spec["steps"]):
+            records.extend(engine.step(x if engine.rank == 0 else None, y).records)
+        for transport in (engine.channel, engine.transport):
+            if transport is not None:
+                transport.flush()  # the last sends have arrived: the step is really done
+        engine.barrier()
+        wall = time.perf_counter() - t0
     engine.close()
     return {"wall_s": wall, "records": records}
 
@@ -143,15 +150,20 @@ def measure(spec: dict, variant: str) -> tuple[float, list]:
 # -- the two modes -------------------------------------------------------------------------
 
 
-def emulated(args, emit) -> None:
+def emulated(args, emit, *, link_units: float = 0.0) -> dict[str, float]:
+    """Every variant on emulated compute; ``link_units``: an emulated slow link (each message held
+    that many units, interlock.links). Returns each variant's measured time."""
     K, b, unit = args.components, args.steps, args.unit_ms / 1000
-    spec = {"mode": "emulated", "K": K, "steps": b, "warmup": 2, "unit_s": unit, "batch": 8, "microbatches": args.microbatches}
+    spec = {"mode": "emulated", "K": K, "steps": b, "warmup": 2, "unit_s": unit, "batch": 8, "microbatches": args.microbatches,
+            "link_latency_s": link_units * unit}
+    link = "slow" if link_units else "fast"
     costs = emulate.emulated_costs(forward_s=unit, backward_s=unit, split=0.5)
     times = {}
     for variant in [v for v in [*SYNC, *PIPE] if fits(v, K)]:
         wall, records = measure(spec, variant)
         times[variant] = wall
-        row = {"bench": "schedule", "mode": "emulated", "variant": variant, "components": K, "steps": b,
+        row = {"bench": "schedule", "mode": "emulated", "link": link, "link_units": link_units, "variant": variant,
+               "components": K, "steps": b, "microbatches": args.microbatches if _microbatched(variant) else 1,
                "unit_s": unit, "time_s": round(wall, 4), "time_units": round(wall / unit, 2)}
         units = model_units(variant, K, b)
         if units is not None:
@@ -162,10 +174,10 @@ def emulated(args, emit) -> None:
             m = args.microbatches if mb else 1
             plan = strategy().plan(K)
             schedules = [build_schedule(plan, k, has_head=True, split_backward=split, microbatches=m) for k in range(K)]
-            predicted = clock.predict(schedules, costs.per_microbatch(m), steps=b).makespan_s
+            predicted = clock.predict(schedules, costs.per_microbatch(m), steps=b, latency_s=link_units * unit).makespan_s
             row["clock_predicted_units"] = round(predicted / unit, 2)
             row["ratio_to_clock"] = round(wall / predicted, 3)
-        if args.trace_dir and records:  # (the pipelining engines record no actions)
+        if args.trace_dir and records and not link_units:  # (the pipelining engines record no actions)
             from interlock.trace import chrome_trace, gantt_png
 
             out = Path(args.trace_dir)
@@ -174,8 +186,10 @@ def emulated(args, emit) -> None:
         emit(row)
     best_pipe = min((t, v) for v, t in times.items() if v in PIPE)
     for variant, t in times.items():
-        emit({"bench": "schedule", "mode": "emulated", "variant": variant, "ratio_to_end_to_end": round(t / times["end-to-end"], 3),
+        emit({"bench": "schedule", "mode": "emulated", "link": link, "variant": variant,
+              "ratio_to_end_to_end": round(t / times["end-to-end"], 3),
               "ratio_to_best_pipeline": round(t / best_pipe[0], 3), "best_pipeline": best_pipe[1]})
+    return times
 
 
 def real(args, emit) -> None:
@@ -261,6 +275,9 @@ def main(argv=None) -> None:
                         "most even measured busy time per component, see docs/results.md)")
     p.add_argument("--data", default=None)
     p.add_argument("--trace-dir", default=None, help="write Chrome traces and Gantt PNGs of the emulated runs here")
+    p.add_argument("--slow-link", type=float, default=0.0, metavar="UNITS",
+                   help="also run emulated mode over an emulated slow link holding every message UNITS time units "
+                        "(1: sending an activation costs about one forward), and report what each variant keeps")
     args = p.parse_args(argv)
     rows = []
 
@@ -269,7 +286,12 @@ def main(argv=None) -> None:
         print(json.dumps(row), flush=True)
 
     if args.mode in ("emulated", "both"):
-        emulated(args, emit)
+        fast = emulated(args, emit)
+        if args.slow_link:
+            slow = emulated(args, emit, link_units=args.slow_link)
+            for variant in fast:  # throughput kept on the slow link, side by side
+                emit({"bench": "schedule", "mode": "emulated", "variant": variant, "link_units": args.slow_link,
+                      "throughput_kept_on_slow_link": round(fast[variant] / slow[variant], 3)})
     if args.mode in ("real", "both"):
         real(args, emit)
     print(table(rows), file=sys.stderr)
@@ -277,15 +299,23 @@ def main(argv=None) -> None:
 
 def table(rows: list[dict]) -> str:
     lines = []
-    em = [r for r in rows if r["mode"] == "emulated" and "time_s" in r]
-    if em:
-        rel = {r["variant"]: r["ratio_to_end_to_end"] for r in rows if r["mode"] == "emulated" and "ratio_to_end_to_end" in r}
-        lines += ["", f"emulated compute, K={em[0]['components']}, b={em[0]['steps']} steps (time units):",
-                  "| variant | measured | paper model | measured / model | clock prediction | vs end-to-end |",
-                  "|---|---|---|---|---|---|"]
+    for link in ("fast", "slow"):
+        em = [r for r in rows if r["mode"] == "emulated" and "time_s" in r and r["link"] == link]
+        if not em:
+            continue
+        rel = {r["variant"]: r for r in rows if r["mode"] == "emulated" and r.get("link") == link and "ratio_to_end_to_end" in r}
+        kept = {r["variant"]: r["throughput_kept_on_slow_link"] for r in rows if "throughput_kept_on_slow_link" in r}
+        title = "fast link" if link == "fast" else f"slow link (every message held {em[0]['link_units']:g} units)"
+        lines += ["", f"emulated compute, K={em[0]['components']}, b={em[0]['steps']} steps, {title} (time units):",
+                  "| variant | measured | paper model | measured / model | clock prediction | measured / clock | vs end-to-end "
+                  "| vs best pipeline |" + (" throughput kept on the slow link |" if link == "slow" else ""),
+                  "|---|---|---|---|---|---|---|---|" + ("---|" if link == "slow" else "")]
         for r in em:
+            q = rel[r["variant"]]
             lines.append(f"| {r['variant']} | {r['time_units']} | {r.get('paper_model_units', '-')} | "
-                         f"{r.get('ratio_to_paper_model', '-')} | {r.get('clock_predicted_units', '-')} | {rel[r['variant']]} |")
+                         f"{r.get('ratio_to_paper_model', '-')} | {r.get('clock_predicted_units', '-')} | {r.get('ratio_to_clock', '-')} | "
+                         f"{q['ratio_to_end_to_end']} | {q['ratio_to_best_pipeline']} ({q['best_pipeline']}) |"
+                         + (f" {kept.get(r['variant'], '-')} |" if link == "slow" else ""))
     re_ = [r for r in rows if r["mode"] == "real"]
     if re_:
         lines += ["", f"real compute, {re_[-1].get('model', '')}, K=2 processes x 1 thread (samples/s):",
