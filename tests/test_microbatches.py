@@ -42,6 +42,12 @@ def train(K, strategy, *, parts="mlp", seed=0, heads_none=(), weights=None, **op
     return net, losses, engine
 
 
+def plain_cases(K):
+    """The distributed tests' strategy cases whose options are schedule options (the ones with their own
+    loss weights or test-only "_" options are covered by the tests below and tests/test_distributed.py)."""
+    return [c for c in H.strategy_cases(K) if not any(k == "loss_weights" or k.startswith("_") for k in c[2])]
+
+
 def assert_close_states(a, b, what):
     assert a.keys() == b.keys()
     for key in a:
@@ -60,8 +66,7 @@ def assert_close_losses(a, b, what):
 @pytest.mark.parametrize("K", [2, 3, 4])
 def test_microbatched_equals_whole_batch_on_every_strategy(K):
     weights = [0.5 + 0.5 * k for k in range(K)]
-    # (The cases with their own loss weights or test-only "_" options are covered elsewhere.)
-    for name, strategy, opts in [c for c in H.strategy_cases(K) if not any(k == "loss_weights" or k.startswith("_") for k in c[2])]:
+    for name, strategy, opts in plain_cases(K):
         whole, whole_losses, _ = train(K, strategy, seed=K, weights=weights, **opts)
         for m in (1, 2, 4):
             net, losses, engine = train(K, strategy, seed=K, weights=weights, microbatches=m, **opts)
@@ -86,7 +91,7 @@ def test_microbatched_with_missing_heads_matches_the_brute_force_contract(strate
 
 def test_one_microbatch_is_todays_engine_bit_for_bit():
     for K in (2, 3):
-        for name, strategy, opts in H.strategy_cases(K):
+        for name, strategy, opts in plain_cases(K):
             plan = strategy.plan(K)
             for k in range(K):
                 today = S.build_schedule(plan, k, has_head=True, **opts)
