@@ -120,11 +120,12 @@ def test_fig3_judge_aligns_sequential_stage_4_with_dgl_and_compares_the_end():
     res = {"dgl_local": [_result({"test_acc_4": 0.45}, hist(156, 0, [0.30, 0.38, 0.42, 0.45]))] * 2,
            # sequential: 624 steps in 4 stages of 156; component 4's head is untrained before step 468
            "sequential": [_result({"test_acc_4": 0.44}, hist(624, 468, [0.33, 0.40, 0.43, 0.44])
-                                  [:1] + [{"kind": "eval", "step": 39, "test_acc_4": 0.1}]
+                                  [:1] + [{"kind": "eval", "step": 39, "test_acc_4": 0.1}, {"kind": "eval", "step": 156, "test_acc_4": 0.1}]
                                   + hist(624, 468, [0.33, 0.40, 0.43, 0.44])[1:])] * 2}
     out = T.TABLES["dgl-fig3"].judge(res, runs, "cpu")
     assert "| 156 | 45.00 ± 0.00 | 44.00 ± 0.00 | +1.00 |" in out.markdown
     assert "| 39 | 30.00 ± 0.00 | 33.00 ± 0.00 | -3.00 |" in out.markdown  # the eval at step 39, stage 1, is left out
+    assert "After 156 training steps (DGL's whole run), sequential greedy's component 4 head is at 10.00 ± 0.00 %" in out.markdown
     assert out.verdict.startswith("confirmed")  # DGL is better at the end, so "comparable or better" holds
     res["dgl_local"] = [_result({"test_acc_4": 0.40}, hist(156, 0, [0.30, 0.35, 0.38, 0.40]))] * 2
     assert T.TABLES["dgl-fig3"].judge(res, runs, "cpu").verdict.startswith("not confirmed")
