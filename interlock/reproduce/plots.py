@@ -10,14 +10,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 __all__ = ["lines_png", "bars_png", "curves_png"]
 
 
-def lines_png(series: dict[str, list[tuple[float, float, float]]], path: str, *, xlabel: str, ylabel: str, title: str) -> str:
-    """One line per series of (x, mean, std) points, with error bars."""
+def lines_png(series: dict[str, list[tuple[float, float, float]]], path: str, *, xlabel: str, ylabel: str, title: str,
+              xlog: bool = False) -> str:
+    """One line per series of (x, mean, std) points, with error bars; ``xlog``: a log x axis."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, pts in series.items():
         if pts:
             xs, ms, ss = zip(*pts)
             ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=name)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if xlog:  # ticks at the measured x values, written plainly (1, 2, 5, 20, 50 rather than 10^0, 10^1)
+        ax.set_xscale("log")
+        xs_all = sorted({x for pts in series.values() for x, *_ in pts})
+        ax.set_xticks(xs_all, [f"{x:g}" for x in xs_all])
+        ax.minorticks_off()
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

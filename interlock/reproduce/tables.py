@@ -404,6 +404,286 @@ def _dgl_judge(results, runs, scale) -> Outcome:
     return Outcome(md, verdict, None)
 
 
+
+# -- DGL Figs. 5 and 6: asynchronous DGL against a slow component and the buffer size -----------------
+
+_ASYNC_SLOWDOWNS = (1.0, 1.2, 1.5, 2.0)
+_ASYNC_BUFFERS = (1, 2, 5, 20, 50)
+_ASYNC_TOLERANCE = 2.0  # accuracy points async DGL may lose to sync DGL and still count as "close" (our choice)
+
+
+def _dgl_async_base(scale: str) -> tuple[list[str], str]:
+    # DGL sec. 4.3 as we read it: a 5-layer CNN (one layer per component) with MLP-aux heads,
+    # trained with the section 4.1 optimiser. Component 3 (the middle one) is the slow one: our choice.
+    base = ["preset=dgl-4.1", "model.components=5", "model.kwargs.depth=5", "model.heads=mlp",
+            "replay.slow_component=3", "data.eval_batch_size=1000", "log_every=26", "eval_every=0"]
+    if scale == "paper":
+        return base, ("the 5-layer DGL CNN (one layer per component, MLP-aux heads), 50 epochs of the section 4.1 "
+                      "schedule; component 3 of 5 is the slow one (our choice)")
+    return base + ["epochs=1", "model.kwargs.width=0.25", "threads=1"], (
+        "cpu scale: the 5-layer DGL CNN at 0.25x width (32 filters first, not 128), 1 epoch (each component makes "
+        "156 updates) instead of 50, on the 20,000 CIFAR-10 training images available here, one thread per run; "
+        "component 3 of 5 is the slow one (our choice)")
+
+
+def _async_run(S: float, M: int) -> Run:
+    return Run(f"async_S{S}_M{M}", {"strategy": "async-local", "S": S, "M": M},
+               ("strategy=async-local", f"replay.slowdown={S}", f"replay.buffer_size={M}"))
+
+
+_SYNC_DGL = Run("sync_local", {"strategy": "local"}, ("strategy=local",))
+
+
+def _dgl_fig5_plan(scale: str):
+    base, note = _dgl_async_base(scale)
+    return base, [_SYNC_DGL] + [_async_run(S, 50) for S in _ASYNC_SLOWDOWNS], note + "; M = 50"
+
+
+def _dgl_fig6_plan(scale: str):
+    base, note = _dgl_async_base(scale)
+    return base, [_SYNC_DGL] + [_async_run(1.2, M) for M in _ASYNC_BUFFERS], note + "; S = 1.2"
+
+
+def tolerance_verdict(gaps: list[tuple[str, float, float]], *, tolerance: float, what: str, seeds: int, gap: str) -> str:
+    """``gaps``: (where, a - b, margin); the claim is that a stays within ``tolerance`` below b.
+
+    It holds at a point when a - b > -(tolerance - margin) (within tolerance even allowing for the
+    noise), fails when a - b < -(tolerance + margin) (further below than tolerance beyond the noise).
+    """
+    missing = [w for w, d, _ in gaps if math.isnan(d)]
+    if missing or not gaps:
+        return f"inconclusive: no finished runs to compare at {', '.join(missing) or 'any point'}"
+    shown = "; ".join(f"{w}: {gap} {d:+.2f} (margin {m:.2f})" for w, d, m in gaps)
+    caveat = "" if seeds > 1 else " (one seed: no spread measured, margin is the floor)"
+    fails = [w for w, d, m in gaps if d < -(tolerance + m)]
+    holds = [w for w, d, m in gaps if d > -(tolerance - m)]
+    if fails:
+        return f"not confirmed: {what} fails at {', '.join(fails)} ({shown}){caveat}"
+    if len(holds) == len(gaps):
+        return f"confirmed: {what} ({shown}){caveat}"
+    return f"inconclusive: {what} holds beyond the noise at {len(holds)} of {len(gaps)} points and fails at none ({shown}){caveat}"
+
+
+def _pct(results, run: Run | None, key: str = "test_final_acc") -> list[float]:
+    return [100 * v for v in finals(results, run, key) if v is not None]
+
+
+def _dgl_fig5_judge(results, runs, scale) -> Outcome:
+    sync = _pct(results, _select(runs, strategy="local"))
+    Ss = sorted(r.labels["S"] for r in runs if r.labels["strategy"] == "async-local")
+    lines = ["| S | async DGL (M=50) | sync DGL (reference) | async - sync |", "|---|---|---|---|"]
+    gaps, seeds = [], len(sync)
+    for S in Ss:
+        a = _pct(results, _select(runs, strategy="async-local", S=S))
+        seeds = min(seeds, len(a)) if a else seeds
+        d, m = compare(a, sync, floor=0.5)
+        gaps.append((f"S={S}", d, m))
+        lines.append(f"| {S} | {fmt(a, scale=1)} | {fmt(sync, scale=1)} | {'-' if math.isnan(d) else f'{d:+.2f}'} |")
+    md = ("Test accuracy % of the final layer (mean ± std over seeds); async DGL draws the slow component S times less "
+          "often, and every component makes the same number of updates (the paper's quota):\n\n" + "\n".join(lines))
+    verdict = tolerance_verdict(gaps, tolerance=_ASYNC_TOLERANCE, what=f"async DGL stays within {_ASYNC_TOLERANCE:g} "
+                                f"points of sync DGL at every S", seeds=seeds, gap="async - sync")
+    a1, a2 = _pct(results, _select(runs, strategy="async-local", S=min(Ss))), _pct(results, _select(runs, strategy="async-local", S=max(Ss)))
+    if a1 and a2:
+        d, m = compare(a2, a1, floor=0.5)
+        verdict += f"; async at S={max(Ss)} - async at S={min(Ss)}: {d:+.2f} (margin {m:.2f})"
+
+    def plot(path: str) -> None:
+        from .plots import lines_png
+
+        series = {"async DGL (M=50)": [], "sync DGL": []}
+        ms, ss, _ = mean_std(sync)
+        for S in Ss:
+            m_, s_, _ = mean_std(_pct(results, _select(runs, strategy="async-local", S=S)))
+            if m_ is not None:
+                series["async DGL (M=50)"].append((S, m_, s_ or 0.0))
+            if ms is not None:
+                series["sync DGL"].append((S, ms, ss or 0.0))
+        lines_png(series, path, xlabel="slow-down S of component 3", ylabel="test accuracy % (final layer)",
+                  title="async DGL against a slow component (DGL Fig. 5)")
+
+    return Outcome(md, verdict, plot)
+
+
+def _dgl_fig6_judge(results, runs, scale) -> Outcome:
+    sync = _pct(results, _select(runs, strategy="local"))
+    Ms = sorted(r.labels["M"] for r in runs if r.labels["strategy"] == "async-local")
+    acc = {M: _pct(results, _select(runs, strategy="async-local", M=M)) for M in Ms}
+    lines = ["| M | async DGL (S=1.2) |", "|---|---|"] + [f"| {M} | {fmt(acc[M], scale=1)} |" for M in Ms]
+    lines.append(f"| sync DGL (reference) | {fmt(sync, scale=1)} |")
+    md = "Test accuracy % of the final layer (mean ± std over seeds) against the replay buffer size M:\n\n" + "\n".join(lines)
+    big = max(Ms)
+    diffs, seeds = [], min((len(v) for v in acc.values() if v), default=1)
+    for M in [M for M in Ms if M <= 2 and M != big]:
+        d, m = compare(acc[big], acc[M], floor=0.5)
+        diffs.append((f"M={big} vs M={M}", d, m))
+    verdict = ordering_verdict(diffs, what=f"the largest buffer (M={big}) beats the small ones (M <= 2)", seeds=seeds,
+                               higher="difference")
+
+    def plot(path: str) -> None:
+        from .plots import lines_png
+
+        series = {"async DGL (S=1.2)": [], "sync DGL": []}
+        ms, ss, _ = mean_std(sync)
+        for M in Ms:
+            m_, s_, _ = mean_std(acc[M])
+            if m_ is not None:
+                series["async DGL (S=1.2)"].append((M, m_, s_ or 0.0))
+            if ms is not None:
+                series["sync DGL"].append((M, ms, ss or 0.0))
+        lines_png(series, path, xlabel="replay buffer size M (batches)", ylabel="test accuracy % (final layer)",
+                  title="async DGL against the buffer size (DGL Fig. 6)", xlog=True)
+
+    return Outcome(md, verdict, plot)
+
+
+
+# -- DGL Fig. 3: sequential greedy training against DGL -----------------------------------------------
+
+_COMPARABLE = 1.0  # accuracy points DGL may trail sequential greedy by and still count as "comparable" (our choice)
+
+
+def _dgl_fig3_plan(scale: str):
+    # A 4-layer DGL CNN, one layer per component, MLP-aux heads. Both strategies give every component
+    # the same number of updates: DGL trains all four at once for E epochs, sequential greedy trains
+    # them one after another for E epochs each (so its run is K times longer).
+    base = ["preset=dgl-4.1", "model.components=4", "model.kwargs.depth=4", "model.heads=mlp", "data.eval_batch_size=1000"]
+    if scale == "paper":
+        epochs, note = 50, ("the 4-layer DGL CNN (one layer per component, MLP-aux heads), the section 4.1 schedule; "
+                            "DGL 50 epochs, sequential 50 epochs per component (200 in all)")
+        base += ["log_every=100", "eval_every=390"]  # once per epoch of 50,000 images at batch 128
+    else:
+        epochs = 1
+        note = ("cpu scale: the 4-layer DGL CNN at 0.25x width, DGL 1 epoch, sequential 1 epoch per component (4 in all), "
+                "each component 156 updates, on the 20,000 CIFAR-10 training images available here; test accuracy "
+                "every 39 steps; one thread per run")
+        base += ["model.kwargs.width=0.25", "threads=1", "log_every=13", "eval_every=39"]
+    runs = [Run("dgl_local", {"strategy": "local"}, ("strategy=local", f"epochs={epochs}")),
+            Run("sequential", {"strategy": "sequential"}, ("strategy=sequential", f"epochs={4 * epochs}"))]
+    return base, runs, note
+
+
+def _curve(rows: list[dict], key: str, start: int) -> dict[int, float]:
+    """Evaluation step (counted from ``start``) -> ``key``, from a run's metric rows."""
+    return {r["step"] - start: r[key] for r in rows if r.get("kind") == "eval" and r.get(key) is not None and r["step"] > start}
+
+
+def _updates_curves(results, run: Run | None, K: int) -> dict[int, list[float]]:
+    """Updates of component K -> its head's test accuracy % per seed (sequential: counted from its stage's start)."""
+    out: dict[int, list[float]] = {}
+    for r in _rows(results, run):
+        hist = r["history"]
+        total = next((h["total_steps"] for h in hist if h.get("total_steps")), None)
+        start = 0
+        if run.labels["strategy"] == "sequential" and total:
+            from ..strategies import stage_lengths
+
+            start = sum(stage_lengths(total, K)[:-1])
+        for u, v in _curve(hist, f"test_acc_{K}", start).items():
+            out.setdefault(u, []).append(100 * v)
+    return dict(sorted(out.items()))
+
+
+def _dgl_fig3_judge(results, runs, scale) -> Outcome:
+    K = 4
+    dgl, seq = _select(runs, strategy="local"), _select(runs, strategy="sequential")
+    cd, cs = _updates_curves(results, dgl, K), _updates_curves(results, seq, K)
+    steps = sorted(set(cd) | set(cs))
+    lines = [f"| updates of component {K} | DGL | sequential | DGL - sequential |", "|---|---|---|---|"]
+    for u in steps:
+        d, _ = compare(cd.get(u, []), cs.get(u, []), floor=0.5)
+        lines.append(f"| {u} | {fmt(cd.get(u, []), scale=1)} | {fmt(cs.get(u, []), scale=1)} | {'-' if math.isnan(d) else f'{d:+.2f}'} |")
+    md = (f"Test accuracy % of component {K}'s head (the final layer; mean ± std over seeds) against the updates "
+          f"component {K} has made; DGL trains every component from the start, sequential greedy trains component "
+          f"{K} last, on frozen components 1..{K - 1}:\n\n" + "\n".join(lines))
+    # The other side of the comparison: at the steps DGL's whole run takes, sequential greedy has not begun component K.
+    dgl_steps = next((h["total_steps"] for r in _rows(results, dgl) for h in r["history"] if h.get("total_steps")), None)
+    early = [100 * c[dgl_steps] for c in (_curve(r["history"], f"test_acc_{K}", 0) for r in _rows(results, seq)) if dgl_steps in c]
+    if early:
+        md += (f"\n\nAfter {dgl_steps} training steps (DGL's whole run), sequential greedy's component {K} head is at "
+               f"{fmt(early, scale=1)} % (its stage has not begun): for the same updates per component it needs "
+               f"{K} times DGL's steps, and DGL's components could run in parallel.")
+    a, b = _pct(results, dgl, f"test_acc_{K}"), _pct(results, seq, f"test_acc_{K}")
+    d, m = compare(a, b, floor=0.5)
+    verdict = tolerance_verdict([("end of training", d, m)], tolerance=_COMPARABLE,
+                                what=f"DGL's component {K} is comparable to (within {_COMPARABLE:g} point of) or better "
+                                     f"than sequential greedy's after the same number of updates",
+                                seeds=min(len(a), len(b)) or 1, gap="DGL - sequential")
+    if not math.isnan(d):
+        verdict += f"; DGL is {'better' if d > m else 'worse' if d < -m else 'level within the margin'}"
+
+    def plot(path: str) -> None:
+        from .plots import lines_png
+
+        series = {name: [(u, *[x or 0.0 for x in mean_std(v)[:2]]) for u, v in c.items()]
+                  for name, c in (("DGL (local)", cd), ("sequential greedy", cs))}
+        lines_png(series, path, xlabel=f"updates of component {K}", ylabel=f"test accuracy % (component {K}'s head)",
+                  title="sequential greedy vs DGL (DGL Fig. 3)")
+
+    return Outcome(md, verdict, plot)
+
+
+# -- interlocking Table 4: Hogwild against end-to-end and 2-wise (GPT decoder) --------------------------
+
+
+def _table4_plan(scale: str):
+    if scale == "paper":
+        Ks, extra = (3, 4, 5), ["preset=interlocking-b3"]
+        note = "the B.3 model and head, our training values (the paper's corpus, One Billion Word, is not here), 5,000 steps"
+    else:
+        Ks = (3, 4, 5)
+        extra = ["preset=interlocking-b3", "steps=200", "model.kwargs.n_embd=64", "model.kwargs.n_head=4",
+                 "model.kwargs.dropout=0.0", "data.block_size=64", "data.batch_size=32", "data.eval_batches=10",
+                 "data.eval_batch_size=64", "lr.warmup_steps=20", "threads=1"]
+        note = ("cpu scale: a 6-layer GPT of width 64 (not 384), context 64, batch 32, 200 steps instead of 5,000, "
+                "test perplexity on 10 batches of 64, one thread per run")
+    base = extra + ["log_every=10", "eval_every=0"]
+    runs = [Run(f"K{K}_{s}", {"K": K, "strategy": s}, (f"model.components={K}", f"strategy={s}"))
+            for K in Ks for s in ("hogwild", "end-to-end", "2-wise")]
+    return base, runs, note
+
+
+def combine_verdicts(parts: list[str]) -> str:
+    """One verdict from several: not confirmed if any part is, confirmed if all are, else inconclusive."""
+    heads = [p.split(":", 1)[0] for p in parts]
+    overall = ("not confirmed" if "not confirmed" in heads else "confirmed" if all(h == "confirmed" for h in heads)
+               else "inconclusive")
+    return f"{overall}: " + "; ".join(f"({i}) {p}" for i, p in enumerate(parts, 1))
+
+
+def _table4_judge(results, runs, scale) -> Outcome:
+    Ks = sorted({r.labels["K"] for r in runs})
+    strategies = ["hogwild", "end-to-end", "2-wise"]
+    lines = ["| K | " + " | ".join(f"{s} ppl" for s in strategies) + " |", "|---|" + "---|" * len(strategies)]
+    vs_two, vs_e2e, seeds = [], [], 3
+    ppl = {(K, s): [v for v in finals(results, _select(runs, K=K, strategy=s), "test_final_ppl") if v is not None]
+           for K in Ks for s in strategies}
+    for K in Ks:
+        lines.append(f"| {K} | " + " | ".join(fmt(ppl[K, s], scale=1) for s in strategies) + " |")
+        seeds = min(seeds, *(len(ppl[K, s]) for s in strategies)) or 1
+        vs_two.append((f"K={K}", *compare(ppl[K, "hogwild"], ppl[K, "2-wise"], floor=0.05)))  # lower ppl is better
+        vs_e2e.append((f"K={K}", *compare(ppl[K, "hogwild"], ppl[K, "end-to-end"], floor=0.05)))
+    md = ("Test perplexity of the final head at the fixed step budget (mean ± std over seeds); Hogwild applies "
+          "component k's end-to-end gradient K - k steps late:\n\n" + "\n".join(lines))
+    verdict = combine_verdicts([
+        ordering_verdict(vs_two, what="2-wise reaches a lower perplexity than Hogwild at every K", seeds=seeds,
+                         higher="Hogwild ppl - 2-wise ppl"),
+        ordering_verdict(vs_e2e, what="Hogwild's perplexity is worse than end-to-end's at every K", seeds=seeds,
+                         higher="Hogwild ppl - end-to-end ppl"),
+    ])
+
+    def plot(path: str) -> None:
+        from .plots import lines_png
+
+        series = {s: [(K, *[x or 0.0 for x in mean_std(ppl[K, s])[:2]]) for K in Ks if ppl[K, s]] for s in strategies}
+        lines_png(series, path, xlabel="components K", ylabel="test perplexity (final head)",
+                  title="Hogwild vs end-to-end vs 2-wise, GPT (interlocking Table 4)")
+
+    return Outcome(md, verdict, plot)
+
+
+_THREE_SEEDS = {"cpu": (0, 1, 2), "paper": (0, 1, 2)}
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -426,6 +706,23 @@ TABLES: dict[str, Table] = {
         Table("dgl-table1", "Auxiliary heads: CNN-aux vs MLP-aux vs MLP-SR-aux", "Belilovsky et al. 2020, Table 1",
               "MLP-SR-aux is more accurate than MLP-aux at a small fraction of CNN-aux's FLOPs",
               "dgl-heads", _dgl_plan, _dgl_judge),
+        Table("dgl-fig5", "Asynchronous DGL with one slow component: accuracy against the slow-down S",
+              "Belilovsky et al. 2020, Fig. 5",
+              f"async DGL (replay buffers, M = 50) is robust to a slow worker: its accuracy stays close to synchronous "
+              f"DGL's as S grows (\"close\": within {_ASYNC_TOLERANCE:g} accuracy points, our threshold)",
+              "dgl-async", _dgl_fig5_plan, _dgl_fig5_judge, _THREE_SEEDS),
+        Table("dgl-fig6", "Asynchronous DGL: accuracy against the replay buffer size M", "Belilovsky et al. 2020, Fig. 6",
+              "a larger replay buffer helps: small buffers (M <= 2) degrade async DGL's accuracy at S = 1.2",
+              "dgl-async", _dgl_fig6_plan, _dgl_fig6_judge, _THREE_SEEDS),
+        Table("dgl-fig3", "Sequential greedy training against DGL: component 4's accuracy over training",
+              "Belilovsky et al. 2020, Fig. 3",
+              f"DGL reaches an accuracy comparable to or better than sequential greedy training for the same number of "
+              f"updates (\"comparable\": within {_COMPARABLE:g} accuracy point, our threshold)",
+              "dgl-sequential", _dgl_fig3_plan, _dgl_fig3_judge, _THREE_SEEDS),
+        Table("interlocking-table4", "Hogwild (stale end-to-end gradients) against end-to-end and 2-wise, GPT decoder",
+              "Gomez et al. 2022, Table 4",
+              "2-wise out-performs the Hogwild baseline, and Hogwild's stale gradients cost it against end-to-end",
+              "interlocking-gpt-hogwild", _table4_plan, _table4_judge, _THREE_SEEDS),
     )
 }
 
