@@ -1,0 +1,77 @@
+"""The CUDA paths: skipped cleanly without a GPU (the development machine has none; see README).
+
+- the simulated engine on CUDA gives the CPU run's parameters to float tolerance;
+- action times on a GPU come from CUDA events (interlock.timing) and resolve to seconds;
+- the distributed engine over NCCL (one GPU per rank, so it needs two GPUs: NCCL refuses two ranks
+  on one device) gives the simulated engine's parameters, with the training program's transport.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import interlock as il
+from interlock.launch import run_local
+from interlock.timing import Mark, resolve
+
+import dist_helpers as H
+from reference import PARTS, state_of
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs one GPU per rank: needs 2 CUDA devices")
+
+
+def _train(device: str, strategy, steps: int = 3):
+    blocks, heads, x, y, loss_fn = PARTS["bn"](3, seed=5)
+    net = il.ComponentNet(blocks=blocks, heads=heads).to(device)
+    engine = il.SimulatedEngine(net, strategy, optimizer=H.sgd, loss_fn=loss_fn, rng_seed=1)
+    records = []
+    for bx, by in H.batches_for(x, y, steps):
+        records += engine.step(bx.to(device), by.to(device)).records
+    return net, records
+
+
+@cuda
+def test_simulated_engine_on_cuda_matches_the_cpu_and_times_actions_with_cuda_events():
+    for strategy in (il.EndToEnd(), il.Local(), il.Interlocking(2)):
+        cpu, _ = _train("cpu", strategy)
+        gpu, records = _train("cuda", strategy)
+        a, b = state_of([cpu]), state_of([gpu])
+        for key in a:
+            torch.testing.assert_close(b[key].cpu(), a[key], rtol=1e-4, atol=1e-5, msg=lambda m: f"{strategy.name} {key}: {m}")
+        assert records and all(isinstance(r.start_s, Mark) for r in records)
+        seconds = resolve(records)
+        assert all(0 <= r.end_s - r.start_s < 10 for r in seconds)
+
+
+def _nccl_rank(strategy_name: str) -> dict:
+    from interlock.config import parse_strategy
+
+    blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=7)
+    net = il.ComponentNet(blocks=blocks, heads=heads)
+    engine = il.DistributedEngine(net, parse_strategy(strategy_name), optimizer=H.sgd, loss_fn=loss_fn, device="cuda",
+                                  static_shapes=True, total_steps=3, timeout_s=120)
+    for bx, by in H.batches_for(x, y, 3):
+        engine.step(bx if engine.rank == 0 else None, by)
+    out = {k: v.cpu() for k, v in H.own_state(engine).items()}
+    engine.close()  # (the engine created the NCCL process group from run_local's environment, and destroys it)
+    return out
+
+
+@two_gpus
+@pytest.mark.parametrize("strategy", ["end-to-end", "local", "2-wise"])
+def test_distributed_engine_over_nccl_equals_the_simulated_engine(strategy):
+    from interlock.config import parse_strategy
+    from test_distributed import component_state
+
+    ranks = run_local(_nccl_rank, 2, strategy, timeout_s=300)  # LOCAL_RANK = rank: GPU k
+    blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=7)
+    net = il.ComponentNet(blocks=blocks, heads=heads)
+    sim = il.SimulatedEngine(net, parse_strategy(strategy), optimizer=H.sgd, loss_fn=loss_fn)
+    for bx, by in H.batches_for(x, y, 3):
+        sim.step(bx, by)
+    for k in range(2):
+        want = component_state(net, k)
+        for key, value in ranks[k].items():
+            torch.testing.assert_close(value, want[key], rtol=1e-4, atol=1e-5)
