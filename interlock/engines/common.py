@@ -144,6 +144,12 @@ def _per_component(name: str, value, K: int, *, allow_none: bool) -> None:
     raise ValueError(f"{name} must be a factory (callable) or a list of {K} factories, one per component")
 
 
+def check_total_steps(total_steps, what: str = "the run's length in steps") -> None:
+    """``total_steps`` must be an integer >= 1 (engines that need to know where a run ends)."""
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"total_steps={total_steps!r}: give {what}, an integer >= 1")
+
+
 def validate_engine(net: ComponentNet, strategy: Strategy, options: EngineOptions) -> GradientPlan:
     """Every engine's checks of its arguments (the same on every rank, before any joins); the plan."""
     if not isinstance(net, ComponentNet):

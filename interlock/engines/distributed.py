@@ -54,10 +54,9 @@ import torch
 
 from ..net import ComponentNet
 from ..strategies import Strategy
-from ..transport import TorchDistributedTransport
 from ..worker import ActionRecord
-from .common import EngineOptions, Losses, LossFn, StepResult, load_component, make_worker, pack_component_state
-from .ranks import RankEngine, RankGroup, chain_heads_forward, keep_component
+from .common import EngineOptions, Losses, LossFn, StepResult, check_total_steps, load_component, make_worker, pack_component_state
+from .ranks import RankEngine, RankGroup, keep_component
 
 __all__ = ["DistributedEngine", "RankGroup", "keep_component"]
 
@@ -107,8 +106,8 @@ class DistributedEngine(RankEngine):
         static_shapes: bool = False,
         total_steps: int | None = None,
     ) -> None:
-        if total_steps is not None and (isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1):
-            raise ValueError(f"total_steps={total_steps!r}: give the run's length in steps (an integer >= 1) or None")
+        if total_steps is not None:
+            check_total_steps(total_steps, "the run's length in steps (or None)")
         if isinstance(strategy, Strategy) and strategy.own_engine:
             raise ValueError(
                 f"{strategy.name} has an engine of its own; make it with interlock.engines.create_distributed(net, strategy, ...)"
@@ -121,17 +120,8 @@ class DistributedEngine(RankEngine):
         k = self._setup(net, strategy, options, device=device, timeout_s=timeout_s, sample_input=sample_input)
         self.options = options
         self.total_steps = total_steps
-        # Training messages and evaluation's chain travel on separate channels (point-to-point
-        # tags): receives posted ahead for training never meet an evaluation message.
-        self.channel = TorchDistributedTransport(
-            group=None, header_group=self.group.control_group, device=self.device,
-            max_pending_sends=max_pending_sends, timeout_s=timeout_s, p2p_tags=_TRAIN_P2P_TAGS,
-            static_shapes=static_shapes,
-        )
-        self.transport = TorchDistributedTransport(
-            group=None, header_group=self.group.control_group, device=self.device,
-            max_pending_sends=max_pending_sends, timeout_s=timeout_s,
-        )
+        self._open_channels(max_pending_sends=max_pending_sends, timeout_s=timeout_s, train_tags=_TRAIN_P2P_TAGS,
+                            static_shapes=static_shapes)
         self.worker = make_worker(net, k, self.plan, self.options, self.channel)
         self.step_count = 0
         self.epoch_s = self.group.epoch()
@@ -140,11 +130,6 @@ class DistributedEngine(RankEngine):
         )
 
     # -- what the training program uses ---------------------------------------------------
-
-    @property
-    def optimizers(self) -> list[torch.optim.Optimizer | None]:
-        """Indexed by component: this rank's optimizer at ``rank``, None elsewhere."""
-        return [self.worker.optimizer if j == self.rank else None for j in range(self.num_components)]
 
     def step(self, x: torch.Tensor | None, y: torch.Tensor) -> StepResult:
         """One training step of this rank's component.
@@ -170,17 +155,6 @@ class DistributedEngine(RankEngine):
     def _records(self) -> list[ActionRecord]:
         e = self.epoch_s
         return [replace(r, start_s=r.start_s - e, end_s=r.end_s - e) for r in self.worker.records]
-
-    def heads_forward(self, x: torch.Tensor | None) -> list[torch.Tensor | None]:
-        """Evaluation forward (no grad; modules in whatever mode the caller set). Call on every rank.
-
-        ``x`` is used on rank 0 only. Entry ``rank`` holds this component's head prediction
-        (None without a head); the other entries are None.
-        """
-        return chain_heads_forward(
-            self.transport, rank=self.rank, num_components=self.num_components,
-            block=self.net.blocks[self.rank], head=self.net.heads[self.rank], x=x, device=self.device,
-        )
 
     # -- checkpoints ---------------------------------------------------------------------
 

@@ -246,6 +246,31 @@ class RankEngine(EngineBase):
         self.net = net
         return k
 
+    def _open_channels(self, *, max_pending_sends: int, timeout_s: float, train_tags: tuple[int, int],
+                       static_shapes: bool = False) -> None:
+        """``transport`` for evaluation's chain and ``channel`` for training messages (their own p2p
+        tags, so receives posted ahead for training never meet an evaluation message)."""
+        common = dict(header_group=self.group.control_group, device=self.device, max_pending_sends=max_pending_sends,
+                      timeout_s=timeout_s)
+        self.transport = TorchDistributedTransport(**common)
+        self.channel = TorchDistributedTransport(**common, p2p_tags=train_tags, static_shapes=static_shapes)
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer | None]:
+        """Indexed by component: this rank's optimizer at ``rank``, None elsewhere."""
+        return [self.worker.optimizer if j == self.rank else None for j in range(self.num_components)]
+
+    def heads_forward(self, x: torch.Tensor | None) -> list[torch.Tensor | None]:
+        """Evaluation forward (no grad; modules in whatever mode the caller set). Call on every rank.
+
+        ``x`` is used on rank 0 only. Entry ``rank`` holds this component's head prediction
+        (None without a head); the other entries are None.
+        """
+        return chain_heads_forward(
+            self.transport, rank=self.rank, num_components=self.num_components,
+            block=self.net.blocks[self.rank], head=self.net.heads[self.rank], x=x, device=self.device,
+        )
+
     def log_sum(self, table: torch.Tensor) -> torch.Tensor:
         """A log row's values summed over the ranks (each fills its own component's row, zeros elsewhere): one collective."""
         return self.group.all_reduce_sum(table)

@@ -41,10 +41,10 @@ import torch
 from .. import schedule as S
 from ..net import ComponentNet
 from ..strategies import AsyncLocal
-from ..transport import InMemoryTransport, TorchDistributedTransport
+from ..transport import InMemoryTransport
 from .buffer import ReplayBuffer
-from .common import EngineOptions, Losses, LossFn, StepResult, load_component, make_worker, pack_component_state
-from .ranks import RankEngine, chain_heads_forward
+from .common import EngineOptions, Losses, LossFn, StepResult, check_total_steps, load_component, make_worker, pack_component_state
+from .ranks import RankEngine
 from .mailbox import END_TAG, Mailbox
 
 __all__ = ["ReplayRankEngine"]
@@ -85,8 +85,7 @@ class ReplayRankEngine(RankEngine):
     ) -> None:
         if not isinstance(strategy, AsyncLocal):
             raise ValueError(f"ReplayRankEngine runs AsyncLocal(...) (async-local); got {strategy!r}")
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps={total_steps!r}: give the quota of updates per component, an integer >= 1")
+        check_total_steps(total_steps, "the quota of updates per component")
         options = EngineOptions(
             optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler, loss_weights=loss_weights,
             batch_streams=batch_streams, split_backward=split_backward, rng_seed=rng_seed, record=record,
@@ -95,12 +94,8 @@ class ReplayRankEngine(RankEngine):
         k = self._setup(net, strategy, options, device=device, timeout_s=timeout_s, sample_input=sample_input)
         K = self.num_components
         self.quota = total_steps
-        control = self.group.control_group
-        self.transport = TorchDistributedTransport(  # evaluation's chain
-            header_group=control, device=self.device, max_pending_sends=max_pending_sends, timeout_s=timeout_s)
-        self.channel = TorchDistributedTransport(  # training outputs up, reports to rank 0
-            header_group=control, device=self.device, max_pending_sends=max_pending_sends, timeout_s=timeout_s,
-            p2p_tags=_P2P_TAGS)
+        # channel: training outputs up, reports to rank 0; transport: evaluation's chain.
+        self._open_channels(max_pending_sends=max_pending_sends, timeout_s=timeout_s, train_tags=_P2P_TAGS)
         self._loopback = InMemoryTransport()  # the worker's input and output, handed over in this process
         self.worker = make_worker(net, k, self.plan, options, self._loopback)
         self.buffer = ReplayBuffer(strategy.buffer_size) if k > 0 else None
@@ -180,10 +175,6 @@ class ReplayRankEngine(RankEngine):
         records = [replace(r, start_s=r.start_s - e, end_s=r.end_s - e) for r in w.records]
         return StepResult(step=step, losses=losses, records=records, updated=[j == k for j in range(K)])
 
-    @property
-    def optimizers(self) -> list[torch.optim.Optimizer | None]:
-        return [self.worker.optimizer if j == self.rank else None for j in range(self.num_components)]
-
     # -- reporting without sync points ----------------------------------------------------------
 
     def gather_losses(self, losses: list[float]) -> list[float]:
@@ -209,10 +200,7 @@ class ReplayRankEngine(RankEngine):
     def heads_forward(self, x: torch.Tensor | None) -> list[torch.Tensor | None]:
         """Evaluation forward across the ranks (a sync point; see :meth:`DistributedEngine.heads_forward`)."""
         self._settle()
-        return chain_heads_forward(
-            self.transport, rank=self.rank, num_components=self.num_components,
-            block=self.net.blocks[self.rank], head=self.net.heads[self.rank], x=x, device=self.device,
-        )
+        return super().heads_forward(x)
 
     def component_state(self, k: int) -> dict:
         """Component k's state (see DistributedEngine) plus its input buffer; a sync point."""

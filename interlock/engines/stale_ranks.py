@@ -39,10 +39,10 @@ from .. import schedule as S
 from ..heads._registry import local_loss
 from ..net import ComponentNet
 from ..strategies import Hogwild, staleness
-from ..transport import InMemoryTransport, TorchDistributedTransport
+from ..transport import InMemoryTransport
 from ..worker import ActionRecord
-from .common import EngineOptions, Losses, LossFn, StepResult, load_component, make_worker, pack_component_state
-from .ranks import RankEngine, chain_heads_forward
+from .common import EngineOptions, Losses, LossFn, StepResult, check_total_steps, load_component, make_worker, pack_component_state
+from .ranks import RankEngine
 
 __all__ = ["StaleRankEngine"]
 
@@ -98,8 +98,7 @@ class StaleRankEngine(RankEngine):
     ) -> None:
         if not isinstance(strategy, Hogwild):
             raise ValueError(f"StaleRankEngine runs Hogwild() (hogwild); got {strategy!r}")
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps={total_steps!r}: give the run's length in steps, an integer >= 1")
+        check_total_steps(total_steps)
         _validate_flush_every(flush_every)
         if batch_streams or split_backward:
             raise ValueError("hogwild runs its own pipeline: batch_streams and split_backward do not apply; leave them off")
@@ -109,12 +108,8 @@ class StaleRankEngine(RankEngine):
         K = self.num_components
         self.total_steps, self.flush_every = total_steps, flush_every
         self.delay = staleness(K)[k]
-        control = self.group.control_group
-        self.transport = TorchDistributedTransport(  # evaluation's chain
-            header_group=control, device=self.device, max_pending_sends=max_pending_sends, timeout_s=timeout_s)
-        self.channel = TorchDistributedTransport(  # activations up, gradients down
-            header_group=control, device=self.device, max_pending_sends=max_pending_sends, timeout_s=timeout_s,
-            p2p_tags=_P2P_TAGS)
+        # channel: activations up, gradients down; transport: evaluation's chain.
+        self._open_channels(max_pending_sends=max_pending_sends, timeout_s=timeout_s, train_tags=_P2P_TAGS)
         # The worker holds this component's optimizer, LR scheduler, loss weight and dropout seeds;
         # this engine runs the pipeline itself (its schedule is not used).
         self.worker = make_worker(net, k, self.plan, options, InMemoryTransport())
@@ -125,10 +120,6 @@ class StaleRankEngine(RankEngine):
         self.in_flight: deque[_InFlight] = deque()
         self.step_count = 0
         self.epoch_s = self.group.epoch()
-
-    @property
-    def optimizers(self) -> list[torch.optim.Optimizer | None]:
-        return [self.worker.optimizer if j == self.rank else None for j in range(self.num_components)]
 
     # -- training ------------------------------------------------------------------------------
 
@@ -247,13 +238,6 @@ class StaleRankEngine(RankEngine):
         return records
 
     # -- sync points -----------------------------------------------------------------------------
-
-    def heads_forward(self, x: torch.Tensor | None) -> list[torch.Tensor | None]:
-        """Evaluation forward across the ranks, on the live weights (see DistributedEngine.heads_forward)."""
-        return chain_heads_forward(
-            self.transport, rank=self.rank, num_components=self.num_components,
-            block=self.net.blocks[self.rank], head=self.net.heads[self.rank], x=x, device=self.device,
-        )
 
     def component_state(self, k: int) -> dict:
         """Component k's state; only where the pipeline is drained (every ``flush_every`` steps and at the end)."""
