@@ -41,12 +41,16 @@ class Progress:
                 self.last_eval += f" ppl {row['test_final_ppl']:.2f}"
         else:
             losses = [row[k] for k in row if k.startswith("loss_")]
-            loss = next((l for l in reversed(losses) if l is not None), float("nan"))
+            # The top component's loss, or the highest one that trained in the window (NaN: it made no update).
+            loss = next((l for l in reversed(losses) if l is not None and l == l), float("nan"))
             width = 24
             total = row["total_steps"]
-            done = int(width * row["step"] / total)
+            done = min(width, int(width * row["step"] / total))
             elapsed = time.perf_counter() - self.t0
-            self.line = (f"{self.label} [{'#' * done}{'.' * (width - done)}] {row['step']}/{total} "
+            # Async DGL reads batches past the run's steps until every component has made its quota.
+            count = (f"{row['step']}/{total}" if row["step"] <= total
+                     else f"{total}/{total} +{row['step'] - total} batches until every quota is made")
+            self.line = (f"{self.label} [{'#' * done}{'.' * (width - done)}] {count} "
                          f"| loss {loss:.3f} | {row['samples_per_s']:.0f} samples/s | {elapsed:.0f}s")
         text = getattr(self, "line", "") + self.last_eval
         if self.tty:

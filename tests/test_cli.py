@@ -203,3 +203,13 @@ def test_failure_lines_name_rank_component_step_and_what_to_change(tmp_path):
     killed.interlock_rank = (2, 3)
     line = cli._failure_line(killed, config, tmp_path / "log.txt")
     assert "on rank 2 of 3" in line and "out of memory" in line and "\n" not in line
+
+
+def test_progress_past_the_steps_counts_the_extra_batches_and_shows_a_real_loss():
+    import io
+
+    out = io.StringIO()
+    progress = cli.Progress("async-local", stream=out)
+    progress({"kind": "train", "step": 89, "total_steps": 39, "samples_per_s": 100.0, "loss_1": 1.5, "loss_2": float("nan")})
+    line = out.getvalue()
+    assert "39/39 +50 batches until every quota is made" in line and "loss 1.500" in line and "89/39" not in line
