@@ -36,6 +36,7 @@ from interlock import clock, emulate
 from interlock.data import find_data_root, read_cifar10_binary
 from interlock.launch import run_local
 from interlock.links import slow_links
+from interlock.pipeline_clock import predict_pipeline
 from interlock.schedule import build_schedule
 
 # name -> (strategy, split_backward, micro-batched). The default schedule (split_backward=None)
@@ -175,6 +176,11 @@ def emulated(args, emit, *, link_units: float = 0.0) -> dict[str, float]:
             plan = strategy().plan(K)
             schedules = [build_schedule(plan, k, has_head=True, split_backward=split, microbatches=m) for k in range(K)]
             predicted = clock.predict(schedules, costs.per_microbatch(m), steps=b, latency_s=link_units * unit).makespan_s
+            row["clock_predicted_units"] = round(predicted / unit, 2)
+            row["ratio_to_clock"] = round(wall / predicted, 3)
+        if variant in PIPE:  # PyTorch's schedules: their orders on the same costs (interlock.pipeline_clock)
+            predicted = predict_pipeline(PIPE[variant], costs, num_components=K, microbatches=args.microbatches, steps=b,
+                                         latency_s=link_units * unit)
             row["clock_predicted_units"] = round(predicted / unit, 2)
             row["ratio_to_clock"] = round(wall / predicted, 3)
         if args.trace_dir and records and not link_units:  # (the pipelining engines record no actions)

@@ -229,3 +229,23 @@ def test_work_from_records_validates():
     other = [ActionRecord(1, S.Forward(), 0.0, 1.0), ActionRecord(1, S.Update(), 1.0, 1.0)]
     with pytest.raises(ValueError, match="component 2 ran different actions in step 2"):
         work_from_records(records + [ActionRecord(0, a, 9.0, 9.0) for a in sched[0]] + other)
+
+
+def test_pipeline_schedules_on_the_clock_match_their_closed_forms():
+    # Unit costs split in halves, K stages, m micro-batches: GPipe and 1F1B take (m + K - 1)
+    # forward and (m + K - 1) backward slots of 1/m each per step; zero bubble fills part of it.
+    from interlock.emulate import emulated_costs
+    from interlock.pipeline_clock import pipeline_order, predict_pipeline
+
+    costs = emulated_costs(forward_s=1.0, backward_s=1.0, split=0.5)
+    for K, m in ((2, 2), (4, 4), (4, 8)):
+        for schedule in ("gpipe", "1f1b"):
+            assert predict_pipeline(schedule, costs, num_components=K, microbatches=m, steps=3) == pytest.approx(
+                3 * 2 * (m + K - 1) / m)
+        zb = predict_pipeline("zb1p", costs, num_components=K, microbatches=m, steps=1)
+        assert 2 <= zb < 2 * (m + K - 1) / m  # never below the work itself, always below 1F1B
+        for order in pipeline_order("zb1p", K, m):  # every micro-batch's forward, input and weight pass, once
+            assert sorted(order) == sorted([(k, i) for i in range(m) for k in "FIW"])
+    # A link latency delays each hop: GPipe's step grows by the 2 (K - 1) hops of its critical path.
+    slow = predict_pipeline("gpipe", costs, num_components=4, microbatches=4, steps=1, latency_s=0.5)
+    assert slow == pytest.approx(2 * 7 / 4 + 2 * 3 * 0.5)

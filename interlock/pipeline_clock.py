@@ -1,0 +1,97 @@
+"""The clock for torch.distributed.pipelining's schedules: their per-rank orders and critical path.
+
+So that the schedule benchmark can set a prediction beside every measured makespan, not only
+interlock's strategies. Each rank runs its stage's operations in its schedule's order, one at a
+time: F (forward of a micro-batch), B (its whole backward), I and W (the zero-bubble split of B
+into the input-gradient and the weight-gradient pass). Dependencies: F of micro-batch i on rank r
+needs F of i on rank r-1 (plus ``latency_s``); B or I of i on rank r needs B or I of i on rank r+1
+(plus ``latency_s``) and F of i on r; W of i needs I of i on the same rank. A step ends with
+every rank's optimizer step, so steps do not overlap: ``steps`` steps take ``steps`` times one.
+
+Orders, as PyTorch runs them (torch 2.13): GPipe, every forward then every backward, in
+micro-batch order; 1F1B, ``min(m, K - r)`` forwards on rank r, then one backward and one forward
+in turn, then the remaining backwards; ``zb1p``, the order PyTorch's
+``ScheduleInterleavedZeroBubble`` computes for one stage per rank (read from its private
+``_calculate_single_rank_operations``). Sends are taken as free and never blocking (PyTorch's
+schedules wait for some of them), so measured times may run a little over the prediction.
+"""
+
+from __future__ import annotations
+
+import types
+
+from .clock import ComputeCosts
+
+__all__ = ["pipeline_order", "predict_pipeline"]
+
+
+def pipeline_order(schedule: str, num_components: int, microbatches: int) -> list[list[tuple[str, int]]]:
+    """Per rank, the operations (kind in "F", "B", "I", "W"; micro-batch index) of one step."""
+    K, m = num_components, microbatches
+    if schedule == "gpipe":
+        return [[("F", i) for i in range(m)] + [("B", i) for i in range(m)] for _ in range(K)]
+    if schedule == "1f1b":
+        out = []
+        for r in range(K):
+            warm = min(m, K - r)
+            ops = [("F", i) for i in range(warm)]
+            f, b = warm, 0
+            while b < m:
+                ops.append(("B", b))
+                b += 1
+                if f < m:
+                    ops.append(("F", f))
+                    f += 1
+            out.append(ops)
+        return out
+    if schedule == "zb1p":
+        from torch.distributed.pipelining import schedules
+
+        rounds = max(1, m // K)
+        state = types.SimpleNamespace(n_local_stages=1, microbatches_per_round=m // rounds, pp_group_size=K,
+                                      _n_microbatches=m)
+        kinds = {"FORWARD": "F", "BACKWARD_INPUT": "I", "BACKWARD_WEIGHT": "W", "FULL_BACKWARD": "B"}
+        out = []
+        for r in range(K):
+            ops = schedules.ScheduleInterleavedZeroBubble._calculate_single_rank_operations(state, r)
+            out.append([(kinds[a.computation_type.name], a.microbatch_index) for a in ops if a is not None])
+        return out
+    raise ValueError(f"schedule={schedule!r}: the clock knows gpipe, 1f1b and zb1p")
+
+
+def predict_pipeline(schedule: str, costs: ComputeCosts, *, num_components: int, microbatches: int, steps: int,
+                     latency_s: float = 0.0) -> float:
+    """Seconds for ``steps`` steps of ``schedule``; ``costs`` are one whole batch's (divided by m here)."""
+    K, m = num_components, microbatches
+    mb = costs.per_microbatch(m)
+    cost = {"F": mb.forward_s, "I": mb.input_grad_s, "W": mb.weight_grad_s, "B": mb.input_grad_s + mb.weight_grad_s}
+    orders = pipeline_order(schedule, K, m)
+    done: dict[tuple[str, int, int], float] = {}  # (kind, micro-batch, rank) -> end time
+    free = [0.0] * K
+    pos = [0] * K
+    remaining = sum(len(o) for o in orders)
+    while remaining:
+        progressed = False
+        for r in range(K):
+            while pos[r] < len(orders[r]):
+                kind, i = orders[r][pos[r]]
+                deps = []
+                if kind == "F" and r > 0:
+                    deps.append((("F", i, r - 1), latency_s))
+                if kind in ("B", "I"):
+                    deps.append((("F", i, r), 0.0))
+                    if r < K - 1:
+                        up = ("B", i, r + 1) if ("B", i, r + 1) in done else ("I", i, r + 1)
+                        deps.append((up, latency_s))
+                if kind == "W":
+                    deps.append((("I", i, r), 0.0))
+                if any(d not in done for d, _ in deps):
+                    break
+                start = max([free[r]] + [done[d] + lat for d, lat in deps])
+                free[r] = done[(kind, i, r)] = start + cost[kind]
+                pos[r] += 1
+                remaining -= 1
+                progressed = True
+        if not progressed:
+            raise RuntimeError(f"the {schedule} order deadlocks in the clock's model (K={K}, m={m})")
+    return steps * (max(free) + costs.update_s)
