@@ -84,6 +84,7 @@ def main(argv=None) -> None:
     K = args.components
     blocks, heads = build(K, args.width, seed=0)
     variants = {"plain": plain_stepper(blocks, heads), "end-to-end": engine_stepper(blocks, heads, il.EndToEnd())}
+    variants["end-to-end-onepass"] = engine_stepper(blocks, heads, il.EndToEnd(), split_backward=False)
     variants["local"] = engine_stepper(blocks, heads, il.Local())
     for n in (2, 3):
         if n <= K:

@@ -149,6 +149,8 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
         return PipelineEngine(net, optimizer=kw["optimizer"], loss_fn=kw["loss_fn"], lr_scheduler=kw["lr_scheduler"],
                               microbatches=config.pipeline.microbatches, schedule=config.pipeline.schedule,
                               timeout_s=config.dist_timeout_s, device=config.device)
+    if config.split_backward is not None:
+        kw["split_backward"] = config.split_backward
     if config.microbatches != 1:  # (the config refuses it for the strategies with engines of their own)
         kw["microbatches"] = config.microbatches
     # Hogwild's pipeline drains where checkpoints are written, so a checkpoint holds no batch in flight.

@@ -356,3 +356,12 @@ def test_microbatches_from_the_config(tmp_path):
             config(tmp_path, "steps=4", bad)
     with pytest.raises(ValueError, match="trains without micro-batches"):
         config(tmp_path, "steps=4", "strategy=hogwild", "microbatches=2")
+
+
+def test_split_backward_from_the_config_changes_the_schedule_not_the_numbers(tmp_path):
+    # One stream per component (2-wise, furthest): the split weight pass from the kept gradients is
+    # the one-pass backward's arithmetic, bit for bit.
+    split = run(config(tmp_path / "split", "steps=3", "strategy=2-wise", "eval_every=0"))
+    onepass = run(config(tmp_path / "one", "steps=3", "strategy=2-wise", "eval_every=0", "split_backward=false"))
+    assert split.final == onepass.final
+    assert_states_equal(component_states(tmp_path / "split" / "run"), component_states(tmp_path / "one" / "run"))
