@@ -465,12 +465,11 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
             spent = time.perf_counter() - tick
             window_time += spent
             train_time += spent
-            losses_now = result.losses if isinstance(result.losses, Losses) else Losses(result.losses)
             if first_losses is None:
                 # Every component's loss before any update: the yardstick of divergence (saved
                 # with each checkpoint, so a resumed run keeps it). One collective, once.
-                first_losses = engine.gather_losses(list(losses_now))
-            unchecked.append((step + 1, losses_now, result.updated))
+                first_losses = engine.gather_losses(list(result.losses))
+            unchecked.append((step + 1, result.losses, result.updated))
             window_records.extend(result.records)
             if config.trace_steps and start + 1 <= step < start + 1 + config.trace_steps:  # (the first step warms up)
                 traced.extend(result.records)

@@ -297,7 +297,7 @@ class TorchDistributedTransport:
         if another arrives), or None to take any (the caller dispatches on the tag).
         """
         peer = self._rank_of(src)
-        what = f"component {dst + 1} waiting for {expect or 'a message'} from component {src + 1} (rank {peer})"
+        what = self._waiting(src, dst, expect or 'a message')
         header = torch.empty(HEADER_BYTES, dtype=torch.uint8)
         self._wait(dist.irecv(header, src=peer, group=self.header_group, tag=self._header_tag), what)
         got, dtype, shape, stride = _decode_header(header)

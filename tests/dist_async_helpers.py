@@ -92,7 +92,7 @@ def async_slow() -> dict:
         rows.append(engine.log_sum(table)[:, 0].tolist())
         assert result.updated == [j == engine.rank for j in range(K)]
     finished_s = time.perf_counter() - engine.epoch_s
-    out = {"finished_s": finished_s, "steps": engine.step_count, "reuses": engine.reads, "rows": rows,
+    out = {"finished_s": finished_s, "steps": engine.step_count, "reuses": 0 if engine.buffer is None else engine.buffer.rereads, "rows": rows,
            "buffer": None if engine.buffer is None else engine.buffer.contents()}
     engine.close()
     out["received"] = None if engine.inbox is None else engine.inbox.received

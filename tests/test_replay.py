@@ -40,8 +40,10 @@ def test_reads_are_last_in_first_out_among_the_least_reused():
         b.write(*tagged(i))
     # All unread: newest first. Then all read once: newest first again.
     assert read_ids(b, 3) == [2, 1, 0]
+    assert b.rereads == 0  # three fresh entries
     assert read_ids(b, 4) == [2, 1, 0, 2]
     assert b.contents() == [(0, 2), (1, 2), (2, 3)]
+    assert b.rereads == 4  # every read since took an entry read before
 
 
 def test_a_fresh_write_is_read_next_and_overwrites_the_oldest_write():
@@ -78,6 +80,7 @@ def test_buffer_state_round_trips():
     b.load_state_dict(copy.deepcopy(a.state_dict()))
     assert b.contents() == a.contents()
     assert read_ids(b, 5) == read_ids(a, 5)
+    assert b.rereads == a.rereads > 0
     with pytest.raises(ValueError, match="replay.buffer_size=3"):
         ReplayBuffer(2).load_state_dict(a.state_dict())
 

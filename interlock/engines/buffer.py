@@ -40,6 +40,7 @@ class ReplayBuffer:
         self.capacity = capacity
         self._entries: list[_Entry] = []
         self._writes = 0  # sequence number of the next write
+        self.rereads = 0  # reads that took an entry read before (the least reused had been read already)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -58,6 +59,7 @@ class ReplayBuffer:
         if not self._entries:
             raise LookupError("the replay buffer is empty: nothing was written into it yet")
         entry = min(self._entries, key=lambda e: (e.reuses, -e.written))
+        self.rereads += entry.reuses > 0
         entry.reuses += 1
         return entry.activation, entry.label
 
@@ -69,6 +71,7 @@ class ReplayBuffer:
         return {
             "capacity": self.capacity,
             "writes": self._writes,
+            "rereads": self.rereads,
             "entries": [(e.activation, e.label, e.written, e.reuses) for e in sorted(self._entries, key=lambda e: e.written)],
         }
 
@@ -79,4 +82,5 @@ class ReplayBuffer:
                 f"resume with replay.buffer_size={state['capacity']}"
             )
         self._writes = int(state["writes"])
+        self.rereads = int(state.get("rereads", 0))  # (absent in checkpoints written before it was counted)
         self._entries = [_Entry(a, y, written=int(w), reuses=int(r)) for a, y, w, r in state["entries"]]

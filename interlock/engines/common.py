@@ -88,12 +88,17 @@ class StepResult:
     ``updated[k]``: whether component k+1 trained in this step (None: every component did). Engines
     whose components train at their own pace (async DGL, sequential greedy) report NaN losses for
     components that did not train; the training loop checks only the losses of those that did.
+    ``losses`` is always a :class:`Losses` (a list of floats given is wrapped).
     """
 
     step: int
-    losses: Losses | list[float]
+    losses: Losses
     records: list[ActionRecord] = field(default_factory=list)  # every action's timing, all components
     updated: list[bool] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.losses, Losses):
+            object.__setattr__(self, "losses", Losses(self.losses))
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,14 @@ class Mailbox:
         self.received += 1
         return item
 
+    def _wait_one(self, what: str):
+        """The next message (None for END), waiting at most ``timeout_s``; TransportError naming ``what`` after that."""
+        try:
+            return self._get(block=True)
+        except queue.Empty:
+            raise TransportError(
+                f"component {self.dst + 1} waited {self.timeout_s:g} s for {what} (is that rank alive?)") from None
+
     def take(self) -> list[tuple[tuple, torch.Tensor]]:
         """Every message that has arrived, oldest first, without waiting."""
         out = []
@@ -84,13 +92,7 @@ class Mailbox:
                     f"component {self.dst + 1} expected {count} messages from component {self.src + 1} "
                     f"but the channel ended after {self.received}"
                 )
-            try:
-                item = self._get(block=True)
-            except queue.Empty:
-                raise TransportError(
-                    f"component {self.dst + 1} waited {self.timeout_s:g} s for message {self.received + 1} from "
-                    f"component {self.src + 1}, which never came (is that rank alive?)"
-                ) from None
+            item = self._wait_one(f"message {self.received + 1} from component {self.src + 1}, which never came")
             if item is not None:
                 out.append(item)
         return out
@@ -99,13 +101,7 @@ class Mailbox:
         """Wait for the END message (the sender has sent everything); the messages not taken before it."""
         out = []
         while not self.ended:
-            try:
-                item = self._get(block=True)
-            except queue.Empty:
-                raise TransportError(
-                    f"component {self.dst + 1} waited {self.timeout_s:g} s for component {self.src + 1} to close "
-                    f"its channel (is that rank alive?)"
-                ) from None
+            item = self._wait_one(f"component {self.src + 1} to close its channel")
             if item is not None:
                 out.append(item)
         self._thread.join(timeout=self.timeout_s)

@@ -107,7 +107,6 @@ class ReplayRankEngine(RankEngine):
         self.step_count = 0
         self._start = 0  # the step this engine started at (a resumed run's checkpoint step)
         self._pending_label = None
-        self.reads = 0  # buffer reads that found an entry already read (reuses)
         self._closed = False
         self.epoch_s = self.group.epoch()
 
@@ -149,8 +148,6 @@ class ReplayRankEngine(RankEngine):
                 self._file(self.inbox.take())
                 if not len(self.buffer):
                     self._file(self.inbox.wait_for(self.inbox.received + 2 - self.inbox.received % 2))
-            if self.buffer.contents() and min(r for _, r in self.buffer.contents()) > 0:
-                self.reads += 1
             inp, labels = self.buffer.read()
         start = time.perf_counter()
         step = self.step_count
@@ -211,7 +208,7 @@ class ReplayRankEngine(RankEngine):
             k=k, num_components=self.num_components, strategy=self.strategy.name, step_count=self.step_count,
             block=w.block, head=w.head, optimizer=w.optimizer, lr_scheduler=w.lr_scheduler,
         )
-        state["replay_rank"] = {"input_buffer": None if self.buffer is None else self.buffer.state_dict(), "reads": self.reads}
+        state["replay_rank"] = {"input_buffer": None if self.buffer is None else self.buffer.state_dict()}
         return state
 
     def load_component_state(self, k: int, state: dict) -> None:
@@ -227,7 +224,6 @@ class ReplayRankEngine(RankEngine):
         self.step_count = self._start = int(state["step_count"])
         if self.buffer is not None:
             self.buffer.load_state_dict(state["replay_rank"]["input_buffer"])
-        self.reads = int(state["replay_rank"]["reads"])
 
     def close(self, *, wait: bool = True) -> None:
         """End this rank's channels (every output and report received), then leave the group."""

@@ -102,7 +102,7 @@ class SimulatedEngine(EngineBase):
         self.step_count += 1
         return StepResult(
             step=step,
-            losses=_to_floats(losses),
+            losses=Losses.of(losses),  # left on the device until read
             records=[r for w in self.workers for r in w.records],
         )
 
@@ -184,8 +184,3 @@ class SimulatedEngine(EngineBase):
 
     def close(self, *, wait: bool = True) -> None:
         """Nothing to release (the distributed engines' ``close(wait=False)`` skips waiting after an error)."""
-
-
-def _to_floats(losses: list[torch.Tensor | None]) -> Losses:
-    """The step's losses, left on the device until read (see :class:`~interlock.engines.common.Losses`)."""
-    return Losses.of(losses)

@@ -31,9 +31,9 @@ from .. import schedule as S
 from ..net import ComponentNet
 from ..strategies import Hogwild, staleness
 from ..worker import ActionRecord
-from .common import StepResult
+from .common import Losses, StepResult
 from .replay import no_wait_makespan
-from .simulated import SimulatedEngine, _to_floats
+from .simulated import SimulatedEngine
 from .stale_ranks import _validate_flush_every
 
 __all__ = ["StaleEngine"]
@@ -84,7 +84,7 @@ class StaleEngine(SimulatedEngine):
         self.step_count += 1
         if self.step_count == self.total_steps or (self.flush_every and self.step_count % self.flush_every == 0):
             records.extend(self.flush())
-        return StepResult(step=step, losses=_to_floats(losses), records=records)
+        return StepResult(step=step, losses=Losses.of(losses), records=records)
 
     def _apply(self, k: int, grads: list[torch.Tensor | None]) -> ActionRecord:
         """One optimizer step (and LR-scheduler step) of component k with the given gradients."""
