@@ -10,7 +10,10 @@ Two modes, measured in one run:
 * ``real``: a real convnet on real CIFAR-10 images, one thread per process, compared with
   single-process end-to-end training (the simulated engine) on one and on two threads.
 
-Each measurement is one JSON line; a table follows. Traces of the emulated runs (Chrome
+Every variant's time is compared with end-to-end (default split backward), with end-to-end
+backprop (one full backward per component, "+onepass") and with the best pipeline schedule; for
+the default schedules, ``bound_units_per_step`` is the time per step no schedule of that strategy
+can beat (interlock.clock.step_bound). Each measurement is one JSON line; a table follows. Traces of the emulated runs (Chrome
 trace JSON and Gantt PNG, one row per component) go to ``--trace-dir`` if given.
 
     python benchmarks/schedule.py                                  # both modes, K=4 emulated, K=2 real
@@ -159,7 +162,8 @@ def emulated(args, emit, *, link_units: float = 0.0) -> dict[str, float]:
             "link_latency_s": link_units * unit}
     link = "slow" if link_units else "fast"
     costs = emulate.emulated_costs(forward_s=unit, backward_s=unit, split=0.5)
-    times = {}
+    times: dict[str, float] = {}
+    bounds: dict[str, float] = {}
     for variant in [v for v in [*SYNC, *PIPE] if fits(v, K)]:
         wall, records = measure(spec, variant)
         times[variant] = wall
@@ -178,6 +182,9 @@ def emulated(args, emit, *, link_units: float = 0.0) -> dict[str, float]:
             predicted = clock.predict(schedules, costs.per_microbatch(m), steps=b, latency_s=link_units * unit).makespan_s
             row["clock_predicted_units"] = round(predicted / unit, 2)
             row["ratio_to_clock"] = round(wall / predicted, 3)
+            if m == 1 and split is None:  # what no schedule of this plan beats per step (clock.step_bound)
+                bounds[variant] = clock.step_bound(plan, costs, latency_s=link_units * unit) / unit
+                row["bound_units_per_step"] = round(bounds[variant], 3)
         if variant in PIPE:  # PyTorch's schedules: their orders on the same costs (interlock.pipeline_clock)
             predicted = predict_pipeline(PIPE[variant], costs, num_components=K, microbatches=args.microbatches, steps=b,
                                          latency_s=link_units * unit)
@@ -192,9 +199,14 @@ def emulated(args, emit, *, link_units: float = 0.0) -> dict[str, float]:
         emit(row)
     best_pipe = min((t, v) for v, t in times.items() if v in PIPE)
     for variant, t in times.items():
-        emit({"bench": "schedule", "mode": "emulated", "link": link, "variant": variant,
-              "ratio_to_end_to_end": round(t / times["end-to-end"], 3),
-              "ratio_to_best_pipeline": round(t / best_pipe[0], 3), "best_pipeline": best_pipe[1]})
+        row = {"bench": "schedule", "mode": "emulated", "link": link, "variant": variant,
+               "ratio_to_end_to_end": round(t / times["end-to-end"], 3),
+               # end-to-end as plain backprop (one full backward per component), the papers' baseline
+               "ratio_to_end_to_end_backprop": round(t / times["end-to-end+onepass"], 3),
+               "ratio_to_best_pipeline": round(t / best_pipe[0], 3), "best_pipeline": best_pipe[1]}
+        if variant in bounds:  # the best any schedule could do, per step, against end-to-end's best
+            row["bound_ratio_to_end_to_end"] = round(bounds[variant] / bounds["end-to-end"], 3)
+        emit(row)
     return times
 
 
@@ -314,13 +326,15 @@ def table(rows: list[dict]) -> str:
         title = "fast link" if link == "fast" else f"slow link (every message held {em[0]['link_units']:g} units)"
         lines += ["", f"emulated compute, K={em[0]['components']}, b={em[0]['steps']} steps, {title} (time units):",
                   "| variant | measured | paper model | measured / model | clock prediction | measured / clock | vs end-to-end "
-                  "| vs best pipeline |" + (" throughput kept on the slow link |" if link == "slow" else ""),
-                  "|---|---|---|---|---|---|---|---|" + ("---|" if link == "slow" else "")]
+                  "| vs end-to-end backprop | bound vs end-to-end's bound | vs best pipeline |"
+                  + (" throughput kept on the slow link |" if link == "slow" else ""),
+                  "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if link == "slow" else "")]
         for r in em:
             q = rel[r["variant"]]
             lines.append(f"| {r['variant']} | {r['time_units']} | {r.get('paper_model_units', '-')} | "
                          f"{r.get('ratio_to_paper_model', '-')} | {r.get('clock_predicted_units', '-')} | {r.get('ratio_to_clock', '-')} | "
-                         f"{q['ratio_to_end_to_end']} | {q['ratio_to_best_pipeline']} ({q['best_pipeline']}) |"
+                         f"{q['ratio_to_end_to_end']} | {q['ratio_to_end_to_end_backprop']} | {q.get('bound_ratio_to_end_to_end', '-')} | "
+                         f"{q['ratio_to_best_pipeline']} ({q['best_pipeline']}) |"
                          + (f" {kept.get(r['variant'], '-')} |" if link == "slow" else ""))
     re_ = [r for r in rows if r["mode"] == "real"]
     if re_:

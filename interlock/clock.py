@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, Union
 
 from . import schedule as S
+from .strategies import GradientPlan
 from .worker import ActionRecord
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "work_from_costs",
     "work_from_records",
     "predict",
+    "step_bound",
 ]
 
 logger = logging.getLogger(__name__)
@@ -388,3 +390,49 @@ def predict(
 ) -> Makespan:
     """Critical-path makespan of ``steps`` steps of ``schedules`` priced by ``costs``."""
     return critical_path(work_from_costs(schedules, costs, steps=steps), latency_s=latency_s)
+
+
+# -- a lower bound on any schedule ---------------------------------------------------------
+
+
+def step_bound(plan: GradientPlan, costs: "ComputeCosts", *, latency_s: float = 0.0) -> float:
+    """Seconds per step that no schedule of ``plan`` can beat in the long run, on one device per component.
+
+    Synchronous training fixes a cycle per component k and loss j that trains it: the forward
+    of step t+1 on k needs theta_k updated with dL_j/dtheta_k of step t, which needs the
+    forwards of components k..j, head j, the input gradients of components j..k+1, and then a
+    backward through block k: its internal layers (``input_grad_s``) and its weights
+    (``weight_grad_s``), whether the stream goes on below (input pass, then the weight pass
+    reusing it) or stops at k (a weight-only pass from the block's output, which still walks the
+    internal layers). Each of the 2(j-k) boundary crossings costs a send, a receive
+    (``message_s`` each) and ``latency_s``. Steps overlap however a schedule likes, so the
+    longest of these cycles bounds the time per step from below; so does each component's
+    least work per step (forward, head, one backward through its block if it trains on or
+    forwards any stream, and its sends and receives).
+
+    With the accounting of :class:`ComputeCosts`, so with emulated blocks, the default schedules
+    (:func:`interlock.schedule.build_schedule`, one micro-batch) reach this bound for every
+    n-wise plan (tests/test_clock.py). It also shows what no schedule can change, e.g. that
+    2-wise takes at least half of end-to-end's step on 4 components whatever the costs
+    (docs/results.md).
+    """
+    if not isinstance(plan, GradientPlan):
+        raise ValueError(f"plan={plan!r}: give a GradientPlan (strategy.plan(K))")
+    if not isinstance(costs, ComputeCosts):
+        raise ValueError(f"costs={costs!r}: step_bound needs a ComputeCosts (the bound uses its backward accounting)")
+    latency_s = _seconds("latency_s", latency_s)
+    c = costs
+    crossing = 2 * c.message_s + latency_s
+    bound = 0.0
+    for k in range(plan.num_components):
+        for j in plan.trains[k]:
+            hops = j - k
+            cycle = ((hops + 1) * c.forward_s + c.head_s + hops * c.input_grad_s + c.input_grad_s + c.weight_grad_s
+                     + 2 * hops * crossing + c.update_s)
+            bound = max(bound, cycle)
+        backward = c.input_grad_s + c.weight_grad_s if plan.streams_at(k) else 0.0
+        head = c.head_s if plan.needs_head(k) else 0.0
+        K = plan.num_components
+        messages = (k > 0) + (k < K - 1) + len(plan.continuing(k)) + sum(j > k for j in plan.streams_at(k))
+        bound = max(bound, c.forward_s + head + backward + messages * c.message_s + c.update_s)
+    return bound

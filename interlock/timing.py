@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["HostClock", "DeviceClock", "Mark", "clock_for", "resolve"]
+__all__ = ["HostClock", "DeviceClock", "Mark", "clock_for", "resolve", "settle"]
 
 
 class HostClock:
@@ -88,3 +88,14 @@ def resolve(records: list) -> list:
     if not any(isinstance(r.start_s, Mark) or isinstance(r.end_s, Mark) for r in records):
         return records
     return [replace(r, start_s=_seconds(r.start_s), end_s=_seconds(r.end_s)) for r in records]
+
+
+def settle(device: torch.device | str | None) -> None:
+    """Wait until ``device`` has run everything queued on it (a CUDA synchronisation; nothing on the CPU).
+
+    The training program calls it where a log row, an evaluation or a checkpoint needs the
+    results anyway, and counts the wait as training time: a step returns on the host once its
+    kernels are launched, so without it a GPU's step time would measure launches.
+    """
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)

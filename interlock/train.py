@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import engines, heads, models
+from . import engines, heads, models, timing
 from ._memory import release_free_memory
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import LossConfig, LRConfig, OptimConfig, TrainConfig, load_config
@@ -455,6 +455,20 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
     traced: list = []
     # Step time is wall time per training step, data loading included, evaluation and checkpoints excluded.
     window_time, window_steps, train_time = 0.0, 0, 0.0
+    step_end: float | None = None  # when the latest step returned on the host, until its device work is counted
+
+    def settle_time() -> None:
+        # A step returns once its kernels are launched; on a GPU they may still be running. Wait for
+        # them where a log row, evaluation or checkpoint needs the results anyway, once per step, and
+        # count the wait as training time, so step times measure the device and not the launches.
+        nonlocal window_time, train_time, step_end
+        if step_end is None:
+            return
+        timing.settle(device)
+        waited = time.perf_counter() - step_end
+        window_time += waited
+        train_time += waited
+        step_end = None
     end = total_steps if stop_after is None else min(total_steps, stop_after)
     while more():
         epoch, offset = divmod(step, task.steps_per_epoch)
@@ -462,7 +476,8 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         for x, y in task.train_batches(epoch=epoch, start_step=offset):
             where.phase, where.step = "training step", step + 1
             result = engine.step(None if x is None else x.to(device), y.to(device))
-            spent = time.perf_counter() - tick
+            step_end = time.perf_counter()
+            spent = step_end - tick
             window_time += spent
             train_time += spent
             if first_losses is None:
@@ -480,6 +495,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
             if step % config.log_every == 0 or not more():
                 # Every component's mean loss and action times over the window: one reduction per log row.
                 check_unchecked()
+                settle_time()
                 window_records = resolve_times(window_records)  # GPU event marks -> seconds (one sync)
                 losses, times = _log_values(engine, window_losses, window_records, window_steps)
                 row = {"kind": "train", "step": step, "total_steps": total_steps, "epoch": step / task.steps_per_epoch,
@@ -496,9 +512,11 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                 window_losses, window_records, window_time, window_steps = [], [], 0.0, 0
             if config.eval_every and step % config.eval_every == 0 and step < total_steps:
                 check_unchecked()
+                settle_time()
                 last_eval = do_eval(step, final=False)
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < end:
                 check_unchecked()  # never save the weights of a step whose loss diverged
+                settle_time()
                 do_checkpoint(step)
             if not more():
                 break

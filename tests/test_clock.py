@@ -20,6 +20,7 @@ from interlock.clock import (
     local_time_units,
     paper_time_units,
     predict,
+    step_bound,
     work_from_costs,
     work_from_records,
 )
@@ -115,6 +116,71 @@ def test_weight_gradient_split_beats_the_paper():
                 assert got < paper_time_units(components=a, steps=b, n=n)
     # The benchmark's case: 2-wise, K=4, b=32 steps, against plain end-to-end (2ab = 256).
     assert makespan_split(il.Interlocking(2), 4, 32, costs) / end_to_end_time_units(components=4, steps=32) == 114 / 256
+
+
+# -- the lower bound on any schedule -------------------------------------------------------------
+
+
+def _strategies(K):
+    return [il.EndToEnd(), il.Local()] + [il.Interlocking(n, mix) for n in range(2, K + 1) for mix in ("furthest", "sum")]
+
+
+@pytest.mark.parametrize("K", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("split", [0.0, 0.25, 0.5, 1.0])
+@pytest.mark.parametrize("head_s", [0.0, 0.3])
+@pytest.mark.parametrize("latency_s", [0.0, 0.2])
+def test_default_schedules_reach_the_step_bound(K, split, head_s, latency_s):
+    # The time a step adds in the long run (makespan(b+1) - makespan(b)) is the bound exactly:
+    # the default schedules are optimal for these costs. Sends and receives that cost time on the
+    # device cost at most two more per step (a component sends its activation up before its head).
+    for message_s in (0.0, 0.05):
+        costs = ComputeCosts(forward_s=1.0, input_grad_s=split, weight_grad_s=1.0 - split, head_s=head_s,
+                             message_s=message_s)
+        for strategy in _strategies(K):
+            sched = [build_schedule(strategy.plan(K), k, has_head=True) for k in range(K)]
+            slope = (predict(sched, costs, steps=31, latency_s=latency_s).makespan_s
+                     - predict(sched, costs, steps=30, latency_s=latency_s).makespan_s)
+            bound = step_bound(strategy.plan(K), costs, latency_s=latency_s)
+            assert bound - 1e-9 <= slope <= bound + 2 * message_s + 1e-9, (strategy, message_s, slope, bound)
+            if message_s == 0:
+                assert slope == pytest.approx(bound, abs=1e-9), (strategy, slope, bound)
+
+
+def test_step_bound_by_hand():
+    units = ComputeCosts.units(split=0.5)
+    # Local: forward 1, input 0.5, weight 0.5 on one component: 2 a step (the paper's 2b + a - 1).
+    assert step_bound(il.Local().plan(4), units) == 2.0
+    # 2-wise: forwards on k and k+1 (2), input pass on k+1 (0.5), a weight-only pass through
+    # block k from its output (1): 3.5. End-to-end: 4 forwards, 3 input passes, then component 1's
+    # weight-only pass (1): 6.5. Plain backprop's 2 per component (8) is not a bound, a schedule.
+    assert step_bound(il.Interlocking(2).plan(4), units) == 3.5
+    assert step_bound(il.EndToEnd().plan(4), units) == 6.5
+    # Each boundary crossed costs its latency twice (up and down) on 2-wise's cycle.
+    assert step_bound(il.Interlocking(2).plan(4), units, latency_s=0.25) == 4.0
+
+
+@pytest.mark.parametrize("split", [0.0, 0.1, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("ratio", [0.25, 1.0, 2.0, 4.0])
+def test_two_wise_is_at_least_half_of_end_to_end_on_four_components(split, ratio):
+    # Whatever the costs, 2-wise's best step is at least half of end-to-end's best step on K = 4
+    # (2(F + I) + W against 4(F + I) + W; half exactly when the weight part costs nothing): a
+    # ratio of 0.45 is out of reach against end-to-end with the same split backward, and within
+    # reach only against plain backprop (one full backward per component).
+    costs = ComputeCosts(forward_s=1.0, input_grad_s=ratio * split, weight_grad_s=ratio * (1 - split))
+    two = step_bound(il.Interlocking(2).plan(4), costs)
+    e2e = step_bound(il.EndToEnd().plan(4), costs)
+    assert two / e2e >= 0.5 - 1e-12
+    plain = 4 * (costs.forward_s + costs.input_grad_s + costs.weight_grad_s)  # one FullGrad per component
+    assert two / plain < 0.5 + 1e-12
+
+
+def test_step_bound_validates():
+    with pytest.raises(ValueError, match="GradientPlan"):
+        step_bound(il.Local(), ComputeCosts.units())
+    with pytest.raises(ValueError, match="ComputeCosts"):
+        step_bound(il.Local().plan(2), lambda action: 1.0)
+    with pytest.raises(ValueError, match="latency_s"):
+        step_bound(il.Local().plan(2), ComputeCosts.units(), latency_s=-1)
 
 
 @pytest.mark.parametrize("mix", ["furthest", "sum"])

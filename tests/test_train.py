@@ -348,6 +348,30 @@ def test_losses_stay_on_the_device_until_a_log_row_and_divergence_names_the_step
         run(config(tmp_path / "nan", "steps=10", "strategy=local", "log_every=5", "eval_every=0"))
 
 
+def test_step_time_counts_the_device_finishing_a_window_once(tmp_path, monkeypatch):
+    # On a GPU a step returns once its kernels are launched: the loop waits for the device where a
+    # log row, evaluation or checkpoint reads results anyway, and counts the wait as training time.
+    # A stand-in wait of 0.3 s: with a log row every 2 steps each row's step time grows by 0.15 s,
+    # and evaluation or a checkpoint at a logged step waits no second time.
+    import time as time_mod
+
+    from interlock import timing
+
+    waits = []
+
+    def slow_device(device):
+        waits.append(str(device))
+        time_mod.sleep(0.3)
+
+    monkeypatch.setattr(timing, "settle", slow_device)
+    result = run(config(tmp_path, "steps=8", "checkpoint_every=4"))
+    rows = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "train"]
+    assert [r["step"] for r in rows] == [2, 4, 6, 8]
+    assert waits == ["cpu"] * 4  # one per log row: step 4's evaluation and checkpoint found it settled
+    assert all(r["step_time_s"] >= 0.15 for r in rows)
+    assert result.train_time_s >= 4 * 0.3
+
+
 def test_microbatches_from_the_config(tmp_path):
     result = run(config(tmp_path, "steps=4", "strategy=2-wise", "microbatches=2", "eval_every=0"))
     assert result.steps == 4 and 0 <= result.final["test_final_acc"] <= 1
