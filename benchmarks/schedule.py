@@ -179,7 +179,8 @@ def emulated(args, emit, *, link_units: float = 0.0) -> dict[str, float]:
             m = args.microbatches if mb else 1
             plan = strategy().plan(K)
             schedules = [build_schedule(plan, k, has_head=True, split_backward=split, microbatches=m) for k in range(K)]
-            predicted = clock.predict(schedules, costs.per_microbatch(m), steps=b, latency_s=link_units * unit).makespan_s
+            predicted = clock.predict(schedules, costs.per_microbatch(m), steps=b, latency_s=link_units * unit,
+                                      store_and_forward=bool(link_units)).makespan_s
             row["clock_predicted_units"] = round(predicted / unit, 2)
             row["ratio_to_clock"] = round(wall / predicted, 3)
             if m == 1 and split is None:  # what no schedule of this plan beats per step (clock.step_bound)
@@ -187,7 +188,7 @@ def emulated(args, emit, *, link_units: float = 0.0) -> dict[str, float]:
                 row["bound_units_per_step"] = round(bounds[variant], 3)
         if variant in PIPE:  # PyTorch's schedules: their orders on the same costs (interlock.pipeline_clock)
             predicted = predict_pipeline(PIPE[variant], costs, num_components=K, microbatches=args.microbatches, steps=b,
-                                         latency_s=link_units * unit)
+                                         latency_s=link_units * unit, store_and_forward=bool(link_units))
             row["clock_predicted_units"] = round(predicted / unit, 2)
             row["ratio_to_clock"] = round(wall / predicted, 3)
         if args.trace_dir and records and not link_units:  # (the pipelining engines record no actions)

@@ -216,13 +216,17 @@ def _message_out(k: int, action: S.Action) -> tuple[int, tuple] | None:
     return None
 
 
-def critical_path(work: Sequence[Sequence[tuple[S.Action, float]]], *, latency_s: float = 0.0) -> Makespan:
+def critical_path(work: Sequence[Sequence[tuple[S.Action, float]]], *, latency_s: float = 0.0,
+                  store_and_forward: bool = False) -> Makespan:
     """Simulate ``work`` on one device per component and return when it finishes.
 
     ``work[k]``: component k's (action, seconds) pairs in execution order, all steps one
     after the other (see :func:`work_from_costs`, :func:`work_from_records`). A receive
     starts when its device is free and the matching send has ended plus ``latency_s``;
     messages match per channel in FIFO order and must carry the tag the receive expects.
+    ``store_and_forward``: each channel (one per ordered pair of components) holds one message
+    at a time for ``latency_s``, so a message also waits for the one before it on its channel
+    (the slow link of :mod:`interlock.links`); otherwise any number are in flight at once.
     Every other action starts when its device is free. Raises ValueError if the work
     deadlocks or a message goes to a component that does not exist.
     """
@@ -243,6 +247,7 @@ def critical_path(work: Sequence[Sequence[tuple[S.Action, float]]], *, latency_s
                     )
 
     channels: dict[tuple[int, int], deque[tuple[tuple, float]]] = defaultdict(deque)  # (src, dst) -> (tag, arrival)
+    link_free: dict[tuple[int, int], float] = defaultdict(float)  # (src, dst) -> when its link is free (store and forward)
     pcs, free, busy = [0] * K, [0.0] * K, [0.0] * K
     placed: list[ActionRecord] = []
     remaining = sum(len(a) for a in work)
@@ -272,7 +277,9 @@ def critical_path(work: Sequence[Sequence[tuple[S.Action, float]]], *, latency_s
                 out = _message_out(k, action)
                 if out is not None:
                     dst, tag = out
-                    channels[(k, dst)].append((tag, end + latency_s))
+                    arrival = (max(end, link_free[(k, dst)]) if store_and_forward else end) + latency_s
+                    link_free[(k, dst)] = arrival
+                    channels[(k, dst)].append((tag, arrival))
                 placed.append(ActionRecord(k, action, start, end))
                 free[k] = end
                 busy[k] += float(d)
@@ -386,10 +393,12 @@ def _split_steps(k: int, records: list[ActionRecord]) -> list[list[ActionRecord]
 
 
 def predict(
-    schedules: Sequence[Sequence[S.Action]], costs: Costs, *, steps: int, latency_s: float = 0.0
+    schedules: Sequence[Sequence[S.Action]], costs: Costs, *, steps: int, latency_s: float = 0.0,
+    store_and_forward: bool = False,
 ) -> Makespan:
-    """Critical-path makespan of ``steps`` steps of ``schedules`` priced by ``costs``."""
-    return critical_path(work_from_costs(schedules, costs, steps=steps), latency_s=latency_s)
+    """Critical-path makespan of ``steps`` steps of ``schedules`` priced by ``costs`` (links: :func:`critical_path`)."""
+    return critical_path(work_from_costs(schedules, costs, steps=steps), latency_s=latency_s,
+                         store_and_forward=store_and_forward)
 
 
 # -- a lower bound on any schedule ---------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .strategies import AsyncLocal, EndToEnd, Hogwild, Interlocking, Local, LocalDouble, Sequential, Strategy
+from .strategies import AsyncLocal, EndToEnd, Hogwild, Interlocking, Local, LocalDouble, Sequential, Strategy, check_async_local
 
 __all__ = [
     "ModelConfig",
@@ -190,15 +190,8 @@ class ReplayConfig:
     seed: int | None = None  # seeds the draws; None: the run's seed
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.buffer_size, int) and not isinstance(self.buffer_size, bool) and self.buffer_size >= 1,
-               f"replay.buffer_size={self.buffer_size!r}: use M >= 1 (batches each replay buffer holds)")
-        _check(isinstance(self.slowdown, (int, float)) and not isinstance(self.slowdown, bool) and 0 < self.slowdown < math.inf,
-               f"replay.slowdown={self.slowdown!r}: use a finite S > 0 (1: no slow-down; 4: one component drawn 4x less often)")
-        _check(isinstance(self.slow_component, int) and not isinstance(self.slow_component, bool) and self.slow_component >= 1,
-               f"replay.slow_component={self.slow_component!r}: use a component number 1..K")
-        _check(self.schedule in ("random", "round_robin"), f"replay.schedule={self.schedule!r}: use random or round_robin")
-        _check(self.seed is None or (isinstance(self.seed, int) and not isinstance(self.seed, bool)),
-               f"replay.seed={self.seed!r}: use an integer, or none for the run's seed")
+        check_async_local(buffer_size=self.buffer_size, slowdown=self.slowdown, slow_component=self.slow_component,
+                          schedule=self.schedule, seed=0 if self.seed is None else self.seed, prefix="replay.")
 
     def strategy(self, run_seed: int = 0) -> AsyncLocal:
         return AsyncLocal(buffer_size=self.buffer_size, slowdown=float(self.slowdown), slow_component=self.slow_component,

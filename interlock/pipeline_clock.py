@@ -5,7 +5,8 @@ interlock's strategies. Each rank runs its stage's operations in its schedule's 
 time: F (forward of a micro-batch), B (its whole backward), I and W (the zero-bubble split of B
 into the input-gradient and the weight-gradient pass). Dependencies: F of micro-batch i on rank r
 needs F of i on rank r-1 (plus ``latency_s``); B or I of i on rank r needs B or I of i on rank r+1
-(plus ``latency_s``) and F of i on r; W of i needs I of i on the same rank. A step ends with
+(plus ``latency_s``; with ``store_and_forward`` a message also queues behind the one before it on
+its link) and F of i on r; W of i needs I of i on the same rank. A step ends with
 every rank's optimizer step, so steps do not overlap: ``steps`` steps take ``steps`` times one.
 
 Orders, as PyTorch runs them (torch 2.13): GPipe, every forward then every backward, in
@@ -60,13 +61,25 @@ def pipeline_order(schedule: str, num_components: int, microbatches: int) -> lis
 
 
 def predict_pipeline(schedule: str, costs: ComputeCosts, *, num_components: int, microbatches: int, steps: int,
-                     latency_s: float = 0.0) -> float:
-    """Seconds for ``steps`` steps of ``schedule``; ``costs`` are one whole batch's (divided by m here)."""
+                     latency_s: float = 0.0, store_and_forward: bool = False) -> float:
+    """Seconds for ``steps`` steps of ``schedule``; ``costs`` are one whole batch's (divided by m here).
+
+    A message (an activation up, a gradient down) arrives ``latency_s`` after the operation that
+    made it ends; ``store_and_forward``: each link (one per ordered pair of ranks) holds one message
+    at a time, so a message also waits for the one before it (as in :func:`interlock.clock.critical_path`).
+    """
     K, m = num_components, microbatches
     mb = costs.per_microbatch(m)
     cost = {"F": mb.forward_s, "I": mb.input_grad_s, "W": mb.weight_grad_s, "B": mb.input_grad_s + mb.weight_grad_s}
     orders = pipeline_order(schedule, K, m)
     done: dict[tuple[str, int, int], float] = {}  # (kind, micro-batch, rank) -> end time
+    arrived: dict[tuple[str, int, int], float] = {}  # ("up" | "down", micro-batch, receiving rank) -> arrival
+    link_free: dict[tuple[int, int], float] = {}  # (sending rank, receiving rank) -> when its link is free
+
+    def send(direction: str, i: int, src: int, dst: int, at: float) -> None:
+        start = max(at, link_free.get((src, dst), 0.0)) if store_and_forward else at
+        arrived[(direction, i, dst)] = link_free[(src, dst)] = start + latency_s
+
     free = [0.0] * K
     pos = [0] * K
     remaining = sum(len(o) for o in orders)
@@ -75,20 +88,23 @@ def predict_pipeline(schedule: str, costs: ComputeCosts, *, num_components: int,
         for r in range(K):
             while pos[r] < len(orders[r]):
                 kind, i = orders[r][pos[r]]
-                deps = []
+                needs = []  # ready times this operation waits for
                 if kind == "F" and r > 0:
-                    deps.append((("F", i, r - 1), latency_s))
+                    needs.append(arrived.get(("up", i, r)))
                 if kind in ("B", "I"):
-                    deps.append((("F", i, r), 0.0))
+                    needs.append(done.get(("F", i, r)))
                     if r < K - 1:
-                        up = ("B", i, r + 1) if ("B", i, r + 1) in done else ("I", i, r + 1)
-                        deps.append((up, latency_s))
+                        needs.append(arrived.get(("down", i, r)))
                 if kind == "W":
-                    deps.append((("I", i, r), 0.0))
-                if any(d not in done for d, _ in deps):
+                    needs.append(done.get(("I", i, r)))
+                if any(t is None for t in needs):
                     break
-                start = max([free[r]] + [done[d] + lat for d, lat in deps])
-                free[r] = done[(kind, i, r)] = start + cost[kind]
+                end = max([free[r], *needs]) + cost[kind]
+                free[r] = done[(kind, i, r)] = end
+                if kind == "F" and r < K - 1:
+                    send("up", i, r, r + 1, end)
+                if kind in ("B", "I") and r > 0:
+                    send("down", i, r, r - 1, end)
                 pos[r] += 1
                 remaining -= 1
                 progressed = True

@@ -186,6 +186,25 @@ class EndToEnd(Strategy):
 _SCHEDULES = ("random", "round_robin")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_async_local(*, buffer_size, slowdown, slow_component, schedule, seed, prefix: str = "") -> None:
+    """Raise a ValueError naming the first bad :class:`AsyncLocal` parameter as ``prefix + name``
+    (the config's ``replay.`` section passes ``prefix="replay."``; there ``seed`` may be None)."""
+    if not _is_int(buffer_size) or buffer_size < 1:
+        raise ValueError(f"{prefix}buffer_size={buffer_size!r}: use an integer M >= 1 (batches each replay buffer holds)")
+    if isinstance(slowdown, bool) or not isinstance(slowdown, (int, float)) or not 0 < slowdown < float("inf"):
+        raise ValueError(f"{prefix}slowdown={slowdown!r}: use a finite S > 0 (1 is no slow-down; 4 makes one component 4x slower)")
+    if not _is_int(slow_component) or slow_component < 1:
+        raise ValueError(f"{prefix}slow_component={slow_component!r}: use a component number 1..K")
+    if schedule not in _SCHEDULES:
+        raise ValueError(f"{prefix}schedule={schedule!r}: use one of {', '.join(_SCHEDULES)}")
+    if not _is_int(seed):
+        raise ValueError(f"{prefix}seed={seed!r}: use an integer")
+
+
 @dataclass(frozen=True)
 class AsyncLocal(Strategy):
     """Asynchronous DGL with replay buffers (Belilovsky et al. 2020, Alg. 2).
@@ -210,16 +229,8 @@ class AsyncLocal(Strategy):
     own_engine: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.buffer_size, bool) or not isinstance(self.buffer_size, int) or self.buffer_size < 1:
-            raise ValueError(f"buffer_size M={self.buffer_size!r}: use an integer M >= 1 (batches each replay buffer holds)")
-        if isinstance(self.slowdown, bool) or not isinstance(self.slowdown, (int, float)) or not 0 < self.slowdown < float("inf"):
-            raise ValueError(f"slowdown S={self.slowdown!r}: use a finite S > 0 (1 is no slow-down; 4 makes one component 4x slower)")
-        if isinstance(self.slow_component, bool) or not isinstance(self.slow_component, int) or self.slow_component < 1:
-            raise ValueError(f"slow_component={self.slow_component!r}: use a component number 1..K")
-        if self.schedule not in _SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r}: use one of {_SCHEDULES}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed={self.seed!r}: use an integer")
+        check_async_local(buffer_size=self.buffer_size, slowdown=self.slowdown, slow_component=self.slow_component,
+                          schedule=self.schedule, seed=self.seed)
 
     def plan(self, num_components: int) -> GradientPlan:
         if self.slow_component > num_components:

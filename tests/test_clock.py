@@ -224,6 +224,26 @@ def test_latency_delays_every_message():
     assert [(r.start_s, r.end_s) for r in recv] == [(3.5, 3.5)]
 
 
+def test_a_store_and_forward_link_carries_one_message_at_a_time():
+    # Local, K = 2, 4 micro-batches of a unit-cost batch, every message held 1 unit: component 1
+    # sends 4 activations a step, a quarter unit apart. With any number in flight the link only
+    # delays them (2 units a step, the compute); holding one at a time it carries 4 units a step.
+    costs = ComputeCosts.units().per_microbatch(4)
+    sched = schedules(il.Local(), 2, microbatches=4)
+
+    def per_step(**link):
+        return (predict(sched, costs, steps=31, latency_s=1.0, **link).makespan_s
+                - predict(sched, costs, steps=30, latency_s=1.0, **link).makespan_s)
+
+    assert per_step() == pytest.approx(2.0)
+    assert per_step(store_and_forward=True) == pytest.approx(4.0)
+    # The arrivals of one step by hand: sends end at 0.25, 0.5, 0.75, 1; each arrival is the
+    # later of its send's end and the previous arrival, plus 1.
+    run = predict(sched, costs, steps=1, latency_s=1.0, store_and_forward=True)
+    recv = [r.start_s for r in run.records if isinstance(r.action, S.RecvActivation)]
+    assert recv == pytest.approx([1.25, 2.25, 3.25, 4.25])
+
+
 def test_steps_pipeline_without_a_barrier():
     # Local, K=3, component 3 twice as slow: components 1 and 2 run ahead, so the run
     # takes component 3's work after its first activation: 2 + 3 * 4 = 14, not 3 * (1 + 1 + 4).
@@ -315,3 +335,9 @@ def test_pipeline_schedules_on_the_clock_match_their_closed_forms():
     # A link latency delays each hop: GPipe's step grows by the 2 (K - 1) hops of its critical path.
     slow = predict_pipeline("gpipe", costs, num_components=4, microbatches=4, steps=1, latency_s=0.5)
     assert slow == pytest.approx(2 * 7 / 4 + 2 * 3 * 0.5)
+    # A store-and-forward link holds one message at a time. GPipe, K = 2, m = 2, latency 1 (a
+    # micro-batch's forward and backward 0.5 each): rank 1 gets the activations at 1.5 and 2.5
+    # (not 2), runs F F B B until 4, rank 0 gets the gradients at 4.5 and 5.5 and ends at 6 (not 5).
+    link = dict(num_components=2, microbatches=2, steps=1, latency_s=1.0)
+    assert predict_pipeline("gpipe", costs, **link) == pytest.approx(5.0)
+    assert predict_pipeline("gpipe", costs, **link, store_and_forward=True) == pytest.approx(6.0)

@@ -134,16 +134,24 @@ def test_engine_measurements_follow_the_clock(strategy):
     engine = il.SimulatedEngine(net, strategy, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), loss_fn=F.cross_entropy)
     x, y = emulated_batch(8, seed=0)
     engine.step(x, y)  # warm-up (first calls of the head and optimizer)
-    records = [r for _ in range(2) for r in engine.step(x, y).records]
+    # A loaded machine can stretch any one sleep, so each action's upper limit is checked on its
+    # fastest of 4 steps (every step must still take at least what the accounting charges).
+    steps = [engine.step(x, y).records for _ in range(4)]
     costs = emulated_costs(forward_s=fwd, backward_s=bwd, split=0.5)
     for w in engine.workers:
-        expected = costs.durations(w.schedule) * 2
-        measured = [r for r in records if r.component == w.index]
-        assert [r.action for r in measured] == list(w.schedule) * 2
-        for r, e in zip(measured, expected):
-            assert e - 1e-3 <= r.duration_s <= e + SLACK, (w.index, r.action, r.duration_s, e)
+        expected = costs.durations(w.schedule)
+        measured = [[r for r in records if r.component == w.index] for records in steps]
+        for records in measured:
+            assert [r.action for r in records] == list(w.schedule)
+            for r, e in zip(records, expected):
+                assert r.duration_s >= e - 1e-3, (w.index, r.action, r.duration_s, e)
+        for i, e in enumerate(expected):
+            fastest = min(records[i].duration_s for records in measured)
+            assert fastest <= e + SLACK, (w.index, w.schedule[i], fastest, e)
     schedules = [w.schedule for w in engine.workers]
     predicted = clock.predict(schedules, costs, steps=2).makespan_s
-    from_records = clock.critical_path(clock.work_from_records(records, mode="replay")).makespan_s
+    replayed = [clock.critical_path(clock.work_from_records(a + b, mode="replay")).makespan_s
+                for a, b in zip(steps[0::2], steps[1::2])]
     # Every action overshoots a little; the critical path holds at most ~20 of them.
-    assert predicted - 1e-3 <= from_records <= predicted + 0.03
+    assert all(t >= predicted - 1e-3 for t in replayed)
+    assert min(replayed) <= predicted + 0.03

@@ -207,7 +207,7 @@ def test_resume_from_component_states_continues_the_same_draws():
 
 
 @pytest.mark.parametrize("override,match", [
-    ("replay.buffer_size=0", r"replay.buffer_size=0: use M >= 1"),
+    ("replay.buffer_size=0", r"replay.buffer_size=0: use an integer M >= 1"),
     ("replay.slowdown=0", r"replay.slowdown=0.0: use a finite S > 0"),
     ("replay.slowdown=-2", r"replay.slowdown=-2.0: use a finite S > 0"),
     ("replay.slow_component=4", r"slow_component=4 is out of range for 3 components; use 1..3"),
@@ -218,6 +218,19 @@ def test_resume_from_component_states_continues_the_same_draws():
 def test_bad_replay_options_name_what_to_set(override, match):
     with pytest.raises(ValueError, match=match):
         load_config(None, ["steps=4", "strategy=async-local", "model.components=3", override])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(buffer_size=0), r"^buffer_size=0: use an integer M >= 1"),
+    (dict(slowdown=True), r"^slowdown=True: use a finite S > 0"),
+    (dict(slow_component=1.5), r"^slow_component=1.5: use a component number"),
+    (dict(schedule="lifo"), r"^schedule='lifo': use one of random, round_robin"),
+    (dict(seed=None), r"^seed=None: use an integer"),
+])
+def test_bad_async_local_arguments_say_what_to_change(kwargs, match):
+    # The same checks as the config's replay section, named as the strategy's own arguments.
+    with pytest.raises(ValueError, match=match):
+        il.AsyncLocal(**kwargs)
 
 
 def test_config_builds_the_strategy_with_its_options_and_the_run_seed():

@@ -144,12 +144,30 @@ def test_reproduce_trains_runs_in_parallel_processes(tmp_path, monkeypatch):
     data = json.loads((out / "report.json").read_text())
     assert {k: len(v) for k, v in data["runs"].items()} == {"local": 1, "2-wise": 1}
     assert all(0 <= v[0]["final"]["test_final_acc"] <= 1 for v in data["runs"].values())
+    assert data["command"] == "interlock reproduce tiny --scale cpu --seeds 0 --jobs 2"
+    assert "Command: `interlock reproduce tiny --scale cpu --seeds 0 --jobs 2`" in (out / "report.md").read_text()
     # Same numbers as in one process: the runs are seeded and deterministic.
     one = reproduce("tiny", root=tmp_path / "one", stream=io.StringIO(), quiet=True)
     serial = json.loads((one / "report.json").read_text())
+    assert serial["command"] == "interlock reproduce tiny --scale cpu --seeds 0"
     for key in ("local", "2-wise"):
         assert serial["runs"][key][0]["final"]["test_final_acc"] == data["runs"][key][0]["final"]["test_final_acc"]
 
 
 def test_one_lr_milestone_on_the_command_line_is_a_tuple():
     assert load_config(None, ["lr.name=multistep", "lr.milestones=0.91", "steps=1"]).lr.milestones == (0.91,)
+
+
+def test_line_plots_of_counts_have_whole_number_ticks():
+    import matplotlib.pyplot as plt
+
+    from interlock.reproduce.plots import lines_figure
+
+    # Components K = 2, 3, 5: no tick at 2.5. Slow-downs S = 1, 1.2, 2 keep fractional ticks.
+    fig = lines_figure({"2-wise": [(2, 50.0, 1.0), (3, 48.0, 1.0), (5, 45.0, 2.0)]}, xlabel="K", ylabel="acc", title="t")
+    ticks = [t for t in fig.axes[0].get_xticks() if 2 <= t <= 5]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    plt.close(fig)
+    fig = lines_figure({"async": [(1.0, 40.0, 1.0), (1.2, 39.0, 1.0), (2.0, 38.0, 1.0)]}, xlabel="S", ylabel="acc", title="t")
+    assert any(not float(t).is_integer() for t in fig.axes[0].get_xticks())
+    plt.close(fig)

@@ -126,6 +126,12 @@ def test_resume_keeps_the_queued_gradients():
         resumed.step(bx, by)
     sa, sb = state_of([resumed.net]), state_of([full.net])
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # A checkpoint of another strategy has no queue: the error names the strategy that wrote it.
+    local = il.SimulatedEngine(il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads)), il.Local(),
+                               optimizer=sgd, loss_fn=loss_fn)
+    with pytest.raises(ValueError, match=r"component 1 has no queued gradients: it was not written by hogwild; "
+                                         r"resume it with the strategy that wrote it \(local\)"):
+        resumed.load_component_state(0, local.component_state(0))
 
 
 def test_hogwild_from_the_config():

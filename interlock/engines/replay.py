@@ -43,7 +43,7 @@ from ..clock import Makespan
 from ..net import ComponentNet
 from ..strategies import AsyncLocal
 from .buffer import ReplayBuffer
-from .common import StepResult
+from .common import StepResult, strategy_state
 from .simulated import SimulatedEngine
 
 __all__ = ["ReplayEngine", "ComponentSampler", "no_wait_makespan"]
@@ -201,11 +201,7 @@ class ReplayEngine(SimulatedEngine):
         return state
 
     def load_component_state(self, k: int, state: dict) -> None:
-        if "replay" not in state:
-            raise ValueError(
-                f"the checkpoint of component {k + 1} has no replay state: it was not written by async-local; "
-                f"resume it with the strategy that wrote it ({state.get('strategy')})"
-            )
+        strategy_state(state, k, key="replay", holds="replay state", strategy="async-local")
         super().load_component_state(k, state)
         replay = state["replay"]
         self.updates[k] = int(replay["updates"])

@@ -31,7 +31,7 @@ from .. import schedule as S
 from ..net import ComponentNet
 from ..strategies import Hogwild, staleness
 from ..worker import ActionRecord
-from .common import Losses, StepResult
+from .common import Losses, StepResult, strategy_state
 from .replay import no_wait_makespan
 from .simulated import SimulatedEngine
 from .stale_ranks import _validate_flush_every
@@ -113,10 +113,6 @@ class StaleEngine(SimulatedEngine):
         return state
 
     def load_component_state(self, k: int, state: dict) -> None:
-        if "stale" not in state:
-            raise ValueError(
-                f"the checkpoint of component {k + 1} has no queued gradients: it was not written by hogwild; "
-                f"resume it with the strategy that wrote it ({state.get('strategy')})"
-            )
+        strategy_state(state, k, key="stale", holds="queued gradients", strategy="hogwild")
         super().load_component_state(k, state)
         self.pending[k] = deque(state["stale"]["pending"])

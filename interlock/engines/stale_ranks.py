@@ -41,7 +41,7 @@ from ..net import ComponentNet
 from ..strategies import Hogwild, staleness
 from ..transport import InMemoryTransport
 from ..worker import ActionRecord
-from .common import EngineOptions, Losses, LossFn, StepResult, check_total_steps, load_component, make_worker, pack_component_state
+from .common import EngineOptions, Losses, LossFn, StepResult, check_total_steps, load_component, make_worker, pack_component_state, strategy_state
 from .ranks import RankEngine
 
 __all__ = ["StaleRankEngine"]
@@ -257,11 +257,7 @@ class StaleRankEngine(RankEngine):
 
     def load_component_state(self, k: int, state: dict) -> None:
         self._check_local(k)
-        if "stale" not in state:
-            raise ValueError(
-                f"the checkpoint of component {k + 1} has no queued gradients: it was not written by hogwild; "
-                f"resume it with the strategy that wrote it ({state.get('strategy')})"
-            )
+        strategy_state(state, k, key="stale", holds="queued gradients", strategy="hogwild")
         if state["stale"]["pending"]:
             raise ValueError(
                 f"the checkpoint of component {k + 1} holds {len(state['stale']['pending'])} queued gradients (written "

@@ -191,6 +191,10 @@ def reproduce(
         command += "".join(f" --set {o}" for o in overrides)
     if only:
         command += f" --runs {','.join(r.key for r in runs)}"
+    if device:
+        command += f" --device {device}"
+    if jobs > 1:  # runs sharing a machine: their step times are not those of one run alone
+        command += f" --jobs {jobs}"
     missing = [f"{run.key} seed {seed}" for run, seed, run_dir, *_ in planned if not (run_dir / "metrics.jsonl").exists()]
     md = [
         f"# {table.title}",
