@@ -267,8 +267,9 @@ def single_process_step(net, x, y, *, threads: int, steps: int) -> float:
 
 def predicted_step(net, x, y, strategy, split: bool | None, microbatched: bool, *, microbatches: int) -> float:
     """The clock's K-device step time from the simulated engine's measured actions (one thread)."""
-    engine = il.SimulatedEngine(copy.deepcopy(net), strategy(), optimizer=sgd, loss_fn=F.cross_entropy, split_backward=split,
-                                microbatches=microbatches if microbatched else 1)
+    # split None: the distributed engines' default, which splits (the simulated engine's None is one pass).
+    engine = il.SimulatedEngine(copy.deepcopy(net), strategy(), optimizer=sgd, loss_fn=F.cross_entropy,
+                                split_backward=True if split is None else split, microbatches=microbatches if microbatched else 1)
     engine.step(x, y)
     records = [r for _ in range(4) for r in engine.step(x, y).records]
     return engine.predicted_time(records).makespan_s / 4

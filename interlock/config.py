@@ -279,7 +279,7 @@ class TrainConfig:
     strategy: str = "2-wise"  # end-to-end, local, <n>-wise, <n>-wise-sum, async-local, sequential, local-double, hogwild
     loss_weights: tuple[float, ...] | None = None  # w_k scaling each component's loss, one per component
     microbatches: int = 1  # cut each step's batch into m micro-batches that pipeline through the components
-    split_backward: bool | None = None  # None: split a lone stream's backward (input gradient sent first; shorter K-device critical path, ~10% more compute in one process); false: one pass
+    split_backward: bool | None = None  # None: the engine's default (distributed: split a lone stream's backward, input gradient sent first, for a shorter K-device critical path; simulated: one pass, as it runs components one after another); true: split; false: one pass
     label_smoothing: float = 0.0  # of the cross-entropy of every head
     epochs: float = 0.0  # run length in epochs (fractions allowed); set this or steps
     steps: int = 0  # run length in steps; set this or epochs

@@ -72,3 +72,22 @@ def test_end_to_end_is_one_backward_pass_per_component():
     assert kinds[0] == ["Forward", "SendActivation", "HeadLoss", "RecvStream", "WeightGrad", "Update"]
     assert kinds[1] == ["RecvActivation", "Forward", "SendActivation", "HeadLoss", "RecvStream", "FullGrad", "SendStream", "Update"]
     assert kinds[2] == ["RecvActivation", "Forward", "HeadLoss", "FullGrad", "SendStream", "Update"]
+
+
+def test_the_simulated_engine_runs_one_pass_by_default_and_the_distributed_rule_splits():
+    # One process runs the components one after another: a split shortens nothing there, so the
+    # simulated engine's default is plain backprop; the builder's rule (the distributed engines'
+    # default, None) splits every lone stream; the simulated engine splits when asked.
+    blocks, heads, x, y, loss_fn = PARTS["mlp"](3, seed=0)
+    sgd = lambda p: torch.optim.SGD(p, lr=0.1)
+
+    def kinds(**kw):
+        engine = il.SimulatedEngine(il.ComponentNet(blocks=blocks, heads=heads), il.EndToEnd(), optimizer=sgd,
+                                    loss_fn=loss_fn, **kw)
+        return [[a.kind for a in w.schedule] for w in engine.workers]
+
+    one_pass = [[a.kind for a in S.build_schedule(il.EndToEnd().plan(3), k, has_head=True, split_backward=False)]
+                for k in range(3)]
+    split = [[a.kind for a in S.build_schedule(il.EndToEnd().plan(3), k, has_head=True)] for k in range(3)]
+    assert kinds() == one_pass and "FullGrad" in one_pass[2]
+    assert kinds(split_backward=True) == split and "FullGrad" not in split[2] and "InputGrad" in split[2]

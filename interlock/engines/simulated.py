@@ -30,9 +30,13 @@ class SimulatedEngine(EngineBase):
     ``lr_scheduler``: factory ``optimizer -> scheduler`` stepped once per step (or one per
     component); ``loss_weights``: K non-negative weights of L_1..L_K; ``batch_streams``:
     compute several streams' input gradients in one batched call; ``split_backward``: send a
-    lone stream's input gradient before computing the weight gradient (None, the default: the
-    schedule builder's rule, which splits wherever a lone stream is forwarded; see
-    :func:`interlock.schedule.build_schedule`); ``microbatches``: cut each step's batch into
+    lone stream's input gradient before computing the weight gradient (the distributed engines'
+    default, :func:`interlock.schedule.build_schedule`). None, the default here, is one pass:
+    this engine runs the components one after another, so a split shortens nothing, and on the
+    CPU it costs time (input and weight parts of each layer in two kernel calls, BatchNorm's
+    reductions twice: 13-32% more per end-to-end step, docs/results.md). The numbers are the same
+    either way wherever a component sees one stream; pass True to time (``predicted_time``) the
+    schedule the distributed engines run. ``microbatches``: cut each step's batch into
     that many equal micro-batches, pipelined through the components, one update per step
     (docs/design.md, "Micro-batches"); ``rng_seed``: give each
     component its own random state per step (dropout masks then match the distributed
@@ -61,8 +65,8 @@ class SimulatedEngine(EngineBase):
             net = strategy.prepare(net)  # the network itself, unless the strategy regroups components (LocalDouble)
         self.options = EngineOptions(
             optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler, loss_weights=loss_weights,
-            batch_streams=batch_streams, split_backward=split_backward, rng_seed=rng_seed, record=record,
-            microbatches=microbatches,
+            batch_streams=batch_streams, split_backward=False if split_backward is None else split_backward,
+            rng_seed=rng_seed, record=record, microbatches=microbatches,
         )
         self.plan = validate_engine(net, strategy, self.options)
         if strategy.own_engine and microbatches != 1:
