@@ -290,6 +290,7 @@ class TrainConfig:
     trace_steps: int = 0  # write trace.json (Chrome trace) and trace.png (Gantt) of this many steps after the first
     engine: str = "simulated"  # simulated (one process) | distributed (one process per component) | pipeline (end-to-end, torch pipelining)
     dist_timeout_s: float = 300.0  # distributed: a rank waiting this long for a peer ends the run (not a limit on its length)
+    dist_backend: str | None = None  # distributed: null (NCCL on GPUs, gloo on the CPU) | nccl | gloo (with device=cuda: ranks share GPUs, messages staged through the CPU)
     divergence_ratio: float = 100.0  # a finite loss this many times its first-step value stops the run (0: only NaN/inf do)
     device: str = "cpu"  # cpu, or cuda (distributed: one GPU per rank)
     run_dir: str = "runs/default"  # where config.json, metrics, checkpoints and log.txt go
@@ -327,6 +328,11 @@ class TrainConfig:
             _check(self.pipeline.schedule not in ("interleaved-1f1b", "zb1p") or m % K == 0,
                    f"pipeline.schedule={self.pipeline.schedule} needs pipeline.microbatches a multiple of model.components={K}")
         _check(self.dist_timeout_s > 0, f"dist_timeout_s={self.dist_timeout_s}: use a positive number of seconds")
+        _check(self.dist_backend in (None, "nccl", "gloo"),
+               f"dist_backend={self.dist_backend!r}: use nccl, gloo or null (NCCL on GPUs, gloo on the CPU)")
+        _check(self.dist_backend is None or (self.engine == "distributed" and not strategy.own_engine),
+               f"dist_backend={self.dist_backend} applies to engine=distributed with a synchronous strategy "
+               f"(end-to-end, local, n-wise); leave it null")
         _check(self.divergence_ratio == 0 or self.divergence_ratio > 1,
                f"divergence_ratio={self.divergence_ratio}: use a ratio > 1 (e.g. 100), or 0 to stop only on NaN/inf")
         _check(self.threads >= 0, f"threads={self.threads}: use >= 0 (0 leaves PyTorch's default)")

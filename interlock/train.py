@@ -157,6 +157,8 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
     kw.update(total_steps=total_steps, flush_every=config.checkpoint_every)
     if config.engine == "distributed":
         # Training batches all have one size (the last smaller one is dropped): static shapes.
+        if config.dist_backend is not None:  # (the config allows it for DistributedEngine's strategies only)
+            kw["backend"] = config.dist_backend
         return engines.create_distributed(net, strategy, device=config.device, timeout_s=config.dist_timeout_s,
                                           static_shapes=True, **kw)
     return engines.create(net.to(config.device), strategy, **kw)
@@ -584,7 +586,7 @@ def engine_lr(engine) -> float:
 # resume would leave config.json describing a run that never happened.
 RESUMABLE_OPTIONS = (
     "steps", "epochs", "eval_every", "log_every", "checkpoint_every", "trace_steps", "engine", "dist_timeout_s",
-    "divergence_ratio", "device", "threads", "run_dir", "data.root", "data.eval_batch_size", "data.eval_batches",
+    "divergence_ratio", "device", "dist_backend", "threads", "run_dir", "data.root", "data.eval_batch_size", "data.eval_batches",
     "data.eval_chunk",
 )
 

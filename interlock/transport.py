@@ -108,7 +108,9 @@ class TorchDistributedTransport:
     ``ranks[k]`` is the global rank holding component k (default: rank k). ``group``
     carries the payloads; ``header_group`` the headers (default ``group``; with NCCL
     pass a gloo group, so headers stay on the CPU and decoding one costs no device sync).
-    ``device``: where received tensors are allocated. ``timeout_s``: how long a receive
+    ``device``: where received tensors are allocated. ``wire_device``: where payloads travel,
+    if not ``device`` (``"cpu"`` when GPU tensors go over gloo, which sends CPU tensors only:
+    each payload is copied there before its send and back after its receive). ``timeout_s``: how long a receive
     or a send waits before failing (default: the process group's timeout). ``p2p_tags``:
     the (header, payload) point-to-point tags; two transports with different tags between
     the same ranks are independent channels (training messages vs evaluation, for one).
@@ -139,6 +141,7 @@ class TorchDistributedTransport:
         timeout_s: float | None = None,
         p2p_tags: tuple[int, int] = (_HEADER_P2P_TAG, _PAYLOAD_P2P_TAG),
         static_shapes: bool = False,
+        wire_device: torch.device | str | None = None,
     ) -> None:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError(
@@ -153,6 +156,7 @@ class TorchDistributedTransport:
         self.group = group
         self.header_group = group if header_group is None else header_group
         self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.wire_device = self.device if wire_device is None else torch.device(wire_device)
         self.max_pending_sends = max_pending_sends
         self._timeout = None if timeout_s is None else timedelta(seconds=timeout_s)
         self._header_tag, self._payload_tag = p2p_tags
@@ -178,6 +182,7 @@ class TorchDistributedTransport:
         """Start sending ``tensor`` from component ``src`` to ``dst``; returns without waiting for ``dst``."""
         peer = self._rank_of(dst)
         payload, stride = _dense_flat(tensor.detach())
+        payload = payload.to(self.wire_device)  # (no copy unless staged)
         layout = (tensor.dtype, tuple(tensor.shape), stride)
         header = header_work = None
         known = self._sent_layout.get((dst, tuple(tag))) if self.static_shapes else None
@@ -238,7 +243,7 @@ class TorchDistributedTransport:
             if work is not None:
                 self._wait(work, self._waiting(src, dst, tag))
                 self.messages_received += 1
-                return buffer
+                return self._arrived(buffer)
         out = self._recv_now(src, dst, tag)
         self._post_deferred(src)
         return out
@@ -268,9 +273,13 @@ class TorchDistributedTransport:
                 return  # its first message (with the header) must be received first
             entry[1], entry[2] = self._irecv_payload(src, layout)
 
+    def _arrived(self, buffer: torch.Tensor) -> torch.Tensor:
+        """A received payload on this transport's device (a copy only when staged)."""
+        return buffer.to(self.device)  # (a dense tensor keeps its strides)
+
     def _irecv_payload(self, src: int, layout: tuple) -> tuple[torch.Tensor, object]:
         dtype, shape, stride = layout
-        out = torch.empty_strided(shape, stride, dtype=dtype, device=self.device)
+        out = torch.empty_strided(shape, stride, dtype=dtype, device=self.wire_device)
         flat, _ = _dense_flat(out)
         work = dist.irecv(flat, src=self._rank_of(src), group=self.group, tag=self._payload_tag) if flat.numel() else _DONE
         return out, work
@@ -285,7 +294,7 @@ class TorchDistributedTransport:
         out, work = self._irecv_payload(src, layout)
         self._wait(work, self._waiting(src, dst, tag))
         self.messages_received += 1
-        return out
+        return self._arrived(out)
 
     def _waiting(self, src: int, dst: int, tag: tuple) -> str:
         return f"component {dst + 1} waiting for {tag} from component {src + 1} (rank {self._rank_of(src)})"
@@ -303,12 +312,12 @@ class TorchDistributedTransport:
         got, dtype, shape, stride = _decode_header(header)
         if expect is not None and got != tuple(expect):
             raise TransportError(f"component {dst + 1} expected {expect} from component {src + 1} but received {got}")
-        out = torch.empty_strided(shape, stride, dtype=dtype, device=self.device)
+        out = torch.empty_strided(shape, stride, dtype=dtype, device=self.wire_device)
         flat, _ = _dense_flat(out)
         if flat.numel():
             self._wait(dist.irecv(flat, src=peer, group=self.group, tag=self._payload_tag), what)
         self.messages_received += 1
-        return got, out
+        return got, self._arrived(out)
 
     # -- helpers -------------------------------------------------------------------------
 

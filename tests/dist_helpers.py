@@ -355,6 +355,25 @@ def engine_lifecycle() -> dict:
     return {"during": during, "after": dist.is_initialized(), "kept": [b is not None for b in engine.net.blocks]}
 
 
+def with_backend(strategy_name: str, device: str | None, backend: str | None) -> dict:
+    """Three steps of the 2-component MLP on ``device`` over ``backend``: this rank's parameters (on the CPU),
+    whether its messages were staged through the CPU, and whether its action times were device marks."""
+    from interlock.config import parse_strategy
+    from interlock.timing import Mark
+
+    blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=7)
+    engine = DistributedEngine(il.ComponentNet(blocks=blocks, heads=heads), parse_strategy(strategy_name), optimizer=sgd,
+                               loss_fn=loss_fn, device=device, backend=backend, static_shapes=True, total_steps=STEPS)
+    records = []
+    for bx, by in batches_for(x, y):
+        records += engine.step(bx if engine.rank == 0 else None, by).records
+    out = {"state": {k: v.cpu() for k, v in own_state(engine).items()}, "staged": engine.group.staged,
+           "device": str(engine.device), "marks": bool(records) and all(isinstance(r.start_s, Mark) for r in records),
+           "backend": engine.group.backend}
+    engine.close()
+    return out
+
+
 def wrong_world_size() -> None:
     blocks, heads, x, y, loss_fn = PARTS["mlp"](3, seed=0)
     DistributedEngine(il.ComponentNet(blocks=blocks, heads=heads), il.Local(), optimizer=sgd, loss_fn=loss_fn)

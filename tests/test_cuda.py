@@ -3,7 +3,9 @@
 - the simulated engine on CUDA gives the CPU run's parameters to float tolerance;
 - action times on a GPU come from CUDA events (interlock.timing) and resolve to seconds;
 - the distributed engine over NCCL (one GPU per rank, so it needs two GPUs: NCCL refuses two ranks
-  on one device) gives the simulated engine's parameters, with the training program's transport.
+  on one device) gives the simulated engine's parameters, with the training program's transport;
+- with one GPU, the distributed engine's CUDA code runs with both ranks sharing it over gloo
+  (``backend="gloo"``, messages staged through the CPU), timed by CUDA events.
 """
 
 from __future__ import annotations
@@ -74,4 +76,24 @@ def test_distributed_engine_over_nccl_equals_the_simulated_engine(strategy):
     for k in range(2):
         want = component_state(net, k)
         for key, value in ranks[k].items():
+            torch.testing.assert_close(value, want[key], rtol=1e-4, atol=1e-5)
+
+
+@cuda
+@pytest.mark.parametrize("strategy", ["end-to-end", "local", "2-wise"])
+def test_ranks_sharing_one_gpu_over_gloo_equal_the_simulated_engine(strategy):
+    from interlock.config import parse_strategy
+    from test_distributed import component_state
+
+    ranks = run_local(H.with_backend, 2, strategy, "cuda", "gloo", timeout_s=300)
+    blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=7)
+    net = il.ComponentNet(blocks=blocks, heads=heads)
+    sim = il.SimulatedEngine(net, parse_strategy(strategy), optimizer=H.sgd, loss_fn=loss_fn)
+    for bx, by in H.batches_for(x, y, 3):
+        sim.step(bx, by)
+    for k, got in enumerate(ranks):
+        assert got["staged"] and got["backend"] == "gloo" and got["device"].startswith("cuda")
+        assert got["marks"]  # action times from CUDA events
+        want = component_state(net, k)
+        for key, value in got["state"].items():
             torch.testing.assert_close(value, want[key], rtol=1e-4, atol=1e-5)

@@ -316,6 +316,31 @@ def test_engine_creates_and_destroys_its_process_group_and_keeps_one_component()
     assert [r["kept"] for r in ranks] == [[True, False], [False, True]]
 
 
+def test_an_explicit_gloo_backend_on_the_cpu_and_bad_backends_are_refused_before_joining():
+    ranks = run_local(H.with_backend, 2, "2-wise", None, "gloo", timeout_s=60)
+    blocks, heads, x, y, loss_fn = H.PARTS["mlp"](2, seed=7)
+    net = il.ComponentNet(blocks=blocks, heads=heads)
+    sim = il.SimulatedEngine(net, il.Interlocking(2), optimizer=H.sgd, loss_fn=loss_fn)
+    for bx, by in H.batches_for(x, y):
+        sim.step(bx, by)
+    for k, got in enumerate(ranks):
+        assert got["backend"] == "gloo" and not got["staged"] and got["device"] == "cpu"
+        assert_bitwise_equal(got["state"], component_state(net, k), f"component {k + 1}")
+    # Refused in this process, before any process group is looked for.
+    def make(**kw):
+        b, h, *_ = H.PARTS["mlp"](2, seed=0)
+        return il.DistributedEngine(il.ComponentNet(blocks=b, heads=h), il.Local(), optimizer=H.sgd,
+                                    loss_fn=torch.nn.functional.cross_entropy, **kw)
+
+    with pytest.raises(ValueError, match=r"backend='mpi': use 'nccl' \(one GPU per rank\), 'gloo'"):
+        make(backend="mpi")
+    with pytest.raises(ValueError, match=r"backend='nccl' needs device='cuda'"):
+        make(backend="nccl")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device='cuda', but this process sees no CUDA device"):
+            make(device="cuda", backend="gloo")
+
+
 def test_world_size_must_equal_the_number_of_components():
     with pytest.raises(ValueError, match=r"the network has 3 components but 2 processes were started.*nproc-per-node=3"):
         run_local(H.wrong_world_size, 2, timeout_s=60)

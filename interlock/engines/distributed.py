@@ -41,7 +41,10 @@ or let the c10d rendezvous assign node ranks::
 
 ``device=None`` runs on the CPU over gloo. ``device="cuda"`` runs each rank on GPU
 ``LOCAL_RANK`` over NCCL (headers and loss gathering go over a gloo side group, on the
-CPU). Without torchrun, :func:`interlock.launch.run_local` starts K local processes.
+CPU). ``device="cuda", backend="gloo"`` puts the ranks on the GPUs in turn, several per GPU if
+need be (NCCL refuses two ranks on one GPU), and stages every message through the CPU: a way to
+run K components on fewer GPUs, not a fast one. Without torchrun,
+:func:`interlock.launch.run_local` starts K local processes.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ class DistributedEngine(RankEngine):
     ``loss_fn``, ``lr_scheduler``, ``loss_weights``, ``batch_streams``, ``split_backward``,
     ``microbatches``, ``rng_seed``, ``record``), plus: ``timeout_s``, the process-group timeout (a rank that waits longer
     for a message fails); ``device``: None (CPU, gloo) or "cuda" (GPU LOCAL_RANK, NCCL);
+    ``backend``: None (NCCL on GPUs, gloo on the CPU) or "gloo" with ``device="cuda"`` (ranks
+    sharing GPUs, messages staged through the CPU);
     ``max_pending_sends``: sends a rank may have outstanding before it waits for the
     oldest (bounds how far a component runs ahead under local learning);
     ``sample_input``: dry-run the whole network's shapes on every rank first;
@@ -105,6 +110,7 @@ class DistributedEngine(RankEngine):
         sample_input: torch.Tensor | None = None,
         static_shapes: bool = False,
         total_steps: int | None = None,
+        backend: str | None = None,
     ) -> None:
         if total_steps is not None:
             check_total_steps(total_steps, "the run's length in steps (or None)")
@@ -117,7 +123,8 @@ class DistributedEngine(RankEngine):
             batch_streams=batch_streams, split_backward=split_backward, rng_seed=rng_seed, record=record,
             microbatches=microbatches,
         )
-        k = self._setup(net, strategy, options, device=device, timeout_s=timeout_s, sample_input=sample_input)
+        k = self._setup(net, strategy, options, device=device, timeout_s=timeout_s, sample_input=sample_input,
+                        backend=backend)
         self.options = options
         self.total_steps = total_steps
         self._open_channels(max_pending_sends=max_pending_sends, timeout_s=timeout_s, train_tags=_TRAIN_P2P_TAGS,

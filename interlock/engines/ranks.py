@@ -26,7 +26,7 @@ from ..transport import TorchDistributedTransport
 from .base import EngineBase
 from .common import EngineOptions, validate_engine
 
-__all__ = ["RankGroup", "RankEngine", "keep_component", "chain_heads_forward", "EVAL_TAG"]
+__all__ = ["RankGroup", "RankEngine", "keep_component", "chain_heads_forward", "check_backend", "BACKENDS", "EVAL_TAG"]
 
 # Evaluation activations travel on the same channels as training messages; their own tag
 # makes a training/evaluation mix-up between ranks a loud TransportError.
@@ -41,6 +41,8 @@ class RankGroup:
 
     ``control_group`` is a gloo group for CPU-side traffic (message headers, losses, the
     epoch barrier): the world group itself under gloo, a gloo side group under NCCL.
+    ``staged``: the ranks compute on GPUs but talk over gloo (``backend="gloo"``, so that several
+    ranks can share one GPU, which NCCL refuses): messages and reductions go through the CPU.
     """
 
     rank: int
@@ -49,15 +51,24 @@ class RankGroup:
     backend: str
     created: bool  # this process group was initialised here, so close() destroys it
     control_group: dist.ProcessGroup | None
+    staged: bool = False
 
     @classmethod
-    def join(cls, *, device: torch.device | str | None, timeout_s: float) -> "RankGroup":
-        """Initialise the default process group from the torchrun environment, unless it already is."""
+    def join(cls, *, device: torch.device | str | None, timeout_s: float, backend: str | None = None) -> "RankGroup":
+        """Initialise the default process group from the torchrun environment, unless it already is.
+
+        ``backend``: None picks NCCL on GPUs (one GPU per rank: ``cuda:LOCAL_RANK``) and gloo on the
+        CPU; "gloo" with ``device="cuda"`` puts the ranks on the GPUs in turn (``LOCAL_RANK`` modulo
+        the GPUs, so K ranks may share one) and stages every message through the CPU.
+        """
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
             raise ValueError(f"timeout_s={timeout_s!r}: give the process-group timeout as a positive number of seconds")
+        check_backend(backend)
         if not dist.is_available():
             raise RuntimeError("this PyTorch build has no torch.distributed; install one that does")
-        dev = _resolve_device(device)
+        dev = _resolve_device(device, shared=backend == "gloo")
+        if backend == "nccl" and dev.type != "cuda":
+            raise ValueError("backend='nccl' needs device='cuda' (NCCL talks between GPUs); on the CPU use gloo")
         created = False
         if not dist.is_initialized():
             missing = [v for v in _ENV if v not in os.environ]
@@ -66,22 +77,25 @@ class RankGroup:
                     f"the distributed engine needs {', '.join(missing)} in the environment: start one process per "
                     f"component with `torchrun --nproc-per-node=K script.py` or interlock.launch.run_local(fn, K)"
                 )
-            backend = "nccl" if dev.type == "cuda" else "gloo"
-            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+            wanted = backend or ("nccl" if dev.type == "cuda" else "gloo")
+            dist.init_process_group(wanted, timeout=timedelta(seconds=timeout_s))
             created = True
-        backend = str(dist.get_backend())
-        if dev.type == "cuda" and "nccl" not in backend:
-            raise ValueError(f"device={dev} needs the NCCL backend, but the process group uses {backend!r}")
-        if dev.type == "cpu" and "gloo" not in backend:
-            raise ValueError(f"device=cpu needs the gloo backend, but the process group uses {backend!r}; pass device='cuda'")
+        actual = str(dist.get_backend())
+        if backend is not None and backend not in actual:
+            raise ValueError(f"backend={backend!r}, but the process group was initialised with {actual!r}")
+        if dev.type == "cuda" and "nccl" not in actual and backend != "gloo":
+            raise ValueError(f"device={dev} needs the NCCL backend, but the process group uses {actual!r} "
+                             f"(pass backend='gloo' to run on GPUs with messages staged through the CPU)")
+        if dev.type == "cpu" and "gloo" not in actual:
+            raise ValueError(f"device=cpu needs the gloo backend, but the process group uses {actual!r}; pass device='cuda'")
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         # Under NCCL, CPU tensors (headers, losses) go over a gloo side group. Every rank
         # creates it at the same point (new_group is collective).
-        control = None if backend == "gloo" else dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+        control = None if actual == "gloo" else dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
         return cls(
-            rank=dist.get_rank(), world_size=dist.get_world_size(), device=dev, backend=backend,
-            created=created, control_group=control,
+            rank=dist.get_rank(), world_size=dist.get_world_size(), device=dev, backend=actual,
+            created=created, control_group=control, staged=dev.type == "cuda" and actual == "gloo",
         )
 
     def require_world_size(self, num_components: int) -> None:
@@ -99,8 +113,8 @@ class RankGroup:
 
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
         """The sum of ``t`` over the ranks (a new tensor; ``t`` is left alone)."""
-        if t.device.type == "cpu":
-            out, group = t.detach().clone(), self.control_group
+        if t.device.type == "cpu" or self.staged:  # (gloo reduces CPU tensors)
+            out, group = t.detach().to("cpu", copy=True), self.control_group
         else:
             out, group = t.detach().to(self.device, copy=True), None
         dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
@@ -129,15 +143,29 @@ class RankGroup:
             self.created = False
 
 
-def _resolve_device(device: torch.device | str | None) -> torch.device:
+BACKENDS = ("nccl", "gloo")
+
+
+def check_backend(backend) -> None:
+    """A ValueError saying what to pass, unless ``backend`` is None, "nccl" or "gloo"."""
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: use 'nccl' (one GPU per rank), 'gloo' (the CPU, or ranks sharing GPUs "
+                         f"with messages staged through the CPU), or None (NCCL on GPUs, gloo on the CPU)")
+
+
+def _resolve_device(device: torch.device | str | None, *, shared: bool = False) -> torch.device:
     if device is None:
         return torch.device("cpu")
     dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        # torchrun gives each process on a node its LOCAL_RANK: one GPU per process.
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device={device!r}: the distributed engines run on 'cpu' (gloo) or 'cuda' (NCCL)")
+        raise ValueError(f"device={device!r}: the distributed engines run on 'cpu' (gloo) or 'cuda' (NCCL, or gloo)")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}, but this process sees no CUDA device; run on 'cpu' or on a machine with a GPU")
+    if dev.type == "cuda" and dev.index is None:
+        # torchrun gives each process on a node its LOCAL_RANK: one GPU per process, or under gloo
+        # the GPUs in turn (several ranks per GPU when there are more ranks than GPUs).
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        dev = torch.device("cuda", local % torch.cuda.device_count() if shared else local)
     return dev
 
 
@@ -218,10 +246,10 @@ class RankEngine(EngineBase):
     def barrier(self) -> None:
         self.group.barrier()
 
-    def _join(self, net: ComponentNet, *, device, timeout_s: float) -> int:
+    def _join(self, net: ComponentNet, *, device, timeout_s: float, backend: str | None = None) -> int:
         """Join the process group (one rank per component) and keep only this rank's component of ``net``."""
         K = net.num_components
-        self.group = RankGroup.join(device=device, timeout_s=timeout_s)
+        self.group = RankGroup.join(device=device, timeout_s=timeout_s, backend=backend)
         self.group.require_world_size(K)
         self._num_components = K
         self.device = self.group.device
@@ -229,7 +257,7 @@ class RankEngine(EngineBase):
         return self.group.rank
 
     def _setup(self, net: ComponentNet, strategy: Strategy, options: EngineOptions, *, device, timeout_s: float,
-               sample_input: torch.Tensor | None) -> int:
+               sample_input: torch.Tensor | None, backend: str | None = None) -> int:
         """What every rank engine does first: validate (alike on every rank, before any joins), join the
         process group, keep this rank's component and move it to the device. Returns the rank."""
         plan = validate_engine(net, strategy, options)
@@ -239,7 +267,7 @@ class RankEngine(EngineBase):
         self.plan = plan
         if sample_input is not None:
             net.check(sample_input)  # every rank still holds the whole network here
-        k = self._join(net, device=device, timeout_s=timeout_s)
+        k = self._join(net, device=device, timeout_s=timeout_s, backend=backend)
         net.blocks[k].to(self.device)
         if net.heads[k] is not None:
             net.heads[k].to(self.device)
@@ -251,7 +279,7 @@ class RankEngine(EngineBase):
         """``transport`` for evaluation's chain and ``channel`` for training messages (their own p2p
         tags, so receives posted ahead for training never meet an evaluation message)."""
         common = dict(header_group=self.group.control_group, device=self.device, max_pending_sends=max_pending_sends,
-                      timeout_s=timeout_s)
+                      timeout_s=timeout_s, wire_device="cpu" if self.group.staged else None)
         self.transport = TorchDistributedTransport(**common)
         self.channel = TorchDistributedTransport(**common, p2p_tags=train_tags, static_shapes=static_shapes)
 
