@@ -20,10 +20,11 @@ schedules wait for some of them), so measured times may run a little over the pr
 from __future__ import annotations
 
 import types
+from collections.abc import Sequence
 
 from .clock import ComputeCosts
 
-__all__ = ["pipeline_order", "predict_pipeline"]
+__all__ = ["pipeline_order", "predict_pipeline", "stage_costs_from_records"]
 
 
 def pipeline_order(schedule: str, num_components: int, microbatches: int) -> list[list[tuple[str, int]]]:
@@ -60,17 +61,23 @@ def pipeline_order(schedule: str, num_components: int, microbatches: int) -> lis
     raise ValueError(f"schedule={schedule!r}: the clock knows gpipe, 1f1b and zb1p")
 
 
-def predict_pipeline(schedule: str, costs: ComputeCosts, *, num_components: int, microbatches: int, steps: int,
-                     latency_s: float = 0.0, store_and_forward: bool = False) -> float:
-    """Seconds for ``steps`` steps of ``schedule``; ``costs`` are one whole batch's (divided by m here).
+def predict_pipeline(schedule: str, costs: ComputeCosts | Sequence[ComputeCosts], *, num_components: int,
+                     microbatches: int, steps: int, latency_s: float = 0.0, store_and_forward: bool = False) -> float:
+    """Seconds for ``steps`` steps of ``schedule``; ``costs`` are one whole batch's (divided by m here),
+    the same on every rank or one per rank.
 
     A message (an activation up, a gradient down) arrives ``latency_s`` after the operation that
     made it ends; ``store_and_forward``: each link (one per ordered pair of ranks) holds one message
     at a time, so a message also waits for the one before it (as in :func:`interlock.clock.critical_path`).
     """
     K, m = num_components, microbatches
-    mb = costs.per_microbatch(m)
-    cost = {"F": mb.forward_s, "I": mb.input_grad_s, "W": mb.weight_grad_s, "B": mb.input_grad_s + mb.weight_grad_s}
+    per_rank = [costs] * K if isinstance(costs, ComputeCosts) else list(costs)
+    if len(per_rank) != K or not all(isinstance(c, ComputeCosts) for c in per_rank):
+        raise ValueError(f"costs: give one ComputeCosts, or one per rank ({K}); got {costs!r}")
+    tables = []
+    for c in per_rank:
+        mb = c.per_microbatch(m)
+        tables.append({"F": mb.forward_s, "I": mb.input_grad_s, "W": mb.weight_grad_s, "B": mb.input_grad_s + mb.weight_grad_s})
     orders = pipeline_order(schedule, K, m)
     done: dict[tuple[str, int, int], float] = {}  # (kind, micro-batch, rank) -> end time
     arrived: dict[tuple[str, int, int], float] = {}  # ("up" | "down", micro-batch, receiving rank) -> arrival
@@ -99,7 +106,7 @@ def predict_pipeline(schedule: str, costs: ComputeCosts, *, num_components: int,
                     needs.append(done.get(("I", i, r)))
                 if any(t is None for t in needs):
                     break
-                end = max([free[r], *needs]) + cost[kind]
+                end = max([free[r], *needs]) + tables[r][kind]
                 free[r] = done[(kind, i, r)] = end
                 if kind == "F" and r < K - 1:
                     send("up", i, r, r + 1, end)
@@ -110,4 +117,32 @@ def predict_pipeline(schedule: str, costs: ComputeCosts, *, num_components: int,
                 progressed = True
         if not progressed:
             raise RuntimeError(f"the {schedule} order deadlocks in the clock's model (K={K}, m={m})")
-    return steps * (max(free) + costs.update_s)
+    return steps * (max(free) + max(c.update_s for c in per_rank))
+
+
+def stage_costs_from_records(records, *, num_components: int, microbatches: int, steps: int) -> list[ComputeCosts]:
+    """Per stage, the costs a pipeline schedule would pay, from an end-to-end run's measured actions.
+
+    ``records``: ``StepResult.records`` (resolved to seconds) of ``steps`` steps of interlock's
+    end-to-end strategy with a split backward (``split_backward=True``) and ``microbatches`` m.
+    Each component's forward, input-gradient and weight-gradient times per micro-batch, the final
+    head's loss counted in the last stage's forward (a pipeline's last stage computes the loss);
+    auxiliary heads are left out (a pipeline schedule trains none). Returned as whole-batch costs
+    (m times the per-micro-batch times), as :func:`predict_pipeline` takes them.
+    """
+    K, m = num_components, microbatches
+    total: dict[tuple[int, str], float] = {}
+    for r in records:
+        kind = r.action.kind
+        if kind == "HeadLoss":
+            if r.component != K - 1:
+                continue
+            kind = "Forward"
+        if kind in ("Forward", "InputGrad", "WeightGrad"):
+            total[(r.component, kind)] = total.get((r.component, kind), 0.0) + (r.end_s - r.start_s)
+    if not any(k == K - 1 for k, _ in total):
+        raise ValueError(f"the records hold no action of component {K}; pass the records of a {K}-component run")
+    # Whole-batch cost = m x (per micro-batch) = (sum over steps and micro-batches) / steps.
+    return [ComputeCosts(**{name: total.get((k, kind), 0.0) / steps for name, kind in
+                            (("forward_s", "Forward"), ("input_grad_s", "InputGrad"), ("weight_grad_s", "WeightGrad"))})
+            for k in range(K)]

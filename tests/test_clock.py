@@ -338,6 +338,12 @@ def test_pipeline_schedules_on_the_clock_match_their_closed_forms():
     # A store-and-forward link holds one message at a time. GPipe, K = 2, m = 2, latency 1 (a
     # micro-batch's forward and backward 0.5 each): rank 1 gets the activations at 1.5 and 2.5
     # (not 2), runs F F B B until 4, rank 0 gets the gradients at 4.5 and 5.5 and ends at 6 (not 5).
+    # Costs per rank: rank 2 twice as slow (micro-batch forward and backward 1 each, rank 1's 0.5).
+    # Rank 2 runs F F B B from 0.5 to 4.5; rank 1 takes the gradients at 3.5 and 4.5 and ends at 5.
+    slow_top = [costs, emulated_costs(forward_s=2.0, backward_s=2.0, split=0.5)]
+    assert predict_pipeline("gpipe", slow_top, num_components=2, microbatches=2, steps=1) == pytest.approx(5.0)
+    with pytest.raises(ValueError, match=r"one per rank \(3\)"):
+        predict_pipeline("gpipe", slow_top, num_components=3, microbatches=3, steps=1)
     link = dict(num_components=2, microbatches=2, steps=1, latency_s=1.0)
     assert predict_pipeline("gpipe", costs, **link) == pytest.approx(5.0)
     assert predict_pipeline("gpipe", costs, **link, store_and_forward=True) == pytest.approx(6.0)

@@ -155,3 +155,26 @@ def test_engine_measurements_follow_the_clock(strategy):
     # Every action overshoots a little; the critical path holds at most ~20 of them.
     assert all(t >= predicted - 1e-3 for t in replayed)
     assert min(replayed) <= predicted + 0.03
+
+
+def test_pipeline_stage_costs_come_from_an_end_to_end_runs_actions():
+    # Emulated blocks sleep per call, so per micro-batch: forward 10 ms, backward 20 ms (half input,
+    # half weight), 2 micro-batches a batch. Per whole batch every stage's forward is then 20 ms and
+    # its input and weight parts 20 ms each, except the first stage's: no input gradient, and a
+    # weight pass that walks the block (40 ms).
+    from interlock.pipeline_clock import stage_costs_from_records
+
+    K, m, steps = 3, 2, 2
+    net = emulated_net(K, forward_s=0.02 / m, backward_s=0.04 / m, split=0.5)
+    engine = il.SimulatedEngine(net, il.EndToEnd(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+                                loss_fn=F.cross_entropy, split_backward=True, microbatches=m)
+    x, y = emulated_batch(8, seed=0)
+    engine.step(x, y)
+    records = [r for _ in range(steps) for r in engine.step(x, y).records]
+    costs = stage_costs_from_records(records, num_components=K, microbatches=m, steps=steps)
+    want = [(0.02, 0.0, 0.04)] + [(0.02, 0.02, 0.02)] * (K - 1)
+    for k, (c, (f, i, w)) in enumerate(zip(costs, want)):
+        for got, expected in ((c.forward_s, f), (c.input_grad_s, i), (c.weight_grad_s, w)):
+            assert expected - 1e-3 <= got <= expected + 2 * SLACK, (k, got, expected)
+    with pytest.raises(ValueError, match="no action of component 4"):
+        stage_costs_from_records(records, num_components=4, microbatches=m, steps=steps)
