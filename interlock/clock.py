@@ -430,18 +430,17 @@ def step_bound(plan: GradientPlan, costs: "ComputeCosts", *, latency_s: float = 
     if not isinstance(costs, ComputeCosts):
         raise ValueError(f"costs={costs!r}: step_bound needs a ComputeCosts (the bound uses its backward accounting)")
     latency_s = _seconds("latency_s", latency_s)
-    c = costs
+    c, K = costs, plan.num_components
     crossing = 2 * c.message_s + latency_s
     bound = 0.0
-    for k in range(plan.num_components):
+    for k in range(K):
         for j in plan.trains[k]:
-            hops = j - k
-            cycle = ((hops + 1) * c.forward_s + c.head_s + hops * c.input_grad_s + c.input_grad_s + c.weight_grad_s
+            hops = j - k  # forwards and input passes on k..j, the weight part on k, each crossing twice
+            cycle = ((hops + 1) * (c.forward_s + c.input_grad_s) + c.head_s + c.weight_grad_s
                      + 2 * hops * crossing + c.update_s)
             bound = max(bound, cycle)
         backward = c.input_grad_s + c.weight_grad_s if plan.streams_at(k) else 0.0
         head = c.head_s if plan.needs_head(k) else 0.0
-        K = plan.num_components
         messages = (k > 0) + (k < K - 1) + len(plan.continuing(k)) + sum(j > k for j in plan.streams_at(k))
         bound = max(bound, c.forward_s + head + backward + messages * c.message_s + c.update_s)
     return bound
