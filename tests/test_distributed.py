@@ -341,6 +341,23 @@ def test_an_explicit_gloo_backend_on_the_cpu_and_bad_backends_are_refused_before
             make(device="cuda", backend="gloo")
 
 
+def test_ranks_find_their_gpu_one_each_over_nccl_or_in_turn_over_gloo(monkeypatch):
+    # The device rule, with a pretend node of 1 GPU (no GPU is touched): NCCL gives local rank r
+    # GPU r, so a second rank is refused with what to change; gloo shares the GPU.
+    from interlock.engines.ranks import _resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert _resolve_device("cuda") == torch.device("cuda", 0)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert _resolve_device("cuda", shared=True) == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match=r"local rank 1 and the node has 1 GPU\(s\).*dist_backend=gloo"):
+        _resolve_device("cuda")
+    assert _resolve_device("cuda:0") == torch.device("cuda", 0)  # an explicit index is kept
+    assert _resolve_device(None) == torch.device("cpu")
+
+
 def test_world_size_must_equal_the_number_of_components():
     with pytest.raises(ValueError, match=r"the network has 3 components but 2 processes were started.*nproc-per-node=3"):
         run_local(H.wrong_world_size, 2, timeout_s=60)

@@ -164,8 +164,12 @@ def _resolve_device(device: torch.device | str | None, *, shared: bool = False) 
     if dev.type == "cuda" and dev.index is None:
         # torchrun gives each process on a node its LOCAL_RANK: one GPU per process, or under gloo
         # the GPUs in turn (several ranks per GPU when there are more ranks than GPUs).
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        dev = torch.device("cuda", local % torch.cuda.device_count() if shared else local)
+        local, count = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if not shared and local >= count:
+            raise ValueError(f"device='cuda' over NCCL puts each rank on its own GPU, but this is local rank {local} "
+                             f"and the node has {count} GPU(s): start at most {count} ranks per node, or pass "
+                             f"backend='gloo' (config dist_backend=gloo) to share GPUs")
+        dev = torch.device("cuda", local % count if shared else local)
     return dev
 
 
