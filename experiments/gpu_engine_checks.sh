@@ -8,7 +8,7 @@
 # (the simulated engine on CUDA against the CPU, CUDA-event timing, ranks sharing one GPU over
 # gloo, NCCL with two GPUs or more), and the clock's K-GPU step-time predictions for ResNet-32
 # and the GPT decoder, per strategy and against PyTorch's pipeline schedules, with the papers'
-# heads and with linear heads (JSON lines, tables on stderr). About 5 minutes on an H100.
+# heads and with linear heads (JSON lines, tables on stderr). Not yet run on a GPU.
 set -uo pipefail
 DATA=${1:?usage: gpu_engine_checks.sh DATA_DIR [OUT_DIR]}
 OUT=${2:-runs/gpu_checks}
