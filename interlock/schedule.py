@@ -8,7 +8,8 @@ gradient of its own loss downwards as soon as it has it, forwards each arriving 
 as soon as it arrives, and leaves the weight gradient (needed only for its own update)
 to the end, off the critical path. The weight pass starts from the gradients the input
 passes kept (:mod:`interlock.backward`) wherever it can, so splitting a backward pass
-costs no compute and is the default (:func:`build_schedule` states the rule). With
+costs no FLOPs and is the builder's default (:func:`build_schedule` states the rule; the
+simulated engine, which runs components one after another, asks for one pass). With
 ``microbatches=m`` the step's batch flows through the components as m micro-batches.
 """
 
@@ -183,12 +184,13 @@ def build_schedule(
     and only then the weight gradient from the kept gradients (instead of one FullGrad).
     None (the default) decides by the rule below; True splits, False keeps the FullGrad.
 
-    The rule: a split costs no compute (the weight pass reuses the input pass's intermediate
+    The rule: a split costs no FLOPs (the weight pass reuses the input pass's intermediate
     gradients: input part + weight part = one backward), the component's own actions end when
     they did, and the stream leaves one weight part earlier. No start time in the critical-path
     simulation can then move later, and the component below waits for that stream (it is the
     stream it forwards or trains on next), so the critical path is never longer and shorter
-    whenever the weight part costs anything. So every lone stream is split by default.
+    whenever the weight part costs anything. So every lone stream is split by default (in time,
+    CPU kernels make the two parts cost more than one pass: docs/results.md, "Overhead").
 
     ``microbatches`` m > 1: the step's batch is cut into m micro-batches that flow through the
     components as a pipeline. First, for each micro-batch in turn: receive its activation,
