@@ -10,11 +10,11 @@ distributed engines' default (split backward); "+mb" cuts each batch into ``--mi
 
 The pipeline schedules (GPipe, 1F1B, zero-bubble ``zb1p``, as ``torch.distributed.pipelining``
 orders them) are priced by :mod:`interlock.pipeline_clock` from each component's measured times
-per micro-batch in the end-to-end "+mb" run (``stage_costs_from_records``: forward, the final
-head's loss in the last stage, input gradient and weight gradient). They train no auxiliary head,
-as PyTorch's pipelines do not; interlock's strategies all train theirs (end-to-end on their own
-losses, to watch them), and the papers' heads are heavy: ``--heads linear`` shows the schedules
-with cheap ones.
+per micro-batch in the "end-to-end-final-head-only+mb" run (``stage_costs_from_records``:
+forward, the final head's loss in the last stage, input gradient and weight gradient). They train
+no auxiliary head, as PyTorch's pipelines do not; interlock's strategies train theirs (end-to-end
+on their own losses, to watch them; "end-to-end-final-head-only" drops them: the pipelines'
+work), and the papers' heads are heavy: ``--heads linear`` shows the schedules with cheap ones.
 
 One JSON line per (model, variant), then a table. On a CPU the numbers are for K such CPUs:
 
@@ -39,7 +39,9 @@ from interlock.timing import resolve
 from interlock.train import build_net, make_loss_fn, make_optimizer_factory
 
 MODELS = {"resnet32": "interlocking-b2", "gpt": "interlocking-b3"}
-STRATEGIES = {"end-to-end": il.EndToEnd, "local": il.Local, "2-wise": lambda: il.Interlocking(2)}
+STRATEGIES = {"end-to-end": il.EndToEnd, "local": il.Local, "2-wise": lambda: il.Interlocking(2),
+              # end-to-end with no auxiliary head: the work of PyTorch's pipeline schedules
+              "end-to-end-final-head-only": il.EndToEnd}
 PIPELINES = ("gpipe", "1f1b", "zb1p")
 
 
@@ -54,22 +56,33 @@ def setup(model: str, K: int, data: str | None, batch: int | None, heads: str | 
     return config, task, x, y
 
 
-def measure(config, task, x, y, strategy, *, microbatches: int, device: str, warmup: int, steps: int):
-    """(predicted K-device seconds per step, measured one-process seconds per step, the resolved records)."""
+def make_engine(config, task, strategy, *, microbatches: int, device: str, final_head_only: bool):
     net = build_net(config, task).to(device)
-    engine = il.SimulatedEngine(net, strategy, optimizer=make_optimizer_factory(config.optim),
-                                loss_fn=make_loss_fn(task, config.label_smoothing), split_backward=True,
-                                microbatches=microbatches)
-    x, y = x.to(device), y.to(device)
-    for _ in range(warmup):
-        engine.step(x, y)
-    records = []
-    t0 = time.perf_counter()
+    if final_head_only:
+        for k in range(net.num_components - 1):
+            net.heads[k] = None
+    return il.SimulatedEngine(net, strategy, optimizer=make_optimizer_factory(config.optim),
+                              loss_fn=make_loss_fn(task, config.label_smoothing), split_backward=True,
+                              microbatches=microbatches)
+
+
+def measure(engines: dict, x, y, *, warmup: int, steps: int) -> dict:
+    """Per variant: (predicted K-device seconds per step, measured one-process seconds per step, resolved records).
+
+    The variants take turns, one step each per round, so that a machine growing busier or slower
+    during the run hits them alike (run one after another, later variants measured slower).
+    """
+    for engine in engines.values():
+        for _ in range(warmup):
+            engine.step(x, y)
+    records: dict[str, list] = {v: [] for v in engines}
+    walls: dict[str, float] = {v: 0.0 for v in engines}
     for _ in range(steps):
-        records += engine.step(x, y).records
-    records = resolve(records)  # waits for the device: the wall time below includes the kernels
-    wall = (time.perf_counter() - t0) / steps
-    return engine.predicted_time(records).makespan_s / steps, wall, records
+        for variant, engine in engines.items():
+            t0 = time.perf_counter()
+            records[variant] += resolve(engine.step(x, y).records)  # (waits for the device: kernels included)
+            walls[variant] += time.perf_counter() - t0
+    return {v: (engines[v].predicted_time(records[v]).makespan_s / steps, walls[v] / steps, records[v]) for v in engines}
 
 
 def main(argv=None) -> None:
@@ -83,7 +96,7 @@ def main(argv=None) -> None:
     p.add_argument("--heads", default=None, help="override the preset's auxiliary heads (e.g. linear: the schedules without "
                                                   "the papers' heavy heads)")
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--steps", type=int, default=2, help="measured steps per variant")
+    p.add_argument("--steps", type=int, default=4, help="measured steps per variant (the variants take turns)")
     p.add_argument("--data", default=None, help="data folder (default: $INTERLOCK_DATA or ../shared/data)")
     args = p.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
@@ -100,22 +113,24 @@ def main(argv=None) -> None:
         config, task, x, y = setup(model, K, args.data, args.batch, args.heads)
         if x.shape[0] % m:
             sys.exit(f"--microbatches {m} does not divide the batch of {x.shape[0]}; pick a divisor")
+        t0 = time.perf_counter()
+        engines = {name + ("+mb" if mb > 1 else ""): make_engine(config, task, make(), microbatches=mb, device=args.device,
+                                                                 final_head_only=name.endswith("final-head-only"))
+                   for name, make in STRATEGIES.items() for mb in (1, m)}
+        measured = measure(engines, x.to(args.device), y.to(args.device), warmup=args.warmup, steps=args.steps)
+        del engines
         predicted: dict[str, float] = {}
-        for name, make in STRATEGIES.items():
-            for mb in (1, m):
-                variant = name + ("+mb" if mb > 1 else "")
-                t0 = time.perf_counter()
-                step, wall, records = measure(config, task, x, y, make(), microbatches=mb, device=args.device,
-                                              warmup=args.warmup, steps=args.steps)
-                predicted[variant] = step
-                row = {"bench": "predicted_steps", "model": model, "heads": config.model.heads, "device": device_name,
-                       "components": K, "batch": int(x.shape[0]), "variant": variant, "microbatches": mb,
-                       "predicted_step_s": round(step, 5), "one_process_step_s": round(wall, 5),
-                       "seconds_measured": round(time.perf_counter() - t0, 1)}
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-                if variant == "end-to-end+mb":
-                    costs = stage_costs_from_records(records, num_components=K, microbatches=m, steps=args.steps)
+        for variant, (step, wall, records) in measured.items():
+            predicted[variant] = step
+            row = {"bench": "predicted_steps", "model": model, "heads": config.model.heads, "device": device_name,
+                   "components": K, "batch": int(x.shape[0]), "variant": variant,
+                   "microbatches": m if variant.endswith("+mb") else 1, "steps": args.steps,
+                   "predicted_step_s": round(step, 5), "one_process_step_s": round(wall, 5)}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+        costs = stage_costs_from_records(measured["end-to-end-final-head-only+mb"][2], num_components=K, microbatches=m,
+                                         steps=args.steps)
+        print(f"{model}: measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         for schedule in PIPELINES:
             step = predict_pipeline(schedule, costs, num_components=K, microbatches=m, steps=1)
             predicted[schedule] = step

@@ -17,7 +17,7 @@ export INTERLOCK_DATA=$DATA PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 $PY -m pytest -v -rs tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.txt"
-$PY benchmarks/predicted_steps.py --device cuda --steps 3 > "$OUT/predicted_steps.jsonl" 2> "$OUT/predicted_steps.txt"
-$PY benchmarks/predicted_steps.py --device cuda --steps 3 --heads linear > "$OUT/predicted_steps_linear.jsonl" \
+$PY benchmarks/predicted_steps.py --device cuda > "$OUT/predicted_steps.jsonl" 2> "$OUT/predicted_steps.txt"
+$PY benchmarks/predicted_steps.py --device cuda --heads linear > "$OUT/predicted_steps_linear.jsonl" \
     2> "$OUT/predicted_steps_linear.txt"
 tail -n 30 "$OUT/predicted_steps.txt" "$OUT/predicted_steps_linear.txt"
