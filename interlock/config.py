@@ -328,8 +328,10 @@ class TrainConfig:
             _check(self.pipeline.schedule not in ("interleaved-1f1b", "zb1p") or m % K == 0,
                    f"pipeline.schedule={self.pipeline.schedule} needs pipeline.microbatches a multiple of model.components={K}")
         _check(self.dist_timeout_s > 0, f"dist_timeout_s={self.dist_timeout_s}: use a positive number of seconds")
-        _check(self.dist_backend in (None, "nccl", "gloo"),
-               f"dist_backend={self.dist_backend!r}: use nccl, gloo or null (NCCL on GPUs, gloo on the CPU)")
+        from .engines.ranks import BACKENDS  # (the engines' own list; lazy: torch.distributed loads with them)
+
+        _check(self.dist_backend is None or self.dist_backend in BACKENDS,
+               f"dist_backend={self.dist_backend!r}: use {', '.join(BACKENDS)} or null (NCCL on GPUs, gloo on the CPU)")
         _check(self.dist_backend is None or (self.engine == "distributed" and not strategy.own_engine),
                f"dist_backend={self.dist_backend} applies to engine=distributed with a synchronous strategy "
                f"(end-to-end, local, n-wise); leave it null")

@@ -47,53 +47,35 @@ def test_simulated_engine_on_cuda_matches_the_cpu_and_times_actions_with_cuda_ev
         assert all(0 <= r.end_s - r.start_s < 10 for r in seconds)
 
 
-def _nccl_rank(strategy_name: str) -> dict:
-    from interlock.config import parse_strategy
-
-    blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=7)
-    net = il.ComponentNet(blocks=blocks, heads=heads)
-    engine = il.DistributedEngine(net, parse_strategy(strategy_name), optimizer=H.sgd, loss_fn=loss_fn, device="cuda",
-                                  static_shapes=True, total_steps=3, timeout_s=120)
-    for bx, by in H.batches_for(x, y, 3):
-        engine.step(bx if engine.rank == 0 else None, by)
-    out = {k: v.cpu() for k, v in H.own_state(engine).items()}
-    engine.close()  # (the engine created the NCCL process group from run_local's environment, and destroys it)
-    return out
-
-
-@two_gpus
-@pytest.mark.parametrize("strategy", ["end-to-end", "local", "2-wise"])
-def test_distributed_engine_over_nccl_equals_the_simulated_engine(strategy):
+def _assert_ranks_equal_the_simulated_engine(ranks: list[dict], strategy: str) -> None:
+    # H.with_backend's run (the 2-component MLP, 3 steps) against the simulated engine on the CPU.
     from interlock.config import parse_strategy
     from test_distributed import component_state
 
-    ranks = run_local(_nccl_rank, 2, strategy, timeout_s=300)  # LOCAL_RANK = rank: GPU k
-    blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=7)
-    net = il.ComponentNet(blocks=blocks, heads=heads)
-    sim = il.SimulatedEngine(net, parse_strategy(strategy), optimizer=H.sgd, loss_fn=loss_fn)
-    for bx, by in H.batches_for(x, y, 3):
-        sim.step(bx, by)
-    for k in range(2):
-        want = component_state(net, k)
-        for key, value in ranks[k].items():
-            torch.testing.assert_close(value, want[key], rtol=1e-4, atol=1e-5)
-
-
-@cuda
-@pytest.mark.parametrize("strategy", ["end-to-end", "local", "2-wise"])
-def test_ranks_sharing_one_gpu_over_gloo_equal_the_simulated_engine(strategy):
-    from interlock.config import parse_strategy
-    from test_distributed import component_state
-
-    ranks = run_local(H.with_backend, 2, strategy, "cuda", "gloo", timeout_s=300)
     blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=7)
     net = il.ComponentNet(blocks=blocks, heads=heads)
     sim = il.SimulatedEngine(net, parse_strategy(strategy), optimizer=H.sgd, loss_fn=loss_fn)
     for bx, by in H.batches_for(x, y, 3):
         sim.step(bx, by)
     for k, got in enumerate(ranks):
-        assert got["staged"] and got["backend"] == "gloo" and got["device"].startswith("cuda")
-        assert got["marks"]  # action times from CUDA events
         want = component_state(net, k)
         for key, value in got["state"].items():
             torch.testing.assert_close(value, want[key], rtol=1e-4, atol=1e-5)
+
+
+@two_gpus
+@pytest.mark.parametrize("strategy", ["end-to-end", "local", "2-wise"])
+def test_distributed_engine_over_nccl_equals_the_simulated_engine(strategy):
+    ranks = run_local(H.with_backend, 2, strategy, "cuda", None, timeout_s=300)  # LOCAL_RANK = rank: GPU k
+    assert [got["backend"] for got in ranks] == ["nccl", "nccl"] and not any(got["staged"] for got in ranks)
+    _assert_ranks_equal_the_simulated_engine(ranks, strategy)
+
+
+@cuda
+@pytest.mark.parametrize("strategy", ["end-to-end", "local", "2-wise"])
+def test_ranks_sharing_one_gpu_over_gloo_equal_the_simulated_engine(strategy):
+    ranks = run_local(H.with_backend, 2, strategy, "cuda", "gloo", timeout_s=300)
+    for got in ranks:
+        assert got["staged"] and got["backend"] == "gloo" and got["device"].startswith("cuda")
+        assert got["marks"]  # action times from CUDA events
+    _assert_ranks_equal_the_simulated_engine(ranks, strategy)
