@@ -210,10 +210,18 @@ def reproduce(
         *([f"Not trained (shown as -): {', '.join(missing)}.", ""] if missing else []),
         outcome.markdown,
         "",
-        "The paper's own numbers are not recorded in this repository (its text was not available when this "
-        "command was written); the verdict rests on the claim above.",
-        "",
     ]
+    if outcome.paper_side_by_side:
+        md += ["## The paper's numbers beside ours", "", outcome.paper_side_by_side, ""]
+    else:
+        md += ["No number of the paper is recorded for this table or figure (a figure's numbers are not in its "
+               "text); the verdicts rest on the claims the text makes.", ""]
+    if outcome.budget:
+        md += ["## Budget: ours against the paper's", "", outcome.budget, ""]
+    if outcome.claim_verdicts:
+        md += ["## Each claim of the paper about it", ""]
+        md += [f"- **{claim.where}**: {claim.claim} **Verdict: {verdict}.**" for claim, verdict in outcome.claim_verdicts]
+        md += [""]
     if figure is not None:
         md += ["![figure](figure.png)", ""]
     md += [
@@ -226,7 +234,8 @@ def reproduce(
     atomic_write_text(report_dir / "report.md", "\n".join(md) + "\n")
     atomic_write_text(report_dir / "report.json", json.dumps({
         "table": name, "paper": table.paper, "claim": table.claim, "scale": scale, "scale_note": note, "seeds": seeds,
-        "command": command, "verdict": outcome.verdict, "machine": machines, "wall_time_s": sum(walls),
+        "command": command, "verdict": outcome.verdict,
+        "claims": [{"where": c.where, "about": c.about, "claim": c.claim, "verdict": v} for c, v in outcome.claim_verdicts], "machine": machines, "wall_time_s": sum(walls),
         "runs": {k: [{kk: vv for kk, vv in s.items() if kk != "history"} for s in v] for k, v in results.items()},
     }, indent=2, default=str) + "\n")
     print(f"\n{outcome.markdown}\n\nVerdict: {outcome.verdict}\n\nwrote {report_dir / 'report.md'}", file=sys.stdout)
