@@ -22,12 +22,7 @@ which equals the gradient of the summed stream to float rounding.
 from __future__ import annotations
 
 import torch
-from torch.distributed.pipelining._backward import (
-    _get_grad_fn_or_grad_acc,
-    construct_reverse_graph,
-    get_param_groups,
-    stage_backward_weight,
-)
+from ._torch_compat import pipelining_backward
 
 __all__ = ["KeptGradients"]
 
@@ -42,11 +37,12 @@ class KeptGradients:
     """
 
     def __init__(self, a_out: torch.Tensor, a_in: torch.Tensor, params: list[torch.nn.Parameter]) -> None:
+        pb = pipelining_backward()
         self.params = [p for p in params if p.requires_grad]
-        param_nodes = [_get_grad_fn_or_grad_acc(p) for p in self.params]
-        reverse = construct_reverse_graph([a_out.grad_fn])
+        param_nodes = [pb.get_grad_fn_or_grad_acc(p) for p in self.params]
+        reverse = pb.construct_reverse_graph([a_out.grad_fn])
         reached = {n for n in param_nodes if reverse.get(n)}  # .get: the dict is a defaultdict
-        self.groups = get_param_groups([_get_grad_fn_or_grad_acc(a_in)], param_nodes, reverse)
+        self.groups = pb.get_param_groups([pb.get_grad_fn_or_grad_acc(a_in)], param_nodes, reverse)
         covered = set().union(*(g["params"] for g in self.groups)) if self.groups else set()
         self.complete = reached <= covered
         for g in self.groups:
@@ -77,7 +73,7 @@ class KeptGradients:
         """Accumulate into the parameters' ``.grad`` the weight gradients of the kept streams' sum (once)."""
         if not self.usable:
             raise RuntimeError("no complete input pass was kept; run a full backward pass instead")
-        stage_backward_weight(iter(self.params), self.groups, retain_graph=retain_graph)
+        pipelining_backward().stage_backward_weight(iter(self.params), self.groups, retain_graph=retain_graph)
         self.groups = []
 
 

@@ -37,6 +37,7 @@ import time
 import torch
 from torch import nn
 
+from ._torch_compat import will_engine_execute_node
 from .clock import ComputeCosts
 from .net import ComponentNet
 
@@ -84,7 +85,7 @@ def _asked(ctx) -> tuple[bool, bool]:
     are non-leaf views (see EmulatedBlock.forward), which the engine can be asked about
     inside ``autograd.grad`` too (it refuses to answer for leaves there).
     """
-    return tuple(fn is not None and torch._C._will_engine_execute_node(fn) for fn, _ in ctx.next_functions)
+    return tuple(fn is not None and will_engine_execute_node(fn) for fn, _ in ctx.next_functions)
 
 
 class EmulatedBlock(nn.Module):

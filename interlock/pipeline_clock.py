@@ -13,15 +13,15 @@ Orders, as PyTorch runs them (torch 2.13): GPipe, every forward then every backw
 micro-batch order; 1F1B, ``min(m, K - r)`` forwards on rank r, then one backward and one forward
 in turn, then the remaining backwards; ``zb1p``, the order PyTorch's
 ``ScheduleInterleavedZeroBubble`` computes for one stage per rank (read from its private
-``_calculate_single_rank_operations``). Sends are taken as free and never blocking (PyTorch's
+``_calculate_single_rank_operations`` through ``interlock._torch_compat``). Sends are taken as free and never blocking (PyTorch's
 schedules wait for some of them), so measured times may run a little over the prediction.
 """
 
 from __future__ import annotations
 
-import types
 from collections.abc import Sequence
 
+from ._torch_compat import zero_bubble_rank_actions
 from .clock import ComputeCosts
 
 __all__ = ["pipeline_order", "predict_pipeline", "stage_costs_from_records"]
@@ -47,17 +47,9 @@ def pipeline_order(schedule: str, num_components: int, microbatches: int) -> lis
             out.append(ops)
         return out
     if schedule == "zb1p":
-        from torch.distributed.pipelining import schedules
-
-        rounds = max(1, m // K)
-        state = types.SimpleNamespace(n_local_stages=1, microbatches_per_round=m // rounds, pp_group_size=K,
-                                      _n_microbatches=m)
         kinds = {"FORWARD": "F", "BACKWARD_INPUT": "I", "BACKWARD_WEIGHT": "W", "FULL_BACKWARD": "B"}
-        out = []
-        for r in range(K):
-            ops = schedules.ScheduleInterleavedZeroBubble._calculate_single_rank_operations(state, r)
-            out.append([(kinds[a.computation_type.name], a.microbatch_index) for a in ops if a is not None])
-        return out
+        return [[(kinds[a.computation_type.name], a.microbatch_index)
+                 for a in zero_bubble_rank_actions(K, m, r) if a is not None] for r in range(K)]
     raise ValueError(f"schedule={schedule!r}: the clock knows gpipe, 1f1b and zb1p")
 
 
@@ -130,7 +122,7 @@ def stage_costs_from_records(records, *, num_components: int, microbatches: int,
     auxiliary heads are left out (a pipeline schedule trains none). Returned as whole-batch costs
     (m times the per-micro-batch times), as :func:`predict_pipeline` takes them.
     """
-    K, m = num_components, microbatches
+    K = num_components  # whole-batch costs: the sum over micro-batches needs no m
     total: dict[tuple[int, str], float] = {}
     for r in records:
         kind = r.action.kind
