@@ -87,11 +87,22 @@ def _args(r: ActionRecord) -> dict:
     return args
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it, so set it straight back
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     # A reader (or a crash) never sees a half-written file: write beside it, then rename.
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp makes the file 0600; a trace is as readable as every other file of the run (0666 less the umask).
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     try:
         write(tmp)

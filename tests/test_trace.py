@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 
 import pytest
 
@@ -114,3 +115,11 @@ def test_categories_and_errors(tmp_path):
         category(S.Action())
     with pytest.raises(ValueError, match="no records to draw"):
         chrome_trace([], tmp_path / "t.json")
+
+
+def test_trace_files_are_as_readable_as_the_runs_other_files(tmp_path):
+    # mkstemp would leave them 0600; every other file of a run is written with open(): 0666 less the umask.
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    for path in (chrome_trace(synthetic(), tmp_path / "trace.json"), gantt_png(synthetic(), tmp_path / "trace.png", title="t")):
+        assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
