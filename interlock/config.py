@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .strategies import AsyncLocal, EndToEnd, Hogwild, Interlocking, Local, LocalDouble, Sequential, Strategy, check_async_local
+from .tracking import TrackConfig
 
 __all__ = [
     "ModelConfig",
@@ -276,6 +277,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)  # how a head's loss is formed (PredSim's mix)
     search: SearchConfig = field(default_factory=SearchConfig)  # SEDONA's search (interlock search only)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # engine=pipeline's schedule
+    track: TrackConfig = field(default_factory=TrackConfig)  # TensorBoard / Weights & Biases, fed from the metrics rows
     strategy: str = "2-wise"  # end-to-end, local, <n>-wise, <n>-wise-sum, async-local, sequential, local-double, hogwild
     loss_weights: tuple[float, ...] | None = None  # w_k scaling each component's loss, one per component
     microbatches: int = 1  # cut each step's batch into m micro-batches that pipeline through the components
@@ -386,7 +388,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "lr": LRConfig, "replay": ReplayConfig,
-             "loss": LossConfig, "search": SearchConfig, "pipeline": PipelineConfig}
+             "loss": LossConfig, "search": SearchConfig, "pipeline": PipelineConfig,
+             "track": TrackConfig}
 ENGINES = ("simulated", "distributed", "pipeline")
 
 

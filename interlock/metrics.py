@@ -35,10 +35,12 @@ class MetricsWriter:
     """Appends rows to ``metrics.jsonl``; ``write_csv`` renders all rows as ``metrics.csv``.
 
     ``keep_until_step``: on resume, rows after the checkpoint's step are dropped first, so the
-    resumed run's file equals an uninterrupted run's.
+    resumed run's file equals an uninterrupted run's. ``sinks``: trackers (interlock.tracking)
+    that receive every row written, as written.
     """
 
-    def __init__(self, run_dir: Path, *, keep_until_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, *, keep_until_step: int | None = None, sinks: list | None = None) -> None:
+        self.sinks = list(sinks or [])
         self.path = Path(run_dir) / "metrics.jsonl"
         self.csv_path = Path(run_dir) / "metrics.csv"
         if keep_until_step is None:
@@ -49,8 +51,11 @@ class MetricsWriter:
         self._file = open(self.path, "a")
 
     def write(self, row: dict) -> None:
-        self._file.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        row = {k: _clean(v) for k, v in row.items()}
+        self._file.write(json.dumps(row) + "\n")
         self._file.flush()
+        for sink in self.sinks:
+            sink.log(row)
 
     def write_csv(self) -> None:
         rows = read_metrics(self.path)
@@ -65,6 +70,8 @@ class MetricsWriter:
 
     def close(self) -> None:
         self._file.close()
+        for sink in self.sinks:
+            sink.close()
 
 
 def read_metrics(path: str | Path) -> list[dict]:

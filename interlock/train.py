@@ -28,6 +28,7 @@ from ._memory import release_free_memory
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import LossConfig, LRConfig, OptimConfig, TrainConfig, load_config
 from .metrics import MetricsWriter, atomic_write_text, read_metrics
+from .tracking import make_sinks
 from .data.text import IGNORE_INDEX
 from .tasks import Task, build_task, resolve_data
 from .engines.common import Losses
@@ -353,7 +354,10 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
     engine.barrier()
-    metrics = MetricsWriter(run_dir, keep_until_step=start if resume else None) if engine.is_main else None
+    metrics = None
+    if engine.is_main:
+        sinks = make_sinks(config.track, run_dir, config=config.to_dict(), resume_step=start if resume else None)
+        metrics = MetricsWriter(run_dir, keep_until_step=start if resume else None, sinks=sinks)
     history: list[dict] = []
 
     def emit(row: dict) -> None:
@@ -587,7 +591,7 @@ def engine_lr(engine) -> float:
 RESUMABLE_OPTIONS = (
     "steps", "epochs", "eval_every", "log_every", "checkpoint_every", "trace_steps", "engine", "dist_timeout_s",
     "divergence_ratio", "device", "dist_backend", "threads", "run_dir", "data.root", "data.eval_batch_size", "data.eval_batches",
-    "data.eval_chunk",
+    "data.eval_chunk", "track.tensorboard", "track.wandb", "track.wandb_project",
 )
 
 
