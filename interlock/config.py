@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .strategies import AsyncLocal, EndToEnd, Hogwild, Interlocking, Local, LocalDouble, Sequential, Strategy, check_async_local
+from .profiling import parse_profile_steps
 from .tracking import TrackConfig
 
 __all__ = [
@@ -290,6 +291,7 @@ class TrainConfig:
     log_every: int = 20  # steps between train-metric rows
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
     trace_steps: int = 0  # write trace.json (Chrome trace) and trace.png (Gantt) of this many steps after the first
+    profile_steps: str = ""  # a:b records torch.profiler traces of training steps a..b, one per process, under <run_dir>/profile
     engine: str = "simulated"  # simulated (one process) | distributed (one process per component) | pipeline (end-to-end, torch pipelining)
     dist_timeout_s: float = 300.0  # distributed: a rank waiting this long for a peer ends the run (not a limit on its length)
     dist_backend: str | None = None  # distributed: null (NCCL on GPUs, gloo on the CPU) | nccl | gloo (with device=cuda: ranks share GPUs, messages staged through the CPU)
@@ -329,6 +331,7 @@ class TrainConfig:
                    f"pipeline.schedule={self.pipeline.schedule} needs pipeline.microbatches >= model.components={K}")
             _check(self.pipeline.schedule not in ("interleaved-1f1b", "zb1p") or m % K == 0,
                    f"pipeline.schedule={self.pipeline.schedule} needs pipeline.microbatches a multiple of model.components={K}")
+        parse_profile_steps(self.profile_steps)  # a:b or "" (its error names the option)
         _check(self.dist_timeout_s > 0, f"dist_timeout_s={self.dist_timeout_s}: use a positive number of seconds")
         from .engines.ranks import BACKENDS  # (the engines' own list; lazy: torch.distributed loads with them)
 

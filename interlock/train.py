@@ -28,6 +28,7 @@ from ._memory import release_free_memory
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import LossConfig, LRConfig, OptimConfig, TrainConfig, load_config
 from .metrics import MetricsWriter, atomic_write_text, read_metrics
+from .profiling import StepProfiler
 from .tracking import make_sinks
 from .data.text import IGNORE_INDEX
 from .tasks import Task, build_task, resolve_data
@@ -476,12 +477,15 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         train_time += waited
         step_end = None
     end = total_steps if stop_after is None else min(total_steps, stop_after)
+    profiler = StepProfiler(config.profile_steps, run_dir, engine.local_components, device)
     while more():
         epoch, offset = divmod(step, task.steps_per_epoch)
         tick = time.perf_counter()
         for x, y in task.train_batches(epoch=epoch, start_step=offset):
             where.phase, where.step = "training step", step + 1
+            profiler.before_step(step + 1)
             result = engine.step(None if x is None else x.to(device), y.to(device))
+            profiler.after_step(step + 1, last=step + 1 >= end)
             step_end = time.perf_counter()
             spent = step_end - tick
             window_time += spent
@@ -527,6 +531,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
             if not more():
                 break
             tick = time.perf_counter()
+    profiler.close()
     check_unchecked()
     # (stop_after ends a run early as a crash would: no final checkpoint)
     if step >= total_steps and not engine.wants_more:
@@ -591,7 +596,7 @@ def engine_lr(engine) -> float:
 RESUMABLE_OPTIONS = (
     "steps", "epochs", "eval_every", "log_every", "checkpoint_every", "trace_steps", "engine", "dist_timeout_s",
     "divergence_ratio", "device", "dist_backend", "threads", "run_dir", "data.root", "data.eval_batch_size", "data.eval_batches",
-    "data.eval_chunk", "track.tensorboard", "track.wandb", "track.wandb_project",
+    "data.eval_chunk", "profile_steps", "track.tensorboard", "track.wandb", "track.wandb_project",
 )
 
 

@@ -18,6 +18,7 @@ from . import schedule as S
 from .backward import KeptGradients
 from .heads._registry import local_loss
 from .prepost import post_plan
+from .profiling import recording
 from .timing import clock_for, resolve
 from .transport import Transport
 
@@ -150,7 +151,11 @@ class ComponentWorker:
 
     def run(self, action: S.Action) -> None:
         start = self.clock.now() if self.record else None
-        self._run[type(action)](action)
+        if recording():  # profile_steps: kernels and messages under the action that launched them
+            with torch.profiler.record_function(f"{action.kind} (component {self.index + 1})"):
+                self._run[type(action)](action)
+        else:
+            self._run[type(action)](action)
         if self.record:
             self.records.append(ActionRecord(self.index, action, start, self.clock.now()))
         st = self._state
