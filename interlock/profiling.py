@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["parse_profile_steps", "StepProfiler", "recording"]
+__all__ = ["parse_profile_steps", "StepProfiler", "recording", "close_open"]
 
 _RECORDING = False  # read by the worker once per action
+_OPEN: "StepProfiler | None" = None  # the profiler recording now, for close_open after a failure
 
 
 def recording() -> bool:
@@ -54,9 +55,10 @@ class StepProfiler:
         """``step``: the training step (from 1) about to run."""
         global _RECORDING
         if self.window is not None and self._prof is None and self.window[0] <= step <= self.window[1]:
+            global _OPEN
             self._prof = torch.profiler.profile(activities=self.activities, record_shapes=False)
             self._prof.__enter__()
-            _RECORDING = True
+            _RECORDING, _OPEN = True, self
 
     def after_step(self, step: int, *, last: bool = False) -> None:
         """``step``: the training step just run; ``last``: the run stops here (a window past the end is cut)."""
@@ -64,9 +66,9 @@ class StepProfiler:
             self._stop()
 
     def _stop(self) -> None:
-        global _RECORDING
+        global _RECORDING, _OPEN
         prof, self._prof = self._prof, None
-        _RECORDING = False
+        _RECORDING, _OPEN = False, None
         prof.__exit__(None, None, None)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         prof.export_chrome_trace(str(self.path))
@@ -75,3 +77,9 @@ class StepProfiler:
         """End a profile still recording (a run that stopped inside the window), keeping what it recorded."""
         if self._prof is not None:
             self._stop()
+
+
+def close_open() -> None:
+    """After a run failed inside its window: end the profile and write what it recorded."""
+    if _OPEN is not None:
+        _OPEN.close()

@@ -31,10 +31,12 @@ class TrackConfig:
     tensorboard: bool = False  # write TensorBoard events under <run_dir>/tensorboard (needs tensorboard)
     wandb: str = ""  # "" (off) | offline (a W&B run under <run_dir>/wandb, no network; wandb sync uploads it) | online
     wandb_project: str = "interlock"  # the W&B project the run belongs to
+    memory: bool = False  # peak memory per component in the train rows: saved activations (counted by autograd hooks), parameters, gradients, optimizer state; on a GPU the allocator's peak too
 
     def __post_init__(self) -> None:
-        if not isinstance(self.tensorboard, bool):
-            raise ValueError(f"track.tensorboard={self.tensorboard!r}: use true or false")
+        for name in ("tensorboard", "memory"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"track.{name}={getattr(self, name)!r}: use true or false")
         if self.wandb not in WANDB_MODES:
             raise ValueError(f"track.wandb={self.wandb!r}: use offline, online or \"\" (off)")
         for wanted, package in ((self.tensorboard, "tensorboard"), (bool(self.wandb), "wandb")):

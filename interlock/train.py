@@ -28,6 +28,7 @@ from ._memory import release_free_memory
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import LossConfig, LRConfig, OptimConfig, TrainConfig, load_config
 from .metrics import MetricsWriter, atomic_write_text, read_metrics
+from . import memstats, profiling
 from .profiling import StepProfiler
 from .tracking import make_sinks
 from .data.text import IGNORE_INDEX
@@ -317,6 +318,8 @@ def run(
             err.interlock_components = None if engine is None else [k + 1 for k in engine.local_components]
         raise
     finally:
+        profiling.close_open()  # a failure inside profile_steps keeps what was recorded
+        memstats.enable(False)
         if engine is not None:
             # After a failure, no waiting: a distributed rank would otherwise sit in the closing
             # barrier (its peers are still training) until dist_timeout_s, and its own error would
@@ -478,6 +481,8 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         step_end = None
     end = total_steps if stop_after is None else min(total_steps, stop_after)
     profiler = StepProfiler(config.profile_steps, run_dir, engine.local_components, device)
+    memstats.reset()
+    memstats.enable(config.track.memory)
     while more():
         epoch, offset = divmod(step, task.steps_per_epoch)
         tick = time.perf_counter()
@@ -549,19 +554,37 @@ def _log_values(engine, window_losses: list[list[float]], records: list, steps: 
     from .trace import component_times
 
     K = engine.num_components
-    table = torch.zeros(K, 4, dtype=torch.float64)  # (K, [loss, busy, wait, comm])
+    table = torch.zeros(K, 7, dtype=torch.float64)  # (K, [loss, busy, wait, comm, saved peak, state, CUDA peak])
     mean_losses = torch.tensor(window_losses, dtype=torch.float64).nanmean(0)
     for k in engine.local_components:
         table[k, 0] = mean_losses[k]
+    if memstats.enabled():  # track.memory: the window's peak per component
+        cuda = engine.device.type == "cuda"
+        for k in engine.local_components:
+            meter = memstats.meter(k)
+            table[k, 4] = meter.peak
+            table[k, 5] = memstats.state_bytes(engine.optimizers[k])
+            meter.reset_peak()
+            if cuda and len(engine.local_components) == 1:  # the allocator's peak is per process
+                table[k, 6] = torch.cuda.max_memory_allocated(engine.device)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(engine.device)
     if records:
         for row in component_times(records):
-            table[row["component"] - 1, 1:] = torch.tensor([row["busy_s"], row["wait_s"], row["comm_s"]], dtype=torch.float64) / steps
+            table[row["component"] - 1, 1:4] = torch.tensor([row["busy_s"], row["wait_s"], row["comm_s"]], dtype=torch.float64) / steps
     table = engine.log_sum(table)
     out = {}
     for k in range(K):
         out[f"busy_s_per_step_{k + 1}"] = float(table[k, 1])
         out[f"wait_s_per_step_{k + 1}"] = float(table[k, 2])
         out[f"comm_s_per_step_{k + 1}"] = float(table[k, 3])
+    if memstats.enabled():
+        for k in range(K):
+            out[f"peak_saved_bytes_{k + 1}"] = int(table[k, 4])  # activations autograd kept, at their peak
+            out[f"state_bytes_{k + 1}"] = int(table[k, 5])  # parameters, gradients, optimizer state
+            out[f"peak_memory_bytes_{k + 1}"] = int(table[k, 4] + table[k, 5])
+            if table[k, 6] > 0:
+                out[f"peak_cuda_bytes_{k + 1}"] = int(table[k, 6])
     return table[:, 0].tolist(), out
 
 
@@ -596,7 +619,7 @@ def engine_lr(engine) -> float:
 RESUMABLE_OPTIONS = (
     "steps", "epochs", "eval_every", "log_every", "checkpoint_every", "trace_steps", "engine", "dist_timeout_s",
     "divergence_ratio", "device", "dist_backend", "threads", "run_dir", "data.root", "data.eval_batch_size", "data.eval_batches",
-    "data.eval_chunk", "profile_steps", "track.tensorboard", "track.wandb", "track.wandb_project",
+    "data.eval_chunk", "profile_steps", "track.memory", "track.tensorboard", "track.wandb", "track.wandb_project",
 )
 
 

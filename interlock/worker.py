@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from . import memstats
 from . import schedule as S
 from .backward import KeptGradients
 from .heads._registry import local_loss
@@ -151,9 +152,8 @@ class ComponentWorker:
 
     def run(self, action: S.Action) -> None:
         start = self.clock.now() if self.record else None
-        if recording():  # profile_steps: kernels and messages under the action that launched them
-            with torch.profiler.record_function(f"{action.kind} (component {self.index + 1})"):
-                self._run[type(action)](action)
+        if recording() or memstats.enabled():  # profile_steps, track.memory
+            self._run_watched(action)
         else:
             self._run[type(action)](action)
         if self.record:
@@ -165,6 +165,14 @@ class ComponentWorker:
                 self._post(self._post_plan.next[st.position])
                 self._posted_ahead_for = st.step + 1
             st.position += 1
+
+    def _run_watched(self, action: S.Action) -> None:
+        with contextlib.ExitStack() as watch:
+            if recording():  # kernels and messages under the action that launched them
+                watch.enter_context(torch.profiler.record_function(f"{action.kind} (component {self.index + 1})"))
+            if memstats.enabled():  # what autograd keeps for this component's backward
+                watch.enter_context(memstats.meter(self.index, [*self._block_params, *self._head_params]).hooks())
+            self._run[type(action)](action)
 
     def _post(self, receives) -> None:
         for src, tag in receives:

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .. import memstats
 from ..net import ComponentNet
 from ..transport import TorchDistributedTransport
 from .common import EngineOptions, Losses, LossFn, StepResult, load_component, pack_component_state
@@ -172,7 +173,12 @@ class PipelineEngine(RankEngine):
         mb_losses: list[torch.Tensor] = []
         if self.is_last:
             kwargs = {"target": y.to(self.device), "losses": mb_losses}
-        self._schedule.step(*args, return_outputs=False, **kwargs)
+        if memstats.enabled():  # track.memory: this rank holds one stage, so all it saves is that component's
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            with memstats.meter(self.rank, params).hooks():
+                self._schedule.step(*args, return_outputs=False, **kwargs)
+        else:
+            self._schedule.step(*args, return_outputs=False, **kwargs)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.lr_scheduler is not None:
