@@ -7,27 +7,22 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from ..registry import Registry
+
 __all__ = ["register", "names", "create", "takes", "local_loss", "image_shape", "token_shape", "check_options", "positive_int"]
 
 HeadBuilder = Callable[..., nn.Module]
-_HEADS: dict[str, HeadBuilder] = {}
+HEADS: Registry[HeadBuilder] = Registry("head")
 
 
 def register(name: str) -> Callable[[HeadBuilder], HeadBuilder]:
     """Decorator: ``@register("mlp")`` on ``builder(*, in_shape, num_classes, **options) -> nn.Module``."""
-
-    def add(builder: HeadBuilder) -> HeadBuilder:
-        if name in _HEADS:
-            raise ValueError(f"head {name!r} is registered twice; pick another name")
-        _HEADS[name] = builder
-        return builder
-
-    return add
+    return HEADS.register(name)
 
 
 def names() -> list[str]:
     """Registered head names, sorted."""
-    return sorted(_HEADS)
+    return HEADS.names()
 
 
 def create(name: str, *, in_shape: Sequence[int], num_classes: int, **kw) -> nn.Module:
@@ -37,9 +32,7 @@ def create(name: str, *, in_shape: Sequence[int], num_classes: int, **kw) -> nn.
     (T, C) for tokens, (C,) for feature vectors. Predictions are (B, num_classes), or
     (B, T, num_classes) for tokens (num_classes is then the vocabulary size).
     """
-    if name not in _HEADS:
-        raise ValueError(f"unknown head {name!r}; known heads: {', '.join(names())}")
-    builder = _HEADS[name]
+    builder = HEADS.get(name)
     shape = tuple(in_shape)
     if not shape or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in shape):
         raise ValueError(f"head {name!r}: in_shape={tuple(in_shape)} must be positive ints without the batch, e.g. (C, H, W) or (T, C)")
@@ -50,9 +43,7 @@ def create(name: str, *, in_shape: Sequence[int], num_classes: int, **kw) -> nn.
 
 def takes(name: str, option: str) -> bool:
     """Whether head ``name``'s builder accepts keyword ``option`` (e.g. predsim's sim_weight)."""
-    if name not in _HEADS:
-        raise ValueError(f"unknown head {name!r}; known heads: {', '.join(names())}")
-    params = inspect.signature(_HEADS[name]).parameters
+    params = inspect.signature(HEADS.get(name)).parameters
     return option in params and params[option].kind is inspect.Parameter.KEYWORD_ONLY
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..registry import Registry
+
 __all__ = ["Network", "ImageConfig", "register", "names", "build", "config", "positive_int", "scaled", "check_width", "check_choice"]
 
 
@@ -39,7 +41,7 @@ class Network:
 
 
 Builder = Callable[..., Network]
-_MODELS: dict[str, Builder] = {}
+MODELS: Registry[Builder] = Registry("model")
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
@@ -49,27 +51,20 @@ def register(name: str) -> Callable[[Builder], Builder]:
     depth, GPT's weight tying); most ignore it.
     """
 
-    def add(builder: Builder) -> Builder:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is registered twice; pick another name")
-        _MODELS[name] = builder
-        return builder
-
-    return add
+    return MODELS.register(name)
 
 
 def names() -> list[str]:
     """Registered model names, sorted."""
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def build(name: str, *, components: int = 1, **kw) -> Network:
     """Model ``name`` as a flat :class:`Network` (no components yet); ``create`` groups it."""
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(names())}")
+    builder = MODELS.get(name)
     if not isinstance(components, int) or isinstance(components, bool) or components < 1:
         raise ValueError(f"components={components!r} must be a positive int (the number of components K)")
-    return _MODELS[name](components=components, **kw)
+    return builder(components=components, **kw)
 
 
 @dataclass(frozen=True)
