@@ -165,7 +165,6 @@ def adapt(
         model = tf.AutoModelForCausalLM.from_config(model)
     if not isinstance(model, nn.Module):
         raise ValueError(f"adapt takes a transformers causal LM or its config, got {type(model).__name__}")
-    config = model.config
     embed, layers, norm, wte = _parts(model)
     lm_head = model.get_output_embeddings()
     if not layers:
