@@ -80,5 +80,5 @@ def check_engine_supports_ties(net, engine: str) -> None:
         raise ValueError(
             f"this network has tied parameters (net.ties: e.g. an embedding that is also the output projection); "
             f"{engine} does not sum their gradients. Use the simulated or distributed engine with a synchronous "
-            f"strategy (end-to-end, local, n-wise), or untie them (adapters: tie=False)"
+            f"strategy (end-to-end, local, n-wise), or untie them (give each copy its own parameter and leave ties out)"
         )
