@@ -254,10 +254,16 @@ def merge_adjacent(net: ComponentNet, size: int = 2) -> ComponentNet:
         group = [net.blocks[k] for k in members]
         blocks.append(group[0] if len(group) == 1 else nn.Sequential(*group))
         heads.append(net.heads[members[-1]])
-    return ComponentNet(blocks=blocks, heads=heads, ties=net.ties)
+    merged = ComponentNet(blocks=blocks, heads=heads)
+    # Merging may bring a tie group's copies into one component (still summed, still equal) and
+    # drops the heads of merged members, and the copies they held.
+    kept = {id(p) for k in range(merged.num_components) for p in merged.component_parameters(k)}
+    groups = [[p for p in g if id(p) in kept] for g in net.ties]
+    merged.ties = check_ties(merged, [g for g in groups if len(g) > 1], one_component_ok=True)
+    return merged
 
 
-def check_ties(net: ComponentNet, ties) -> list[list[nn.Parameter]]:
+def check_ties(net: ComponentNet, ties, *, one_component_ok: bool = False) -> list[list[nn.Parameter]]:
     """``ties`` as lists of parameters, each group's copies equal in shape and value (ValueError otherwise)."""
     out = []
     owner = {id(p): k for k in range(net.num_components) for p in net.component_parameters(k)}
@@ -275,7 +281,7 @@ def check_ties(net: ComponentNet, ties) -> list[list[nn.Parameter]]:
                     f"ties[{i}]: the copies must start equal (same shape and values); a parameter of shape "
                     f"{tuple(p.shape)} differs from the first, of shape {tuple(group[0].shape)}: copy the values over"
                 )
-        if len({owner[id(p)] for p in group}) < 2:
+        if len({owner[id(p)] for p in group}) < 2 and not one_component_ok:
             raise ValueError(f"ties[{i}]: every copy lives in component {owner[id(group[0])] + 1}; within one component "
                              f"share one parameter instead of tying copies")
         out.append(group)

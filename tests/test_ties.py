@@ -103,3 +103,14 @@ def test_distributed_sums_tied_gradients_as_the_simulated_engine_bit_for_bit(ran
             assert got.keys() == want.keys()
             for key in want:
                 assert torch.equal(got[key], want[key]), f"{name} rank {k}: {key}"
+
+
+def test_local_double_merges_tied_components_and_keeps_the_copies_equal():
+    net, batches = T.tied_net(K=4)
+    engine = il.SimulatedEngine(net, il.LocalDouble(), optimizer=T.sgd, loss_fn=T.token_loss)
+    for x, y in batches:
+        engine.step(x, y)
+    merged = engine.net.ties  # the heads of merged members (and the copies they held) are dropped
+    assert len(merged) == 1 and len(merged[0]) == 3
+    assert all(torch.equal(p, merged[0][0]) for p in merged[0])
+    assert not torch.equal(merged[0][0], T.tied_net(K=4)[0].ties[0][0])  # it trained

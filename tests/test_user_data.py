@@ -96,6 +96,11 @@ def test_factories_on_the_command_line_train_resume_and_compare(tmp_path, monkey
     assert main(["compare", *flat, *args, "steps=3", "--strategies", "end-to-end,local", "--seeds", "0",
                  "--run-dir", str(tmp_path / "cmp")]) == 0
     assert "user_factories:build" in (tmp_path / "cmp" / "summary.md").read_text() or (tmp_path / "cmp" / "curves.png").exists()
+    # One process per component, each importing the factories; the same parameters as in one process.
+    assert main(["train", *flat, *args, f"run_dir={tmp_path / 'd'}", "steps=4", "--engine", "distributed"]) == 0
+    assert main(["train", *flat, *args, f"run_dir={tmp_path / 's'}", "steps=4"]) == 0
+    a, b = params(tmp_path / "d"), params(tmp_path / "s")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     capsys.readouterr()
     assert main(["train", *flat, "model.factory=user_factories:nothing", "data.factory=user_factories:make",
                  f"run_dir={tmp_path / 'b'}"]) == 2
