@@ -21,8 +21,8 @@ from interlock.hf import adapt
 from interlock.train import run
 
 
-def train_tiny(make_model, *, name: str, argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+def train_tiny(make_model, *, name: str, doc: str | None = None, argv=None) -> None:
+    p = argparse.ArgumentParser(description=doc or __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="the data folder (default: $INTERLOCK_DATA or ../shared/data)")
     p.add_argument("--steps", type=int, default=60)
     args = p.parse_args(argv)

@@ -25,4 +25,4 @@ def llama(vocab: int):
 
 
 if __name__ == "__main__":
-    train_tiny(llama, name="Llama")
+    train_tiny(llama, name="Llama", doc=__doc__)
