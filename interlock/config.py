@@ -71,7 +71,7 @@ class ModelConfig:
     name: str = "toy_cnn"  # a registered model (interlock heads lists them; e.g. toy_cnn, resnet20, gpt)
     components: int = 6  # K: how many components the network is cut into
     heads: str | list[str] = "linear"  # auxiliary head for every non-final component, or a list of K-1 names (see interlock.heads)
-    partition: str | list[int] = "uniform"  # uniform | params | flops, or a list of K-1 block indices to cut before (the search writes one)
+    partition: str | list[int] = "uniform"  # uniform | params | flops | time (your model), a list of K-1 block indices to cut before (the search writes one), or K-1 module paths (your model)
     kwargs: dict = field(default_factory=dict)  # passed to the model builder (width=..., n_layer=...)
     head_kw: dict = field(default_factory=dict)  # options for every auxiliary head (e.g. width=0.25 for aux1..aux4)
     factory: str = ""  # module:function returning your model (nn.Module, block list or ComponentNet), called with model.kwargs; "" uses model.name
@@ -82,12 +82,13 @@ class ModelConfig:
         if isinstance(self.partition, int) and not isinstance(self.partition, bool):  # model.partition=3 with K = 2
             self.partition = [self.partition]
         if isinstance(self.partition, (list, tuple)) and self.partition and all(isinstance(p, str) for p in self.partition):
-            _check(bool(self.factory) and len(self.partition) == K1,
-                   f"model.partition={self.partition!r}: module paths (split points) apply to a model.factory model; give {K1}")
+            _check(len(self.partition) == K1,
+                   f"model.partition={self.partition!r}: give {K1} module paths (split points), one per boundary of "
+                   f"model.components={self.components}")
             self.partition = list(self.partition)  # split points: module paths starting components 2..K (interlock.split)
         elif isinstance(self.partition, str):
-            _check(self.partition in ("uniform", "params", "flops") or (self.factory and self.partition == "time"),
-                   f"model.partition={self.partition!r}: use uniform, params, flops (time: for a model.factory model) or a list of {K1} cut indices")
+            _check(self.partition in ("uniform", "params", "flops", "time"),
+                   f"model.partition={self.partition!r}: use uniform, params, flops, time (your own model) or a list of {K1} cut indices")
         else:
             cuts = list(self.partition) if isinstance(self.partition, (list, tuple)) else None
             _check(cuts is not None and len(cuts) == K1 and all(isinstance(c, int) and not isinstance(c, bool) for c in cuts)

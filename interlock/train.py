@@ -112,6 +112,11 @@ def make_loss_fn(task: Task, label_smoothing: float) -> Callable:
 
 
 def build_net(config: TrainConfig, task: Task):
+    part = config.model.partition
+    if part == "time" or (isinstance(part, list) and part and isinstance(part[0], str)):
+        raise ValueError(f"model.partition={part!r} (measured time or module paths) applies to your own model "
+                         f"(model.factory=module:function or train.run(config, model=...)); registered models take "
+                         f"uniform, params, flops or block indices")
     torch.manual_seed(config.seed)  # the same weights on every rank and every engine
     head_kw = dict(config.model.head_kw)
     if config.model.components > 1 and any(heads.takes(h, "sim_weight") for h in config.model.head_names):  # PredSim's mixed loss

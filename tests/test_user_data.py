@@ -116,3 +116,12 @@ def test_distributed_run_of_your_model_and_data_fires_on_progress_and_equals_sim
     assert dist.final["test_final_acc"] == sim.final["test_final_acc"]
     a, b = params(tmp_path / "sim"), params(tmp_path / "dist")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_your_model_split_at_module_paths_or_by_measured_time(tmp_path):
+    by_points = run(config(tmp_path / "p", "model.partition=body.0,body.2", "steps=3"), model=net(), data=U.make())
+    by_time = run(config(tmp_path / "t", "model.partition=time", "steps=3"), model=net(), data=U.make())
+    assert by_points.final["test_acc_3"] is not None and by_time.final["test_acc_3"] is not None
+    with pytest.raises(ValueError, match="applies to your own model"):
+        run(load_config(None, ["model.name=dgl_cnn", "model.components=2", "model.partition=time", "steps=1",
+                               "data.name=digits", f"run_dir={tmp_path / 'r'}"]))
