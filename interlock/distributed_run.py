@@ -8,7 +8,6 @@ them; if one fails, all stop and its error is raised here.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -263,9 +263,6 @@ def uniform_cuts(blocks: Sequence[nn.Module], components: int) -> tuple[int, ...
 
 
 # -- the split -----------------------------------------------------------------------------------
-
-
-HeadSpec = "str | Sequence[nn.Module | None] | Callable[[int, tuple[int, ...]], nn.Module | None] | None"
 
 
 def split(

@@ -336,7 +336,7 @@ def run(
             task = build_task(config.data, seed=config.seed)
         total_steps = config.steps or max(1, math.ceil(config.epochs * task.steps_per_epoch))
         if custom_model:
-            from .custom import build_user_net, infer_num_classes
+            from .custom import build_user_net
 
             if data is None:  # a registered data set with your model: a sample batch for the split
                 first = next(iter(task.train_batches(epoch=0, start_step=0)))

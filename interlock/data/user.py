@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
 
 from ..config import DataConfig
+from ..tasks import Task
 
 __all__ = ["UserTask", "user_task"]
 
@@ -108,7 +109,7 @@ class _Replay:
         return iter(self._make())
 
 
-class UserTask:
+class UserTask(Task):
     """A :class:`interlock.tasks.Task` over the user's data (see the module docstring)."""
 
     def __init__(self, data, config: DataConfig, *, seed: int) -> None:
