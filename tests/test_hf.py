@@ -96,3 +96,20 @@ def test_distributed_equals_simulated_on_an_adapted_gpt2():
         assert got and all(key.startswith((f"blocks.{k}.", f"heads.{k}.")) for key in got)
         for key, v in got.items():
             assert torch.equal(v, want[key]), f"rank {k}: {key}"
+
+
+def test_a_tied_adapted_model_in_the_training_program_resumes_as_uninterrupted(tmp_path):
+    from interlock.config import load_config
+    from interlock.train import run
+
+    data = {"train": T.token_batches(steps=6), "test": T.token_batches(steps=2, seed=9)}
+    cfg = lambda d: load_config(None, ["model.components=2", "strategy=2-wise", "steps=6", "checkpoint_every=3", "log_every=3",
+                                       "optim.name=adam", "optim.lr=0.01", "threads=1", f"run_dir={tmp_path / d}"])
+    model = lambda: adapt(T.tiny_gpt2(), components=2, heads="lm")
+    whole = run(cfg("whole"), model=model(), data=data)
+    run(cfg("cut"), model=model(), data=data, stop_after=4)
+    net = model()
+    resumed = run(cfg("cut"), model=net, data=data, resume=True)
+    assert resumed.final == whole.final and resumed.steps == 6
+    assert not torch.equal(net.ties[0][0], T.tiny_gpt2().get_input_embeddings().weight)  # it trained
+    assert all(torch.equal(p, net.ties[0][0]) for p in net.ties[0])  # the copies, restored and trained, still equal
