@@ -6,11 +6,13 @@
     result = engine.step(x, y)
 """
 
-from . import clock, emulate, flops, heads, models, trace
+from . import clock, emulate, flops, heads, hf, models, trace
 from .engines import (
     DistributedEngine, PipelineEngine, ReplayEngine, SequentialEngine, SimulatedEngine, StaleEngine, StepResult,
 )
 from .launch import run_local
+from .split import SplitPlan, split
+from .tasks import Task
 from .net import ComponentNet, group_blocks, merge_adjacent, parameter_count, partition_balanced, partition_uniform
 from .strategies import AsyncLocal, EndToEnd, GradientPlan, Hogwild, Interlocking, Local, LocalDouble, Sequential, Strategy
 
@@ -18,6 +20,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ComponentNet",
+    "split",
+    "SplitPlan",
+    "Task",
     "SimulatedEngine",
     "DistributedEngine",
     "PipelineEngine",

@@ -284,7 +284,7 @@ def cmd_compare(args) -> int:
 
     # Curves follow the validation split when runs have one (the test set is scored at the end only).
     split = "val" if any(r.get("val_final_acc") is not None for rows in histories.values() for h in rows for r in h) else "test"
-    png = learning_curves_png(histories, root / "curves.png", title=f"{base.model.name}, K={base.model.components}, {base.data.label}", split=split)
+    png = learning_curves_png(histories, root / "curves.png", title=f"{base.model.factory or base.model.name}, K={base.model.components}, {base.data.label}", split=split)
     print(f"\nwrote {root / 'summary.md'}, {root / 'summary.json'} and {png}")
     return 0
 

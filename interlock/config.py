@@ -73,18 +73,24 @@ class ModelConfig:
     name: str = "toy_cnn"  # a registered model (interlock heads lists them; e.g. toy_cnn, resnet20, gpt)
     components: int = 6  # K: how many components the network is cut into
     heads: str | list[str] = "linear"  # auxiliary head for every non-final component, or a list of K-1 names (see interlock.heads)
-    partition: str | list[int] = "uniform"  # uniform | params | flops, or a list of K-1 block indices to cut before (the search writes one)
+    partition: str | list[int] = "uniform"  # uniform | params | flops | time (your model), a list of K-1 block indices to cut before (the search writes one), or K-1 module paths (your model)
     kwargs: dict = field(default_factory=dict)  # passed to the model builder (width=..., n_layer=...)
     head_kw: dict = field(default_factory=dict)  # options for every auxiliary head (e.g. width=0.25 for aux1..aux4)
+    factory: str = ""  # module:function returning your model (nn.Module, block list or ComponentNet), called with model.kwargs; "" uses model.name
 
     def __post_init__(self) -> None:
         _check(isinstance(self.components, int) and self.components >= 1, f"model.components={self.components!r}: use an integer >= 1")
         K1 = self.components - 1
         if isinstance(self.partition, int) and not isinstance(self.partition, bool):  # model.partition=3 with K = 2
             self.partition = [self.partition]
-        if isinstance(self.partition, str):
-            _check(self.partition in ("uniform", "params", "flops"),
-                   f"model.partition={self.partition!r}: use uniform, params, flops or a list of {K1} cut indices")
+        if isinstance(self.partition, (list, tuple)) and self.partition and all(isinstance(p, str) for p in self.partition):
+            _check(len(self.partition) == K1,
+                   f"model.partition={self.partition!r}: give {K1} module paths (split points), one per boundary of "
+                   f"model.components={self.components}")
+            self.partition = list(self.partition)  # split points: module paths starting components 2..K (interlock.split)
+        elif isinstance(self.partition, str):
+            _check(self.partition in ("uniform", "params", "flops", "time"),
+                   f"model.partition={self.partition!r}: use uniform, params, flops, time (your own model) or a list of {K1} cut indices")
         else:
             cuts = list(self.partition) if isinstance(self.partition, (list, tuple)) else None
             _check(cuts is not None and len(cuts) == K1 and all(isinstance(c, int) and not isinstance(c, bool) for c in cuts)
@@ -108,7 +114,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "cifar10"  # cifar10 | cifar100 | mnist | digits | shakespeare
+    name: str = "cifar10"  # cifar10 | cifar100 | mnist | digits | shakespeare (ignored with data.factory)
     root: str | None = None  # folder holding the data sets; default $INTERLOCK_DATA or ../shared/data
     val_size: int = 0  # images (or characters for text) held out of training for validation
     augment: bool = True  # random crop (4-pixel padding) + horizontal flip, images only
@@ -121,6 +127,8 @@ class DataConfig:
     fallback: str = ""  # cifar10 not found: train on this set instead (digits or mnist), recorded as such; "" fails
     substitute_for: str = ""  # set by the fallback: the data set this run stands in for (never set it by hand)
     eval_text: str = ""  # text only: also score an evaluation corpus, e.g. wikitext2
+    factory: str = ""  # module:function returning your data (Dataset, DataLoader, batches, or a dict of train/val/test), called with data.kwargs
+    kwargs: dict = field(default_factory=dict)  # passed to data.factory
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, f"data.batch_size={self.batch_size}: use >= 1")
@@ -138,6 +146,8 @@ class DataConfig:
     @property
     def label(self) -> str:
         """The data set's name for titles and tables, saying when it stands in for a missing one."""
+        if self.factory:
+            return self.factory
         return f"{self.name} (fallback: {self.substitute_for} not found)" if self.substitute_for else self.name
 
     @property
@@ -439,7 +449,7 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
         parts = key.strip().split(".")
         if parts[0] in _SECTIONS and len(parts) >= 2:
             cls, section = _SECTIONS[parts[0]], values.setdefault(parts[0], {})
-            if parts[1] == "kwargs" and len(parts) == 3:  # model.kwargs.width=64
+            if parts[1] == "kwargs" and len(parts) == 3:  # model.kwargs.width=64, data.kwargs.n=100
                 section.setdefault("kwargs", {})[parts[2]] = _parse_any(raw)
                 continue
             if len(parts) != 2:

@@ -8,7 +8,6 @@ them; if one fails, all stop and its error is raised here.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -34,27 +33,81 @@ def run_distributed(config: TrainConfig, *, resume: bool, on_progress: Callable[
             )
         rank = int(os.environ["RANK"])
         return run(config, resume=resume, on_progress=on_progress if rank == 0 else None).final
+    return launch(config, resume=resume, on_progress=on_progress).final
+
+
+def launch(config: TrainConfig, *, resume: bool, on_progress: Callable[[dict], None] | None = None,
+           stop_after: int | None = None, model=None, data=None):
+    """Start one local process per component, train ``config`` in them, return rank 0's RunResult.
+
+    ``model`` / ``data``: your own objects (interlock.train.run), pickled to every rank.
+    ``on_progress`` is called here, in a thread of this process, with every row rank 0 emits.
+    """
     from .launch import run_local
     from .tasks import resolve_data
 
     # Resolved once here, so every rank trains on the same data set (and a missing one fails before any rank starts).
-    config = replace(config, data=resolve_data(config.data, seed=config.seed))
-    # No wall-clock limit on the run: dist_timeout_s bounds how long a rank waits for a silent
-    # or stuck peer (the process-group timeout of every receive, send and collective), not how
-    # long a healthy run may train. A rank that dies is seen by the launcher at once.
-    results = run_local(_rank_main, config.model.components, config.to_dict(), resume, on_progress is not None,
-                        timeout_s=None)
+    if data is None:  # (your own data needs no resolving)
+        config = replace(config, data=resolve_data(config.data, seed=config.seed))
+    relay = _ProgressRelay(on_progress) if on_progress is not None else None
+    try:
+        # No wall-clock limit on the run: dist_timeout_s bounds how long a rank waits for a silent
+        # or stuck peer (the process-group timeout of every receive, send and collective), not how
+        # long a healthy run may train. A rank that dies is seen by the launcher at once.
+        results = run_local(_rank_run, config.model.components, config.to_dict(), resume,
+                            None if relay is None else relay.address, None if relay is None else relay.key,
+                            stop_after, model, data, timeout_s=None)
+    finally:
+        if relay is not None:
+            relay.close()
     return results[0]
 
 
-def _rank_main(config_dict: dict, resume: bool, show_progress: bool) -> dict:
-    """Entry point of each started process (module level so that it can be pickled)."""
+class _ProgressRelay:
+    """Rows from rank 0 to the launcher's ``on_progress``, over a local authenticated connection."""
+
+    def __init__(self, on_progress: Callable[[dict], None]) -> None:
+        import secrets
+        import threading
+        from multiprocessing.connection import Listener
+
+        self.key = secrets.token_bytes(16)
+        self._listener = Listener(("127.0.0.1", 0), authkey=self.key)
+        self.address = self._listener.address
+        self._on_progress = on_progress
+        self._thread = threading.Thread(target=self._serve, name="interlock-progress", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            with self._listener.accept() as conn:
+                while True:
+                    row = conn.recv()
+                    if row is None:
+                        return
+                    self._on_progress(row)
+        except (EOFError, OSError):  # rank 0 ended (or never connected): no more rows
+            return
+
+    def close(self) -> None:
+        self._thread.join(timeout=5.0)  # rank 0 sends None at its end: every row has been delivered
+        self._listener.close()
+
+
+def _rank_run(config_dict: dict, resume: bool, address, key, stop_after, model, data):
+    """Entry point of each started process (module level so that it can be pickled): rank 0's rows go to the launcher."""
     from .train import run
 
     config = TrainConfig(**config_dict)
-    progress = None
-    if show_progress and int(os.environ.get("RANK", "0")) == 0:
-        from .cli import Progress
+    conn = None
+    if address is not None and int(os.environ.get("RANK", "0")) == 0:
+        from multiprocessing.connection import Client
 
-        progress = Progress(f"{config.strategy} (distributed)", stream=sys.stderr)
-    return run(config, resume=resume, on_progress=progress).final
+        conn = Client(address, authkey=key)
+    try:
+        return run(config, resume=resume, on_progress=None if conn is None else conn.send, stop_after=stop_after,
+                   model=model, data=data)
+    finally:
+        if conn is not None:
+            conn.send(None)
+            conn.close()

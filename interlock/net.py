@@ -20,6 +20,7 @@ __all__ = [
     "group_blocks",
     "merge_adjacent",
     "parameter_count",
+    "check_ties",
 ]
 
 
@@ -29,6 +30,9 @@ class ComponentNet(nn.Module):
     ``net(x)`` runs every component then the final head ``heads[-1]``; ``net.heads_forward(x)``
     gives every head's prediction. ``sample_input`` (optional) checks with a dry run that
     each component accepts the previous one's output and each head its component's.
+    ``ties``: groups of parameters, in different components, that stand for one tied tensor
+    (an embedding matrix that is also the output projection): equal copies whose gradients
+    the engines sum before every update (see :mod:`interlock.ties`).
     """
 
     def __init__(
@@ -37,6 +41,7 @@ class ComponentNet(nn.Module):
         blocks: Sequence[nn.Module],
         heads: Sequence[nn.Module | None],
         sample_input: torch.Tensor | None = None,
+        ties: Sequence[Sequence[nn.Parameter]] = (),
     ) -> None:
         super().__init__()
         blocks, heads = list(blocks), list(heads)
@@ -58,6 +63,8 @@ class ComponentNet(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.heads = nn.ModuleList(heads)
         self._check_not_shared()
+        # Tied copies (interlock.ties): plain lists, not registered, so state dicts are unchanged.
+        self.ties: list[list[nn.Parameter]] = check_ties(self, ties)
         if sample_input is not None:
             self.check(sample_input)
 
@@ -71,11 +78,18 @@ class ComponentNet(nn.Module):
         cuts: Sequence[int] | None = None,
         sample_input: torch.Tensor | None = None,
     ) -> "ComponentNet":
-        """Group a flat list of blocks into components: ``components=K`` (uniform) or explicit ``cuts``."""
+        """Group a flat list of blocks into components: ``components=K`` (uniform) or explicit ``cuts``.
+
+        The uniform partition counts only blocks with parameters: a parameter-free block
+        (ReLU, Flatten, pooling) rides with its neighbour, so no component is left without
+        parameters (interlock.split.partition_units).
+        """
         if (components is None) == (cuts is None):
             raise ValueError("give exactly one of components=K (uniform partition) or cuts=[...] (explicit boundaries)")
         if cuts is None:
-            cuts = partition_uniform(len(blocks), components)
+            from .split import uniform_cuts
+
+            cuts = uniform_cuts(blocks, components)
         return cls(blocks=group_blocks(blocks, cuts), heads=heads, sample_input=sample_input)
 
     @property
@@ -240,7 +254,38 @@ def merge_adjacent(net: ComponentNet, size: int = 2) -> ComponentNet:
         group = [net.blocks[k] for k in members]
         blocks.append(group[0] if len(group) == 1 else nn.Sequential(*group))
         heads.append(net.heads[members[-1]])
-    return ComponentNet(blocks=blocks, heads=heads)
+    merged = ComponentNet(blocks=blocks, heads=heads)
+    # Merging may bring a tie group's copies into one component (still summed, still equal) and
+    # drops the heads of merged members, and the copies they held.
+    kept = {id(p) for k in range(merged.num_components) for p in merged.component_parameters(k)}
+    groups = [[p for p in g if id(p) in kept] for g in net.ties]
+    merged.ties = check_ties(merged, [g for g in groups if len(g) > 1], one_component_ok=True)
+    return merged
+
+
+def check_ties(net: ComponentNet, ties, *, one_component_ok: bool = False) -> list[list[nn.Parameter]]:
+    """``ties`` as lists of parameters, each group's copies equal in shape and value (ValueError otherwise)."""
+    out = []
+    owner = {id(p): k for k in range(net.num_components) for p in net.component_parameters(k)}
+    for i, group in enumerate(ties):
+        group = list(group)
+        if len(group) < 2 or not all(isinstance(p, nn.Parameter) for p in group):
+            raise ValueError(f"ties[{i}] must list two or more parameters of the network (the copies of one tied tensor)")
+        if len({id(p) for p in group}) != len(group):
+            raise ValueError(f"ties[{i}] lists a parameter twice; list each copy once")
+        for p in group:
+            if id(p) not in owner:
+                raise ValueError(f"ties[{i}]: a parameter of shape {tuple(p.shape)} is not a trainable parameter of any component")
+            if p.shape != group[0].shape or not torch.equal(p.detach(), group[0].detach()):
+                raise ValueError(
+                    f"ties[{i}]: the copies must start equal (same shape and values); a parameter of shape "
+                    f"{tuple(p.shape)} differs from the first, of shape {tuple(group[0].shape)}: copy the values over"
+                )
+        if len({owner[id(p)] for p in group}) < 2 and not one_component_ok:
+            raise ValueError(f"ties[{i}]: every copy lives in component {owner[id(group[0])] + 1}; within one component "
+                             f"share one parameter instead of tying copies")
+        out.append(group)
+    return out
 
 
 def _check_k(num_blocks: int, components: int) -> None:

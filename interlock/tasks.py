@@ -167,7 +167,7 @@ def resolve_data(config: DataConfig, *, seed: int = 0) -> DataConfig:
     result is a fixed point (resolving it again changes nothing), so a launcher can resolve
     once and every rank trains on the same data.
     """
-    if config.name != "cifar10" or config.substitute_for:
+    if config.name != "cifar10" or config.substitute_for or config.factory:  # (data.factory: your own data)
         return config
     root = find_data_root(config.root)
     if detect_cifar(root) is not None:

@@ -115,6 +115,11 @@ def make_loss_fn(task: Task, label_smoothing: float) -> Callable:
 
 
 def build_net(config: TrainConfig, task: Task):
+    part = config.model.partition
+    if part == "time" or (isinstance(part, list) and part and isinstance(part[0], str)):
+        raise ValueError(f"model.partition={part!r} (measured time or module paths) applies to your own model "
+                         f"(model.factory=module:function or train.run(config, model=...)); registered models take "
+                         f"uniform, params, flops or block indices")
     torch.manual_seed(config.seed)  # the same weights on every rank and every engine
     head_kw = dict(config.model.head_kw)
     if config.model.components > 1 and any(heads.takes(h, "sim_weight") for h in config.model.head_names):  # PredSim's mixed loss
@@ -272,6 +277,13 @@ def evaluate(engine, batches, *, num_classes: int, is_text: bool, device: str = 
     return row
 
 
+def _under_launcher() -> bool:
+    """This process is one rank of a run that torchrun or interlock.launch started."""
+    import os
+
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
 def drop_unfed_inputs(task: Task, engine) -> None:
     """Only the process holding component 1 feeds the network: any other drops the inputs
     (most of its memory) and hands the freed pages back to the system."""
@@ -286,23 +298,59 @@ def run(
     resume: bool = False,
     on_progress: Callable[[dict], None] | None = None,
     stop_after: int | None = None,
+    model=None,
+    data=None,
 ) -> RunResult:
     """Train one run; see the module docstring.
+
+    ``model``: your own network instead of ``model.name`` (an ``nn.Module`` or a list of blocks,
+    split into ``model.components`` by ``model.partition`` with ``model.heads`` heads; or an
+    ``interlock.ComponentNet``); ``data``: your own data instead of ``data.name`` (a
+    ``Dataset``, a ``DataLoader``, an iterable of batches or a dict of train/val/test:
+    interlock.data.user). ``model.factory`` / ``data.factory`` in the config do the same from
+    importable functions. With ``engine=distributed`` (or ``pipeline``) outside torchrun, this
+    starts one process per component itself (the objects are pickled to them) and
+    ``on_progress`` receives rank 0's rows here.
 
     ``stop_after``: stop after that many steps as an interruption would (no final evaluation
     or checkpoint); used to test that resuming equals an uninterrupted run.
     """
+    if config.engine in ("distributed", "pipeline") and not _under_launcher():
+        from .distributed_run import launch
+
+        return launch(config, resume=resume, on_progress=on_progress, stop_after=stop_after, model=model, data=data)
     if config.threads:
         torch.set_num_threads(config.threads)
+    from .custom import user_objects
+
+    config, model, data = user_objects(config, model, data)
+    custom_model = model is not None or bool(config.model.factory)
     # What really runs is what config.json records (a fallback data set under its own name).
     config = replace(config, data=resolve_data(config.data, seed=config.seed))
     run_dir = Path(config.run_dir)
     where = _Where()
     engine, failed = None, False
     try:
-        task = build_task(config.data, seed=config.seed)
+        if data is not None:
+            from .data.user import user_task
+
+            task = user_task(data, config.data, seed=config.seed)
+        else:
+            task = build_task(config.data, seed=config.seed)
         total_steps = config.steps or max(1, math.ceil(config.epochs * task.steps_per_epoch))
-        net = build_net(config, task)
+        if custom_model:
+            from .custom import build_user_net
+
+            if data is None:  # a registered data set with your model: a sample batch for the split
+                first = next(iter(task.train_batches(epoch=0, start_step=0)))
+                task.sample = first
+            net = build_user_net(model, config, task.sample[0])
+        else:
+            net = build_net(config, task)
+        if getattr(task, "num_classes", None) is None:  # your data: the classes the network predicts
+            from .custom import infer_num_classes
+
+            task.num_classes = infer_num_classes(net, task.sample[0])
         engine = make_engine(config, net, task, total_steps)
         drop_unfed_inputs(task, engine)
         return _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop_after, where)
@@ -337,6 +385,8 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         if checkpoint is None:
             raise FileNotFoundError(f"--resume: {run_dir} has no complete checkpoint to resume from; start the run without --resume")
         meta = load_checkpoint(checkpoint, engine)
+        if hasattr(task, "check_position"):  # your data: the checkpoint says what it was trained on
+            task.check_position(meta.get("data"))
         if meta["step"] >= total_steps:
             # Finished already: report its final evaluation, write nothing (a second evaluation
             # row would duplicate the first). A longer steps=... continues it instead.
@@ -403,6 +453,8 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                     )
         first = None if first_losses is None else [v if v is not None and math.isfinite(v) else None for v in first_losses]
         meta = {"strategy": config.strategy, "total_steps": total_steps, "first_losses": first}
+        if hasattr(task, "position"):
+            meta["data"] = task.position(step)
         save_checkpoint(run_dir, engine, meta)
         saved_step = step
 

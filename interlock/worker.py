@@ -115,6 +115,8 @@ class ComponentWorker:
         self._post_plan, self._post_plan_of = None, None
         self._posted_ahead_for: int | None = None
         self.next_step_follows = False
+        # Called before each update (the engine sums tied copies' gradients there: interlock.ties).
+        self.before_update: Callable[[], None] | None = None
         self._state: _StepState | None = None
         self.records: list[ActionRecord] = []
         self._run = {
@@ -280,6 +282,8 @@ class ComponentWorker:
         self.transport.send(grad, src=self.index, dst=self.index - 1, tag=tag)
 
     def _update(self, _: S.Update) -> None:
+        if self.before_update is not None:
+            self.before_update()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.lr_scheduler is not None:

@@ -9,6 +9,7 @@ pick the engine for a strategy, so the training program has no per-strategy code
 """
 
 from ..strategies import AsyncLocal, Hogwild, Sequential, Strategy
+from ..ties import check_engine_supports_ties
 from .common import StepResult
 from .distributed import DistributedEngine
 from .pipeline import PipelineEngine
@@ -39,6 +40,7 @@ def create(net, strategy: Strategy, *, total_steps: int | None = None, flush_eve
     cls = _OWN_ENGINE.get(type(strategy))
     if cls is None:
         return SimulatedEngine(net, strategy, **options)
+    check_engine_supports_ties(net, cls.__name__)
     if cls is StaleEngine:
         options["flush_every"] = flush_every
     return cls(net, strategy, total_steps=total_steps, **options)

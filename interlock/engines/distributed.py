@@ -54,9 +54,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
+import torch.distributed as dist
 
 from ..net import ComponentNet
 from ..strategies import Strategy
+from ..ties import local_sum, set_grads, sum_in_order, tie_groups
 from ..worker import ActionRecord
 from .common import EngineOptions, Losses, LossFn, StepResult, check_total_steps, load_component, make_worker, pack_component_state
 from .ranks import RankEngine, RankGroup, keep_component
@@ -68,6 +70,8 @@ _TRAIN_P2P_TAGS = (7303, 7304)
 logger = logging.getLogger(__name__)
 
 class DistributedEngine(RankEngine):
+    sums_ties = True  # tied copies' gradients are gathered among the ranks holding them (interlock.ties)
+
     """Train component ``rank`` of ``net`` with ``strategy``, one process per component.
 
     Options as :class:`~interlock.engines.simulated.SimulatedEngine` (``optimizer``,
@@ -123,18 +127,41 @@ class DistributedEngine(RankEngine):
             batch_streams=batch_streams, split_backward=split_backward, rng_seed=rng_seed, record=record,
             microbatches=microbatches,
         )
+        ties = tie_groups(net) if isinstance(net, ComponentNet) else []  # (while every rank holds the whole network)
         k = self._setup(net, strategy, options, device=device, timeout_s=timeout_s, sample_input=sample_input,
                         backend=backend)
+        self._setup_ties(net, ties, k)
         self.options = options
         self.total_steps = total_steps
         self._open_channels(max_pending_sends=max_pending_sends, timeout_s=timeout_s, train_tags=_TRAIN_P2P_TAGS,
                             static_shapes=static_shapes)
         self.worker = make_worker(net, k, self.plan, self.options, self.channel)
+        if self._ties:
+            self.worker.before_update = self._sum_ties
         self.step_count = 0
         self.epoch_s = self.group.epoch()
         logger.info(
             "rank %d of %d: component %d (%s), %s over %s", k, self.num_components, k + 1, strategy.name, self.device, self.group.backend
         )
+
+    def _setup_ties(self, net: ComponentNet, ties, k: int) -> None:
+        """A process group per tied tensor among the ranks holding its copies (new_group is collective:
+        every rank makes every group, in one order); this rank keeps only its own copies."""
+        self._ties = []
+        for g in ties:
+            ranks = g.components
+            group = dist.new_group(ranks=ranks, backend="gloo" if self.group.staged or self.device.type == "cpu" else None)
+            if k in ranks:
+                self._ties.append((group, ranks, g.local(k)))
+        net.ties = [params for _, _, params in self._ties]  # the other ranks' copies are freed with their components
+
+    def _sum_ties(self) -> None:
+        for group, ranks, params in self._ties:
+            mine = local_sum(params)
+            wire = mine.cpu() if self.group.staged else mine
+            parts = [torch.empty_like(wire) for _ in ranks]
+            dist.all_gather(parts, wire.contiguous(), group=group)
+            set_grads(params, sum_in_order([p.to(mine.device) for p in parts]))
 
     # -- what the training program uses ---------------------------------------------------
 

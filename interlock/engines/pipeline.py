@@ -102,6 +102,9 @@ class PipelineEngine(RankEngine):
         self.options.validate(K)
         self.microbatches = microbatches
         self.schedule_name = schedule
+        from ..ties import check_engine_supports_ties
+
+        check_engine_supports_ties(net, "PipelineEngine")  # (before joining: alike on every rank)
         k = self._join(net, device=device, timeout_s=timeout_s)
         if k < K - 1 and net.heads[k] is not None:
             logger.warning(

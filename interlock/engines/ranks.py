@@ -24,6 +24,7 @@ from ..net import ComponentNet
 from ..strategies import Strategy
 from ..transport import TorchDistributedTransport
 from .base import EngineBase
+from ..ties import check_engine_supports_ties
 from .common import EngineOptions, validate_engine
 
 __all__ = ["RankGroup", "RankEngine", "keep_component", "chain_heads_forward", "check_backend", "BACKENDS", "EVAL_TAG"]
@@ -222,6 +223,7 @@ class RankEngine(EngineBase):
     transport: TorchDistributedTransport  # evaluation's chain (and training messages where no channel)
     channel: TorchDistributedTransport | None = None  # training messages, where they have their own tags
     _num_components: int
+    sums_ties = False  # whether this engine sums tied copies' gradients (interlock.ties); else tied nets are refused
 
     @property
     def rank(self) -> int:
@@ -265,6 +267,8 @@ class RankEngine(EngineBase):
         """What every rank engine does first: validate (alike on every rank, before any joins), join the
         process group, keep this rank's component and move it to the device. Returns the rank."""
         plan = validate_engine(net, strategy, options)
+        if not self.sums_ties:
+            check_engine_supports_ties(net, type(self).__name__)
         if not strategy.distributed:
             raise ValueError(f"{strategy.name} runs in one process only for now; use the simulated engine (engine=simulated)")
         self.strategy = strategy

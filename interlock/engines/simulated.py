@@ -17,6 +17,7 @@ from .. import schedule as S
 from ..net import ComponentNet
 from ..strategies import Strategy
 from ..transport import InMemoryTransport
+from ..ties import local_sum, set_grads, sum_in_order, tie_groups
 from .base import EngineBase
 from .common import EngineOptions, Losses, LossFn, StepResult, load_component, make_worker, pack_component_state, validate_engine
 
@@ -77,6 +78,15 @@ class SimulatedEngine(EngineBase):
         self.device = next((p.device for p in net.parameters()), torch.device("cpu"))
         self.transport = InMemoryTransport()
         self.workers = [make_worker(net, k, self.plan, self.options, self.transport) for k in range(net.num_components)]
+        self._ties = tie_groups(net)
+        # Components that hold a copy of a tied tensor update only once every copy's gradient is
+        # complete; the first of them to update sums the gradients (interlock.ties).
+        self._tied_with = {k: sorted({j for g in self._ties if k in g.components for j in g.components})
+                           for k in range(net.num_components)}
+        self._ties_summed = -1  # the step whose tied gradients were summed
+        for k, w in enumerate(self.workers):
+            if self._tied_with[k]:
+                w.before_update = self._sum_ties
         self.step_count = 0
         self._checked = False
         if sample_input is not None:
@@ -111,7 +121,7 @@ class SimulatedEngine(EngineBase):
         )
 
     def _run_all(self) -> None:
-        pcs = [0] * len(self.workers)
+        pcs = self._pcs = [0] * len(self.workers)
         remaining = sum(len(w.schedule) for w in self.workers)
         while remaining:
             progressed = False
@@ -126,7 +136,20 @@ class SimulatedEngine(EngineBase):
                 waiting = {k + 1: w.schedule[pcs[k]] for k, w in enumerate(self.workers) if pcs[k] < len(w.schedule)}
                 raise RuntimeError(f"schedules deadlocked; components waiting: {waiting}")
 
+    def _sum_ties(self) -> None:
+        if self._ties_summed == self.step_count:
+            return
+        for g in self._ties:
+            total = sum_in_order([local_sum(g.local(k)) for k in g.components])
+            for k in g.components:
+                set_grads(g.local(k), total)
+        self._ties_summed = self.step_count
+
     def _ready(self, k: int, action: S.Action) -> bool:
+        if isinstance(action, S.Update) and self._tied_with[k] and self._ties_summed != self.step_count:
+            # Every component holding a copy must have finished its backward passes (be at its update).
+            return all(isinstance(self.workers[j].schedule[self._pcs[j]], S.Update)
+                       for j in self._tied_with[k] if self._pcs[j] < len(self.workers[j].schedule))
         if isinstance(action, S.RecvActivation):
             return self.transport.ready(src=k - 1, dst=k)
         if isinstance(action, S.RecvStream):
