@@ -18,7 +18,6 @@ callable) or from measured :class:`~interlock.worker.ActionRecord` lists.
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Literal, Protocol, Union
 from . import schedule as S
 from .strategies import GradientPlan
 from .worker import ActionRecord
+from .checks import count, number
 
 __all__ = [
     "paper_time_units",
@@ -75,8 +75,7 @@ def local_time_units(*, components: int, steps: int) -> int:
 
 
 def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r}: must be an integer >= 1")
+    count(value, f"{name}={value!r}: must be an integer >= 1")
     return value
 
 
@@ -84,8 +83,7 @@ def _positive_int(name: str, value) -> int:
 
 
 def _seconds(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}={value!r}: must be a finite number of seconds >= 0")
+    number(value, f"{name}={value!r}: must be a finite number of seconds >= 0", low=0)
     return float(value)
 
 

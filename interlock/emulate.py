@@ -40,6 +40,7 @@ from torch import nn
 from ._torch_compat import will_engine_execute_node
 from .clock import ComputeCosts
 from .net import ComponentNet
+from .checks import count, number
 
 __all__ = ["EmulatedBlock", "emulated_net", "emulated_batch", "emulated_costs"]
 
@@ -98,8 +99,7 @@ class EmulatedBlock(nn.Module):
 
     def __init__(self, *, forward_s: float, input_grad_s: float, weight_grad_s: float, features: int) -> None:
         super().__init__()
-        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-            raise ValueError(f"features={features!r}: must be an integer >= 1")
+        count(features, f"features={features!r}: must be an integer >= 1")
         # ComputeCosts validates the times (finite, >= 0) and is the accounting the clock uses.
         self.costs = ComputeCosts(forward_s=forward_s, input_grad_s=input_grad_s, weight_grad_s=weight_grad_s)
         self.features = features
@@ -120,8 +120,7 @@ class EmulatedBlock(nn.Module):
 
 
 def _split(backward_s: float, split: float) -> tuple[float, float]:
-    if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0.0 <= split <= 1.0:
-        raise ValueError(f"split={split!r}: the input-gradient share of a backward pass must be in [0, 1]")
+    number(split, f"split={split!r}: the input-gradient share of a backward pass must be in [0, 1]", low=0.0, high=1.0)
     return split * backward_s, (1.0 - split) * backward_s
 
 
@@ -147,10 +146,8 @@ def emulated_net(
     which ``split`` is the input-gradient part. ``seed`` fixes the heads' initial weights
     (without touching the global RNG), so every process builds the same network.
     """
-    if isinstance(components, bool) or not isinstance(components, int) or components < 1:
-        raise ValueError(f"components={components!r}: must be an integer >= 1")
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
-        raise ValueError(f"classes={classes!r}: must be an integer >= 2")
+    count(components, f"components={components!r}: must be an integer >= 1")
+    count(classes, f"classes={classes!r}: must be an integer >= 2", minimum=2)
     input_grad_s, weight_grad_s = _split(backward_s, split)
     blocks = [
         EmulatedBlock(forward_s=forward_s, input_grad_s=input_grad_s, weight_grad_s=weight_grad_s, features=features)
@@ -173,8 +170,7 @@ def emulated_batch(batch: int, *, features: int = 8, classes: int = 4, seed: int
     The values do not matter for emulated timing, only the sleeps do; they are seeded so
     that every process (and every engine) sees the same batch.
     """
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch={batch!r}: must be an integer >= 1")
+    count(batch, f"batch={batch!r}: must be an integer >= 1")
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, features, generator=g)
     y = torch.randint(0, classes, (batch,), generator=g)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from .strategies import GradientPlan
+from .checks import count
 
 __all__ = [
     "Action",
@@ -158,8 +159,7 @@ class Update(Action):
 
 def check_microbatches(microbatches) -> int:
     """``microbatches`` if it is a valid number of micro-batches per step, else a ValueError saying what to set."""
-    if isinstance(microbatches, bool) or not isinstance(microbatches, int) or microbatches < 1:
-        raise ValueError(f"microbatches={microbatches!r}: give an integer m >= 1 (1: the whole batch at once)")
+    count(microbatches, f"microbatches={microbatches!r}: give an integer m >= 1 (1: the whole batch at once)")
     return microbatches
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from .checks import count, number
+
 if TYPE_CHECKING:
     from .net import ComponentNet
 
@@ -131,8 +133,7 @@ class Interlocking(Strategy):
     mix: Mix = "furthest"
 
     def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"Interlocking(n={self.n!r}): n must be an integer >= 1 (n=1 is local learning)")
+        count(self.n, f"Interlocking(n={self.n!r}): n must be an integer >= 1 (n=1 is local learning)")
         if self.mix not in _MIXES:
             raise ValueError(f"Interlocking(mix={self.mix!r}): mix must be one of {_MIXES}")
 
@@ -195,8 +196,8 @@ def check_async_local(*, buffer_size, slowdown, slow_component, schedule, seed, 
     (the config's ``replay.`` section passes ``prefix="replay."``; there ``seed`` may be None)."""
     if not _is_int(buffer_size) or buffer_size < 1:
         raise ValueError(f"{prefix}buffer_size={buffer_size!r}: use an integer M >= 1 (batches each replay buffer holds)")
-    if isinstance(slowdown, bool) or not isinstance(slowdown, (int, float)) or not 0 < slowdown < float("inf"):
-        raise ValueError(f"{prefix}slowdown={slowdown!r}: use a finite S > 0 (1 is no slow-down; 4 makes one component 4x slower)")
+    number(slowdown, f"{prefix}slowdown={slowdown!r}: use a finite S > 0 (1 is no slow-down; 4 makes one component 4x slower)",
+           low=0, low_open=True)
     if not _is_int(slow_component) or slow_component < 1:
         raise ValueError(f"{prefix}slow_component={slow_component!r}: use a component number 1..K")
     if schedule not in _SCHEDULES:

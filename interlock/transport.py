@@ -21,6 +21,8 @@ from typing import Protocol
 import torch
 import torch.distributed as dist
 
+from .checks import count
+
 __all__ = ["Transport", "InMemoryTransport", "TorchDistributedTransport", "TransportError"]
 
 logger = logging.getLogger(__name__)
@@ -148,8 +150,7 @@ class TorchDistributedTransport:
                 "TorchDistributedTransport needs an initialised process group: call "
                 "torch.distributed.init_process_group first (the distributed engine does this for you)"
             )
-        if isinstance(max_pending_sends, bool) or not isinstance(max_pending_sends, int) or max_pending_sends < 1:
-            raise ValueError(f"max_pending_sends={max_pending_sends!r}: give an integer >= 1")
+        count(max_pending_sends, f"max_pending_sends={max_pending_sends!r}: give an integer >= 1")
         if timeout_s is not None and not timeout_s > 0:
             raise ValueError(f"timeout_s={timeout_s!r}: give a positive number of seconds, or None for the group's timeout")
         self.ranks = tuple(range(dist.get_world_size())) if ranks is None else tuple(int(r) for r in ranks)

@@ -16,14 +16,14 @@ import torch
 
 from .augment import augment_batch, normalize, to_float
 from .seeding import make_generator
+from ..checks import count
 
 __all__ = ["iterate_batches", "iterate_labels", "batches_per_epoch"]
 
 
 def batches_per_epoch(num: int, batch_size: int, *, drop_last: bool) -> int:
     """How many batches one epoch over ``num`` examples has."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1")
+    count(batch_size, f"batch_size={batch_size!r} must be an integer >= 1")
     return num // batch_size if drop_last else math.ceil(num / batch_size)
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checks import count
+
 __all__ = ["ReplayBuffer"]
 
 
@@ -35,8 +37,7 @@ class ReplayBuffer:
     """Holds at most ``capacity`` (M) batches; see the module docstring for the policy."""
 
     def __init__(self, capacity: int) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"a replay buffer holds an integer number M >= 1 of batches; got M={capacity!r}")
+        count(capacity, f"a replay buffer holds an integer number M >= 1 of batches; got M={capacity!r}")
         self.capacity = capacity
         self._entries: list[_Entry] = []
         self._writes = 0  # sequence number of the next write

@@ -13,6 +13,7 @@ from ..schedule import build_schedule, check_microbatches
 from ..strategies import GradientPlan, Strategy
 from ..transport import Transport
 from ..worker import ActionRecord, ComponentWorker, LossFn
+from ..checks import count
 
 __all__ = ["StepResult", "Losses", "EngineOptions", "make_worker", "check_heads", "validate_engine", "pack_component_state", "strategy_state",
            "load_component"]
@@ -151,8 +152,7 @@ def _per_component(name: str, value, K: int, *, allow_none: bool) -> None:
 
 def check_total_steps(total_steps, what: str = "the run's length in steps") -> None:
     """``total_steps`` must be an integer >= 1 (engines that need to know where a run ends)."""
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps={total_steps!r}: give {what}, an integer >= 1")
+    count(total_steps, f"total_steps={total_steps!r}: give {what}, an integer >= 1")
 
 
 def validate_engine(net: ComponentNet, strategy: Strategy, options: EngineOptions) -> GradientPlan:

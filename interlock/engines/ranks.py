@@ -26,6 +26,7 @@ from ..transport import TorchDistributedTransport
 from .base import EngineBase
 from ..ties import check_engine_supports_ties
 from .common import EngineOptions, validate_engine
+from ..checks import number
 
 __all__ = ["RankGroup", "RankEngine", "keep_component", "chain_heads_forward", "check_backend", "BACKENDS", "EVAL_TAG"]
 
@@ -62,8 +63,8 @@ class RankGroup:
         CPU; "gloo" with ``device="cuda"`` puts the ranks on the GPUs in turn (``LOCAL_RANK`` modulo
         the GPUs, so K ranks may share one) and stages every message through the CPU.
         """
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
-            raise ValueError(f"timeout_s={timeout_s!r}: give the process-group timeout as a positive number of seconds")
+        number(timeout_s, f"timeout_s={timeout_s!r}: give the process-group timeout as a positive number of seconds",
+               low=0, low_open=True, finite=False)
         check_backend(backend)
         if not dist.is_available():
             raise RuntimeError("this PyTorch build has no torch.distributed; install one that does")
