@@ -36,6 +36,9 @@ def run_distributed(config: TrainConfig, *, resume: bool, on_progress: Callable[
         return run(config, resume=resume, on_progress=on_progress if rank == 0 else None).final
     from .launch import run_local
     from .tasks import resolve_data
+    from .train import check_device
+
+    check_device(config.device)  # a config error, said before any rank starts
 
     # Resolved once here, so every rank trains on the same data set (and a missing one fails before any rank starts).
     config = replace(config, data=resolve_data(config.data, seed=config.seed))
