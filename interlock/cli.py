@@ -208,8 +208,8 @@ def _failure_line(err: BaseException, config: TrainConfig, log_path: Path) -> st
     elif isinstance(err, RankFailedError):
         what = message
         # SIGKILL comes from the kernel's out-of-memory killer or from a person or a scheduler: say both.
-        hint = ("signal 9 (SIGKILL) comes from a kill -9, a job scheduler, or the out-of-memory killer; if nobody "
-                "killed it, lower data.batch_size or data.eval_batch_size"
+        hint = ("signal 9 (SIGKILL) comes from a kill -9, a job scheduler, or the kernel when the machine runs out of "
+                "memory; if nobody killed it, lower data.batch_size or data.eval_batch_size"
                 if "signal 9" in message else "the rank died without a Python error")
     else:
         what, hint = f"{type(err).__name__}: {message}", "if the config looks right, this is a bug worth reporting"

@@ -275,7 +275,9 @@ def run_search(config: TrainConfig, *, components: Sequence[int] = (), resume: b
     if resume:
         if not state_path.exists():
             raise FileNotFoundError(f"--resume: {state_path} does not exist; start the search without --resume")
-        if saved.exists() and json.loads(saved.read_text()) != json.loads(json.dumps(config.to_dict())):
+        # (run_dir aside: a search is continued where its folder is, also in a copy)
+        same = lambda d: {k: v for k, v in d.items() if k != "run_dir"}
+        if saved.exists() and same(json.loads(saved.read_text())) != same(json.loads(json.dumps(config.to_dict()))):
             raise ValueError(f"--resume: {saved} holds another config; resume with the same one, or choose another --run-dir")
         try:
             state = torch.load(state_path, map_location="cpu", weights_only=False)
