@@ -146,18 +146,36 @@ def held_env() -> dict[str, str]:
 
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _free_bytes(path: Path) -> int | None:
+    import shutil
+
+    for folder in (path, *path.parents):
+        if folder.exists():
+            try:
+                return shutil.disk_usage(folder).free
+            except OSError:
+                return None
+    return None
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def explain_write_error(err: BaseException, path: str | Path) -> BaseException:
     """A :class:`RunDirError` for a write into ``path`` that failed for want of space or permission; else ``err``."""
     code = getattr(err, "errno", None)
-    text = str(err)
-    # torch.save reports a failed write as RuntimeError("... inline_container.cc ... file write failed"),
-    # without the errno: the disk is full (or the file system went away) in practice.
-    if code in _FULL or (isinstance(err, RuntimeError) and "inline_container" in text and "write" in text.lower()):
-        return RunDirError(errno.ENOSPC, f"disk full while writing {path}: free space on that file system (or choose "
-                                         f"a --run-dir on another one), then continue with --resume")
+    # torch.save reports a failed write as RuntimeError("[enforce fail at inline_container.cc:...] ...
+    # unexpected pos" or "file write failed"), without the errno: the disk is full in practice
+    # (or the file system went away); the free space says which.
+    torch_writer = isinstance(err, RuntimeError) and "inline_container" in str(err)
+    if code in _FULL or torch_writer:
+        free = _free_bytes(Path(path))
+        if code in _FULL or free is None or free < (1 << 20):
+            return RunDirError(errno.ENOSPC, f"disk full while writing {path}" + ("" if free is None else f" ({free} bytes free)")
+                               + ": free space on that file system (or choose a --run-dir on another one), then continue "
+                                 "with --resume")
+        return RunDirError(errno.EIO, f"writing {path} failed ({str(err).strip()[:120]}) with {free} bytes free: is the "
+                                      f"file system still there? Then continue with --resume")
     if code in _READ_ONLY:
         return RunDirError(code, f"cannot write {path} ({os.strerror(code)}): choose a --run-dir you may write to")
     return err
