@@ -180,6 +180,31 @@ def _run_one(config: TrainConfig, *, resume: bool, quiet: bool, label: str, run_
             progress.close()
 
 
+def _logged_command(folder: Path, what: str, fn):
+    """``fn()`` for ``search`` and ``reproduce`` as :func:`run_one` runs a training run: what is logged
+    also goes to ``<folder>/log.txt``, and a run-time failure is one line (its traceback in that file)."""
+    log_path = Path(folder) / "log.txt"
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_path)
+    except OSError as err:
+        raise explain_write_error(err, log_path) from None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("interlock")
+    root.addHandler(handler)
+    try:
+        return fn()
+    except (*_REQUEST_ERRORS, RunDirError, RunFailed):
+        raise
+    except Exception as err:
+        log.error("%s failed", what, exc_info=err)
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise RunFailed(f"{what} failed: {type(err).__name__}: {message} (traceback in {log_path})") from err
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
 def _failure_line(err: BaseException, config: TrainConfig, log_path: Path) -> str:
     """Where a run failed (run, step, rank, component), what went wrong, and what to change, in one line."""
     from .launch import RankFailedError
@@ -405,7 +430,8 @@ def cmd_search(args) -> int:
     progress = None if args.quiet else SearchProgress()
     try:
         with lock_run_dir(config.run_dir):
-            result = run_search(config, components=components, resume=args.resume, on_row=progress)
+            result = _logged_command(Path(config.run_dir), f"the search in {config.run_dir}", lambda: run_search(
+                config, components=components, resume=args.resume, on_row=progress))
     finally:
         if progress is not None:
             progress.close()
@@ -433,10 +459,12 @@ def cmd_reproduce(args) -> int:
         raise ValueError(f"unknown table {args.table!r}; known: {', '.join(names())}")
 
     # One reproduce per report at a time; each run holds its own folder (two tables may share a --root).
-    with lock_run_dir(report_folder(Path(args.root) / args.scale, args.table, subset=bool(args.runs))):
-        reproduce(args.table, scale=args.scale, seeds=seeds, root=args.root, data=args.data, device=args.device,
-                  rerun=args.rerun, quiet=args.quiet, overrides=args.set, jobs=args.jobs, report_only=args.report_only,
-                  only=[r for r in args.runs.split(",") if r] if args.runs else None)
+    report = report_folder(Path(args.root) / args.scale, args.table, subset=bool(args.runs))
+    with lock_run_dir(report):
+        _logged_command(report, f"reproduce {args.table}", lambda: reproduce(
+            args.table, scale=args.scale, seeds=seeds, root=args.root, data=args.data, device=args.device,
+            rerun=args.rerun, quiet=args.quiet, overrides=args.set, jobs=args.jobs, report_only=args.report_only,
+            only=[r for r in args.runs.split(",") if r] if args.runs else None))
     return 0
 
 

@@ -217,6 +217,24 @@ def test_a_failure_prints_one_line_and_no_traceback_on_the_terminal(tmp_path, en
     assert "Traceback" in (run_dir / "log.txt").read_text()
 
 
+def test_search_and_reproduce_failures_are_one_line_with_the_traceback_in_their_log(tmp_path, monkeypatch, capsys):
+    import interlock.reproduce as reproduce_mod
+    import interlock.search.run as search_run
+
+    def broken(*a, **kw):
+        raise RuntimeError("runs failed: K2 seed 0 (exit 1; see its train.log)")
+
+    monkeypatch.setattr(search_run, "run_search", broken)
+    assert cli.main(["search", "--quiet", *SEARCH, "--run-dir", str(tmp_path / "s")]) == 1
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.endswith(f"(traceback in {tmp_path / 's' / 'log.txt'})") and "RuntimeError: runs failed" in line
+    assert "Traceback" in (tmp_path / "s" / "log.txt").read_text()
+    monkeypatch.setattr(reproduce_mod, "reproduce", broken)
+    assert cli.main(["reproduce", "dgl-table1", "--root", str(tmp_path / "r"), "--quiet"]) == 1
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.startswith("interlock: error: reproduce dgl-table1 failed: RuntimeError: runs failed") and "traceback in" in line
+
+
 # -- 5. damaged checkpoints: the file named, the newest complete one that can be read used ------------------
 
 
