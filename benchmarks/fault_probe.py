@@ -290,6 +290,7 @@ def main() -> int:
             except Exception as err:  # noqa: BLE001 - a probe reports, it does not stop
                 ok, what = False, f"probe error {type(err).__name__}: {err}"
             verdict = "skip" if ok is None else "ok" if ok else "FAIL"
+            what = what.replace(str(out), "<out>")  # (this machine's temporary folder, not the finding)
             failed += ok is False
             print(f"{verdict:4s} | {engine:11s} {strategy:12s} | {name:18s} | {what} [{time.time() - t0:.0f} s]", flush=True)
     if not args.out:
