@@ -14,8 +14,9 @@ Within one process the lock is re-entrant (``compare`` -> ``train.run``); the ra
 (:data:`HELD_ENV` names it in the environment of every process started while it is held).
 
 **Write faults.** :func:`explain_write_error` turns the errors a full disk or a read-only
-folder raise (``OSError`` ENOSPC/EROFS/EACCES, or PyTorch's ``inline_container`` writer
-error, which hides the errno) into a :class:`RunDirError` naming the file and what to change.
+folder raise (``OSError`` ENOSPC/EROFS/EACCES, or the RuntimeError of PyTorch's writer, which
+hides the errno: then the free space decides) into a :class:`RunDirError` naming the file and
+what to change.
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ def held_env() -> dict[str, str]:
 
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+_NEARLY_FULL = 1 << 20  # bytes: less than this free after a failed write is a full disk
 
 
 def _free_bytes(path: Path) -> int | None:
@@ -164,18 +166,14 @@ _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 def explain_write_error(err: BaseException, path: str | Path) -> BaseException:
     """A :class:`RunDirError` for a write into ``path`` that failed for want of space or permission; else ``err``."""
     code = getattr(err, "errno", None)
-    # torch.save reports a failed write as RuntimeError("[enforce fail at inline_container.cc:...] ...
-    # unexpected pos" or "file write failed"), without the errno: the disk is full in practice
-    # (or the file system went away); the free space says which.
-    torch_writer = isinstance(err, RuntimeError) and "inline_container" in str(err)
-    if code in _FULL or torch_writer:
-        free = _free_bytes(Path(path))
-        if code in _FULL or free is None or free < (1 << 20):
-            return RunDirError(errno.ENOSPC, f"disk full while writing {path}" + ("" if free is None else f" ({free} bytes free)")
-                               + ": free space on that file system (or choose a --run-dir on another one), then continue "
-                                 "with --resume")
-        return RunDirError(errno.EIO, f"writing {path} failed ({str(err).strip()[:120]}) with {free} bytes free: is the "
-                                      f"file system still there? Then continue with --resume")
+    # torch.save reports a failed write as a RuntimeError without the errno ("[enforce fail at
+    # inline_container.cc:...] unexpected pos ...", "basic_ios::clear: iostream error", ...): the
+    # free space left says whether the disk is full.
+    free = _free_bytes(Path(path)) if code in _FULL or isinstance(err, RuntimeError) else None
+    if code in _FULL or (isinstance(err, RuntimeError) and free is not None and free < _NEARLY_FULL):
+        return RunDirError(errno.ENOSPC, f"disk full while writing {path}" + ("" if free is None else f" ({free} bytes free)")
+                           + ": free space on that file system (or choose a --run-dir on another one), then continue "
+                             "with --resume")
     if code in _READ_ONLY:
         return RunDirError(code, f"cannot write {path} ({os.strerror(code)}): choose a --run-dir you may write to")
     return err
