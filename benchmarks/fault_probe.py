@@ -205,7 +205,7 @@ def case_damaged(engine, strategy, d):
     target = folder / "component_2.pt"
     target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
     rc, err = finish(start([sys.executable, "-m", "interlock", "train", "--quiet", "--resume", "--run-dir", str(d), "steps=50"]))
-    log = (d / "log.txt").read_text()
+    log = "".join(p.read_text() for p in d.glob("log*.txt"))  # (a rank logs to log-rank<r>.txt)
     ok = code == 0 and rc == 0 and f"{target} is damaged" in log and "newest checkpoint that could be read" in log
     return ok, f"first exit {code}; resume exit {rc}, log names {target.relative_to(d)}: {f'{target} is damaged' in log}"
 

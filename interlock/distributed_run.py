@@ -7,10 +7,12 @@ them; if one fails, all stop and its error is raised here.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from .config import TrainConfig
 
@@ -55,9 +57,28 @@ def _rank_main(config_dict: dict, resume: bool, show_progress: bool) -> dict:
     from .train import run
 
     config = TrainConfig(**config_dict)
+    rank = int(os.environ.get("RANK", "0"))
     progress = None
-    if show_progress and int(os.environ.get("RANK", "0")) == 0:
+    if show_progress and rank == 0:
         from .cli import Progress
 
         progress = Progress(f"{config.strategy} (distributed)", stream=sys.stderr)
-    return run(config, resume=resume, on_progress=progress).final
+    # What the rank logs goes to the run's log as under torchrun (rank 0: log.txt, beside its
+    # launcher's lines; rank r: log-rank<r>.txt), e.g. which checkpoint file it found damaged.
+    logger = logging.getLogger("interlock")
+    try:
+        Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(Path(config.run_dir) / ("log.txt" if rank == 0 else f"log-rank{rank}.txt"))
+    except OSError:
+        handler = None  # (a folder that cannot be written: the run itself says so)
+    if handler is not None:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s rank {rank} %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+    try:
+        return run(config, resume=resume, on_progress=progress).final
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            handler.close()
