@@ -269,6 +269,21 @@ def test_resume_falls_back_to_the_newest_checkpoint_that_can_be_read(tmp_path, c
         run(config(tmp_path / "b", *extra, "steps=10"), resume=True)
 
 
+def test_distributed_ranks_agree_on_the_checkpoint_to_fall_back_to(tmp_path):
+    # Only rank 1 finds its file damaged; rank 0 could load the newest: both must resume from step 2.
+    from interlock.distributed_run import run_distributed
+
+    extra = ["checkpoint_every=2", "strategy=local", "model.components=2", "data.eval_chunk=32"]
+    cfg = config(tmp_path / "d", "steps=4", "engine=distributed", *extra)
+    run_distributed(cfg, resume=False)
+    bad = tmp_path / "d" / "checkpoints" / "step_00000004" / "component_2.pt"
+    damage(bad, "truncated")
+    resumed = run_distributed(config(tmp_path / "d", "steps=6", "engine=distributed", *extra), resume=True)
+    reference = run(config(tmp_path / "s", "steps=6", *extra)).final
+    assert resumed == reference
+    assert f"{bad} is damaged" in (tmp_path / "d" / "log-rank1.txt").read_text()
+
+
 # -- 6. disk faults: a full disk and a read-only folder said so, no temporaries left --------------------------
 
 
