@@ -114,6 +114,7 @@ class ReplayRankEngine(RankEngine):
         self._rows: dict[int, dict[int, torch.Tensor]] = {j: {} for j in self.reports}  # rank 0: reports by step
         self.max_reuse = int(strategy.max_reuse)
         self.waits_for_reuse = 0  # reads that waited for a new entry because every entry was read max_reuse times
+        self.bounded_reads = 0  # the most reads of one entry while the bound applied (rank k-1 still sending)
         self.lockstep = strategy.schedule == "round_robin"
         self.sleep_factor = float(strategy.slowdown) - 1.0 if k == strategy.slow_component - 1 else 0.0
         self.step_count = 0
@@ -163,7 +164,10 @@ class ReplayRankEngine(RankEngine):
                         self.max_reuse and self.buffer.least_reuses() >= self.max_reuse and self.inbox.received < total):
                     self.waits_for_reuse += bool(len(self.buffer))
                     self._file(self.inbox.wait_for(self.inbox.received + 2 - self.inbox.received % 2))
+            bounded = self.inbox.received < 2 * (self.quota - self._start)
             inp, labels = self.buffer.read()
+            if bounded:
+                self.bounded_reads = max(self.bounded_reads, self.buffer.most_reads)
         start = time.perf_counter()
         step = self.step_count
         w = self.worker
@@ -252,7 +256,8 @@ class ReplayRankEngine(RankEngine):
             k=k, num_components=self.num_components, strategy=self.strategy.name, step_count=self.step_count,
             block=w.block, head=w.head, optimizer=w.optimizer, lr_scheduler=w.lr_scheduler,
         )
-        state["replay_rank"] = {"input_buffer": None if self.buffer is None else self.buffer.state_dict()}
+        state["replay_rank"] = {"input_buffer": None if self.buffer is None else self.buffer.state_dict(),
+                                "bounded_reads": self.bounded_reads, "waits_for_reuse": self.waits_for_reuse}
         return state
 
     def load_component_state(self, k: int, state: dict) -> None:
@@ -268,6 +273,8 @@ class ReplayRankEngine(RankEngine):
         self.step_count = self._start = int(state["step_count"])
         if self.buffer is not None:
             self.buffer.load_state_dict(state["replay_rank"]["input_buffer"])
+        self.bounded_reads = int(state["replay_rank"].get("bounded_reads", 0))
+        self.waits_for_reuse = int(state["replay_rank"].get("waits_for_reuse", 0))
 
     def close(self, *, wait: bool = True) -> None:
         """End this rank's channels (every output and report received), then leave the group."""
