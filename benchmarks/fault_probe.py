@@ -251,8 +251,8 @@ def case_full_disk(engine, strategy, d):
 
 
 def case_two_runs(engine, strategy, d):
-    # (checkpoint_every: Hogwild's pipeline drains only at checkpoints; never drained, it diverged at lr 0.05)
-    first = start(command(engine, strategy, d, "--steps", "200", "log_every=10", "checkpoint_every=50"))
+    # (optim.lr=0.01: Hogwild's stale gradients diverged at lr 0.05 within 200 steps)
+    first = start(command(engine, strategy, d, "--steps", "200", "log_every=10", "checkpoint_every=50", "optim.lr=0.01"))
     lock = d / ".interlock.lock"
     if not wait_until(lock.exists):
         return False, "no lock seen"
