@@ -19,10 +19,14 @@ TAB1=(interlocking-table1 --scale paper --seeds 0 --device cuda --root "$ROOT" -
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # A short smoke run first: a broken CUDA path should cost seconds, not the budget.
 $PY -m interlock train --steps 3 --run-dir "$ROOT/smoke" --quiet model.name=toy_cnn model.components=3 device=cuda || exit 1
-timeout "$BUDGET" $PY -m interlock reproduce "${FIG4[@]}" --jobs 10 --quiet &
-timeout "$BUDGET" $PY -m interlock reproduce "${TAB1[@]}" --jobs 4 --quiet &
+# Each reproduce in a process group of its own (setsid), so that what is still running when the
+# budget runs out (its runs included) is stopped by group, and no other interlock run of this user is touched.
+setsid timeout "$BUDGET" $PY -m interlock reproduce "${FIG4[@]}" --jobs 10 --quiet &
+G1=$!
+setsid timeout "$BUDGET" $PY -m interlock reproduce "${TAB1[@]}" --jobs 4 --quiet &
+G2=$!
 wait
-pkill -f "interlock train" || true  # runs still going when the budget ran out
+for g in $G1 $G2; do kill -TERM -- "-$g" 2>/dev/null || true; done  # runs still going when the budget ran out
 sleep 2
 $PY -m interlock reproduce "${FIG4[@]}" --report-only
 $PY -m interlock reproduce "${TAB1[@]}" --report-only

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .config import TrainConfig, load_config, parse_strategy
 from .metrics import atomic_write_text, read_metrics, summarise
+from .rundir import RunDirError, explain_write_error, lock_run_dir
 
 log = logging.getLogger("interlock")
 
@@ -132,12 +133,30 @@ def run_one(config: TrainConfig, *, resume: bool, quiet: bool, label: str):
     Everything logged meanwhile also goes to ``<run_dir>/log.txt``; a run-time failure adds its
     full traceback there and is raised as :class:`RunFailed`, one line for the terminal.
     """
-    progress = None if quiet else Progress(label)
     run_dir = Path(config.run_dir)
     rank = os.environ.get("RANK", "0")
+    if rank == "0":  # the run directory is this run's before anything is written into it (log.txt included)
+        with lock_run_dir(run_dir):
+            return _run_one(config, resume=resume, quiet=quiet, label=label, run_dir=run_dir, rank=rank)
+    return _run_one(config, resume=resume, quiet=quiet, label=label, run_dir=run_dir, rank=rank)
+
+
+class _LogFileOnly(logging.Filter):
+    """Keeps records that carry a traceback off the terminal: they go to the run's log.txt, and the
+    terminal gets the failure's one line (``interlock: error: ...``) instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.exc_info
+
+
+def _run_one(config: TrainConfig, *, resume: bool, quiet: bool, label: str, run_dir: Path, rank: str):
+    progress = None if quiet else Progress(label)
     log_path = run_dir / ("log.txt" if rank == "0" else f"log-rank{rank}.txt")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_path)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_path)
+    except OSError as err:
+        raise explain_write_error(err, log_path) from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("interlock")
     root.addHandler(handler)
@@ -149,7 +168,7 @@ def run_one(config: TrainConfig, *, resume: bool, quiet: bool, label: str):
         from .train import run
 
         return run(config, resume=resume, on_progress=progress).final
-    except _REQUEST_ERRORS:
+    except (*_REQUEST_ERRORS, RunDirError):
         raise
     except Exception as err:
         log.error("the run in %s failed", run_dir, exc_info=err)
@@ -159,6 +178,31 @@ def run_one(config: TrainConfig, *, resume: bool, quiet: bool, label: str):
         handler.close()
         if progress is not None:
             progress.close()
+
+
+def _logged_command(folder: Path, what: str, fn):
+    """``fn()`` for ``search`` and ``reproduce`` as :func:`run_one` runs a training run: what is logged
+    also goes to ``<folder>/log.txt``, and a run-time failure is one line (its traceback in that file)."""
+    log_path = Path(folder) / "log.txt"
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_path)
+    except OSError as err:
+        raise explain_write_error(err, log_path) from None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("interlock")
+    root.addHandler(handler)
+    try:
+        return fn()
+    except (*_REQUEST_ERRORS, RunDirError, RunFailed):
+        raise
+    except Exception as err:
+        log.error("%s failed", what, exc_info=err)
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise RunFailed(f"{what} failed: {type(err).__name__}: {message} (traceback in {log_path})") from err
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _failure_line(err: BaseException, config: TrainConfig, log_path: Path) -> str:
@@ -188,7 +232,9 @@ def _failure_line(err: BaseException, config: TrainConfig, log_path: Path) -> st
                 f"first, the log says how; if a step legitimately takes longer, raise dist_timeout_s")
     elif isinstance(err, RankFailedError):
         what = message
-        hint = ("a rank killed by signal 9 was most likely out of memory: lower data.batch_size or data.eval_batch_size"
+        # SIGKILL comes from the kernel's out-of-memory killer or from a person or a scheduler: say both.
+        hint = ("signal 9 (SIGKILL) comes from a kill -9, a job scheduler, or the kernel when the machine runs out of "
+                "memory; if nobody killed it, lower data.batch_size or data.eval_batch_size"
                 if "signal 9" in message else "the rank died without a Python error")
     else:
         what, hint = f"{type(err).__name__}: {message}", "if the config looks right, this is a bug worth reporting"
@@ -377,12 +423,15 @@ def cmd_search(args) -> int:
         saved = Path(run_dir) / "config.json"
         if not saved.exists():
             raise FileNotFoundError(f"--resume: {saved} does not exist; start the search without --resume")
-        config = load_config(saved, [o for o in args.overrides if "=" in o])
+        # The directory is where it is, whatever its config.json says (a copy names the original).
+        config = load_config(saved, [o for o in args.overrides if "=" in o] + [f"run_dir={run_dir}"])
     else:
         config = _config(args)
     progress = None if args.quiet else SearchProgress()
     try:
-        result = run_search(config, components=components, resume=args.resume, on_row=progress)
+        with lock_run_dir(config.run_dir):
+            result = _logged_command(Path(config.run_dir), f"the search in {config.run_dir}", lambda: run_search(
+                config, components=components, resume=args.resume, on_row=progress))
     finally:
         if progress is not None:
             progress.close()
@@ -404,9 +453,18 @@ def cmd_reproduce(args) -> int:
             print(f"{n:24s} {TABLES[n].paper}: {TABLES[n].title}")
         return 0 if args.list else 2
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    reproduce(args.table, scale=args.scale, seeds=seeds, root=args.root, data=args.data, device=args.device,
-              rerun=args.rerun, quiet=args.quiet, overrides=args.set, jobs=args.jobs, report_only=args.report_only,
-              only=[r for r in args.runs.split(",") if r] if args.runs else None)
+    from .reproduce import TABLES, report_folder
+
+    if args.table not in TABLES:
+        raise ValueError(f"unknown table {args.table!r}; known: {', '.join(names())}")
+
+    # One reproduce per report at a time; each run holds its own folder (two tables may share a --root).
+    report = report_folder(Path(args.root) / args.scale, args.table, subset=bool(args.runs))
+    with lock_run_dir(report):
+        _logged_command(report, f"reproduce {args.table}", lambda: reproduce(
+            args.table, scale=args.scale, seeds=seeds, root=args.root, data=args.data, device=args.device,
+            rerun=args.rerun, quiet=args.quiet, overrides=args.set, jobs=args.jobs, report_only=args.report_only,
+            only=[r for r in args.runs.split(",") if r] if args.runs else None))
     return 0
 
 
@@ -483,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     args.overrides = list(args.overrides or []) + extra
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for h in logging.getLogger().handlers:  # the terminal's: one line per failure (the traceback is in log.txt)
+        if not isinstance(h, logging.FileHandler) and not any(isinstance(f, _LogFileOnly) for f in h.filters):
+            h.addFilter(_LogFileOnly())
     # SIGTERM stops a run as Ctrl-C does (ranks stopped, newest checkpoint kept), not mid-air
     # with the ranks left running. Only the main thread may set handlers (tests call main from others).
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
@@ -493,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RunFailed as err:
         print(f"interlock: error: {err.line}", file=sys.stderr)
+        return 1
+    except RunDirError as err:  # a full disk or a folder that cannot be written: what to change, in one line
+        print(f"interlock: error: {err.strerror}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:
         how = "terminated" if isinstance(err, _Terminated) else "interrupted"

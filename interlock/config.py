@@ -200,14 +200,16 @@ class ReplayConfig:
     slow_component: int = 1  # which component is slow, 1..K
     schedule: str = "random"  # random (draws from the pmf) | round_robin (1, 2, ..., K in turn)
     seed: int | None = None  # seeds the draws; None: the run's seed
+    max_reuse: int = 0  # reads of one buffer entry at most; 0: no bound (the reference code's default); see engines/replay_ranks.py
 
     def __post_init__(self) -> None:
         check_async_local(buffer_size=self.buffer_size, slowdown=self.slowdown, slow_component=self.slow_component,
-                          schedule=self.schedule, seed=0 if self.seed is None else self.seed, prefix="replay.")
+                          schedule=self.schedule, seed=0 if self.seed is None else self.seed, max_reuse=self.max_reuse,
+                          prefix="replay.")
 
     def strategy(self, run_seed: int = 0) -> AsyncLocal:
         return AsyncLocal(buffer_size=self.buffer_size, slowdown=float(self.slowdown), slow_component=self.slow_component,
-                          schedule=self.schedule, seed=run_seed if self.seed is None else self.seed)
+                          schedule=self.schedule, seed=run_seed if self.seed is None else self.seed, max_reuse=self.max_reuse)
 
 
 @dataclass
@@ -316,7 +318,11 @@ class TrainConfig:
             if isinstance(value, dict):
                 setattr(self, name, _build(cls, value, prefix=name))
         strategy = self.strategy_obj  # validates the name and the strategy's options ...
-        strategy.plan(self.model.components)  # ... and that they fit K (n <= K, the slow component in 1..K)
+        try:  # ... and that they fit K (n <= K, the slow component in 1..K)
+            strategy.plan(self.model.components)
+        except ValueError as err:  # (the strategy's own message knows neither option's name)
+            raise ValueError(f"strategy={self.strategy} does not fit model.components={self.model.components}: {err}; "
+                             f"choose another strategy or more components") from None
         _check(self.engine != "distributed" or strategy.distributed,
                f"strategy {self.strategy} runs in one process only for now; use engine=simulated")
         _check(self.engine != "pipeline" or self.strategy == "end-to-end",
@@ -388,7 +394,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if path.suffix == ".toml":
             import tomllib  # Python >= 3.11
 
-            values = tomllib.loads(text)
+            try:
+                values = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as err:
+                raise ValueError(f"config file {path} is not valid TOML: {err}") from None
         else:
             try:
                 values = json.loads(text)
@@ -494,6 +503,8 @@ def _parse_any(raw: str, split: bool = False):
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
+        if split and raw[:1] == "[" and raw[-1:] == "]":  # [linear,mlp]: a list of bare words, as 5,2 or [5,2] is
+            return [_parse_any(p.strip()) for p in raw[1:-1].split(",") if p.strip()]
         if split and "," in raw:
             return [_parse_any(p) for p in raw.split(",")]
         return raw

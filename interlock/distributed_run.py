@@ -7,9 +7,11 @@ them; if one fails, all stop and its error is raised here.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from .config import TrainConfig
 
@@ -45,6 +47,9 @@ def launch(config: TrainConfig, *, resume: bool, on_progress: Callable[[dict], N
     """
     from .launch import run_local
     from .tasks import resolve_data
+    from .train import check_device
+
+    check_device(config.device)  # a config error, said before any rank starts
 
     # Resolved once here, so every rank trains on the same data set (and a missing one fails before any rank starts).
     if data is None:  # (your own data needs no resolving)
@@ -99,11 +104,25 @@ def _rank_run(config_dict: dict, resume: bool, address, key, stop_after, model, 
     from .train import run
 
     config = TrainConfig(**config_dict)
+    rank = int(os.environ.get("RANK", "0"))
     conn = None
-    if address is not None and int(os.environ.get("RANK", "0")) == 0:
+    if address is not None and rank == 0:
         from multiprocessing.connection import Client
 
         conn = Client(address, authkey=key)
+    # What the rank logs goes to the run's log as under torchrun (rank 0: log.txt, beside its
+    # launcher's lines; rank r: log-rank<r>.txt), e.g. which checkpoint file it found damaged.
+    logger = logging.getLogger("interlock")
+    try:
+        Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(Path(config.run_dir) / ("log.txt" if rank == 0 else f"log-rank{rank}.txt"))
+    except OSError:
+        handler = None  # (a folder that cannot be written: the run itself says so)
+    if handler is not None:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s rank {rank} %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
     try:
         return run(config, resume=resume, on_progress=None if conn is None else conn.send, stop_after=stop_after,
                    model=model, data=data)
@@ -111,3 +130,6 @@ def _rank_run(config_dict: dict, resume: bool, address, key, stop_after, model, 
         if conn is not None:
             conn.send(None)
             conn.close()
+        if handler is not None:
+            logger.removeHandler(handler)
+            handler.close()

@@ -17,11 +17,20 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a crash leaves either the old file or the new one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:  # a full disk or a read-only folder: no half-written temporary left, and say which
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        from .rundir import explain_write_error
+
+        raise explain_write_error(err, path) from err
 
 
 def _clean(value):

@@ -78,13 +78,15 @@ def _finished(run_dir: Path) -> bool:
     if folder is None:
         return False
     meta = json.loads((folder / "meta.json").read_text())
-    return meta["step"] >= meta["total_steps"]
+    # (final_eval False: stopped during the final evaluation; resuming only evaluates)
+    return meta["step"] >= meta["total_steps"] and meta.get("final_eval", True)
 
 
-def run_state(run_dir: str | Path, config: TrainConfig, *, rerun: bool = False) -> str:
+def run_state(run_dir: str | Path, config: TrainConfig, *, rerun: bool = False, where_option: str = "--run-dir") -> str:
     """What to do with ``run_dir`` for ``config``: a :class:`RunState` value.
 
-    A directory whose config differs raises :class:`RunConfigMismatch` naming the options,
+    A directory whose config differs raises :class:`RunConfigMismatch` naming the options (and
+    ``where_option``, the caller's option that chooses the folder: ``--run-dir``, ``--root``),
     unless ``rerun``: then it is renamed ``<run_dir>.replaced-<time>`` (kept, not deleted)
     and the run starts anew.
     """
@@ -99,7 +101,7 @@ def run_state(run_dir: str | Path, config: TrainConfig, *, rerun: bool = False) 
         if not rerun:
             raise RunConfigMismatch(
                 f"{run_dir} holds a run of another config ({'; '.join(diffs[:6])}{' ...' if len(diffs) > 6 else ''}); "
-                f"pass --rerun to move it aside and train anew, or choose another --run-dir"
+                f"pass --rerun to move it aside and train anew, or choose another {where_option}"
             )
         aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.move(str(run_dir), str(aside))

@@ -191,7 +191,7 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_async_local(*, buffer_size, slowdown, slow_component, schedule, seed, prefix: str = "") -> None:
+def check_async_local(*, buffer_size, slowdown, slow_component, schedule, seed, max_reuse=0, prefix: str = "") -> None:
     """Raise a ValueError naming the first bad :class:`AsyncLocal` parameter as ``prefix + name``
     (the config's ``replay.`` section passes ``prefix="replay."``; there ``seed`` may be None)."""
     if not _is_int(buffer_size) or buffer_size < 1:
@@ -204,6 +204,8 @@ def check_async_local(*, buffer_size, slowdown, slow_component, schedule, seed, 
         raise ValueError(f"{prefix}schedule={schedule!r}: use one of {', '.join(_SCHEDULES)}")
     if not _is_int(seed):
         raise ValueError(f"{prefix}seed={seed!r}: use an integer")
+    if not _is_int(max_reuse) or max_reuse < 0:
+        raise ValueError(f"{prefix}max_reuse={max_reuse!r}: use an integer r >= 1 (reads of one buffer entry at most), or 0 for no bound")
 
 
 @dataclass(frozen=True)
@@ -226,12 +228,13 @@ class AsyncLocal(Strategy):
     slow_component: int = 1
     schedule: Literal["random", "round_robin"] = "random"
     seed: int = 0
+    max_reuse: int = 0  # reads of one buffer entry at most (0: no bound, as the reference code's default)
 
     own_engine: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_async_local(buffer_size=self.buffer_size, slowdown=self.slowdown, slow_component=self.slow_component,
-                          schedule=self.schedule, seed=self.seed)
+                          schedule=self.schedule, seed=self.seed, max_reuse=self.max_reuse)
 
     def plan(self, num_components: int) -> GradientPlan:
         if self.slow_component > num_components:

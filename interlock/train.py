@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -25,10 +26,12 @@ import torch.nn.functional as F
 
 from . import engines, heads, models, timing
 from ._memory import release_free_memory
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (DamagedCheckpoint, checkpoint_candidates, load_checkpoint, mark_evaluated,
+                         remove_stale_temporaries, save_checkpoint)
 from .config import LossConfig, LRConfig, OptimConfig, TrainConfig, load_config
 from .metrics import MetricsWriter, atomic_write_text, read_metrics
 from . import memstats, profiling
+from .rundir import lock_run_dir
 from .profiling import StepProfiler
 from .tracking import make_sinks
 from .data.text import IGNORE_INDEX
@@ -42,7 +45,21 @@ log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite, or exploded while finite; the newest checkpoint (if any) is kept."""
+    """A loss became NaN or infinite, or exploded while finite; the newest checkpoint (if any) is kept.
+
+    ``step``: the training step whose loss or weights diverged (losses are checked in batches, a
+    few steps after they were computed: the step the loop had reached is not the one that failed)."""
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+def check_device(device: str) -> None:
+    """A CUDA device on a torch without CUDA (or a machine without a GPU) is a config error, said as one."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        why = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise ValueError(f"device={device}: {why}; use device=cpu (or install a CUDA build of torch on a machine with a GPU)")
 
 
 @dataclass
@@ -327,7 +344,19 @@ def run(
     custom_model = model is not None or bool(config.model.factory)
     # What really runs is what config.json records (a fallback data set under its own name).
     config = replace(config, data=resolve_data(config.data, seed=config.seed))
+    check_device(config.device)
     run_dir = Path(config.run_dir)
+    # The main process holds the run directory for the run's life (the ranks that a launcher
+    # started run under its lock): a second run into it is refused, not interleaved.
+    main = os.environ.get("RANK", "0") == "0"
+    if main:
+        with lock_run_dir(run_dir):
+            return _run(config, run_dir, resume, on_progress, stop_after, model, data, custom_model)
+    return _run(config, run_dir, resume, on_progress, stop_after, model, data, custom_model)
+
+
+def _run(config: TrainConfig, run_dir: Path, resume: bool, on_progress, stop_after, model, data,
+         custom_model: bool) -> RunResult:
     where = _Where()
     engine, failed = None, False
     try:
@@ -362,7 +391,9 @@ def run(
             # When it failed, before closing the engine makes the peers fail too: the launcher
             # reports the rank that failed first as the cause.
             err.interlock_failed_at = time.time()
-            err.interlock_where = str(where)
+            # A divergence is found a few steps after the step it happened in: name that step.
+            step = getattr(err, "step", None) if isinstance(err, TrainingDiverged) else None
+            err.interlock_where = str(where) if step is None else f"training step {step}"
             err.interlock_components = None if engine is None else [k + 1 for k in engine.local_components]
         raise
     finally:
@@ -380,14 +411,20 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
     K = engine.num_components
     # A distributed rank's own device (cuda:LOCAL_RANK under NCCL), else the configured one.
     device = engine.device
-    checkpoint = latest_checkpoint(run_dir) if run_dir.exists() else None
+    candidates = checkpoint_candidates(run_dir)
+    final_eval_due = False  # a checkpoint of the last step whose final evaluation was stopped
     if resume:
-        if checkpoint is None:
+        if not candidates:
             raise FileNotFoundError(f"--resume: {run_dir} has no complete checkpoint to resume from; start the run without --resume")
-        meta = load_checkpoint(checkpoint, engine)
+        if engine.is_main:
+            for path in remove_stale_temporaries(run_dir):
+                log.info("removed %s, a checkpoint file a stopped run left half-written", path)
+        meta = _load_newest_readable(candidates, engine)
         if hasattr(task, "check_position"):  # your data: the checkpoint says what it was trained on
             task.check_position(meta.get("data"))
-        if meta["step"] >= total_steps:
+        if meta["step"] >= total_steps and not meta.get("final_eval", True):
+            final_eval_due = True
+        elif meta["step"] >= total_steps:
             # Finished already: report its final evaluation, write nothing (a second evaluation
             # row would duplicate the first). A longer steps=... continues it instead.
             log.info("%s already finished at step %d of %d; nothing to do (pass a larger steps= to continue it)",
@@ -397,7 +434,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         log.info("resumed %s at step %d", run_dir, meta["step"])
         # (A checkpoint written before this yardstick existed has none: only NaN/inf stop that run.)
         first_losses = meta.get("first_losses") or [None] * K
-    elif checkpoint is not None:
+    elif candidates:
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --run-dir")
     else:
         first_losses = None
@@ -440,7 +477,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                     f"{': one is written at the end only' if not config.checkpoint_every else ''})")
         return f"the run stops here and keeps its checkpoint of step {saved_step}"
 
-    def do_checkpoint(step: int) -> None:
+    def do_checkpoint(step: int, **extra) -> None:
         nonlocal saved_step
         where.phase, where.step = "checkpoint at step", step
         # A finite loss can still come with an update that overflowed: never save such weights.
@@ -449,10 +486,10 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                 if t.is_floating_point() and not torch.isfinite(t).all():
                     raise TrainingDiverged(
                         f"weights of component {k + 1} ({name}) are not finite after step {step}; {kept()}. "
-                        f"Lower optim.lr (now {config.optim.lr}) or add warm-up (lr.warmup_steps)"
+                        f"Lower optim.lr (now {config.optim.lr}) or add warm-up (lr.warmup_steps)", step
                     )
         first = None if first_losses is None else [v if v is not None and math.isfinite(v) else None for v in first_losses]
-        meta = {"strategy": config.strategy, "total_steps": total_steps, "first_losses": first}
+        meta = {"strategy": config.strategy, "total_steps": total_steps, "first_losses": first, **extra}
         if hasattr(task, "position"):
             meta["data"] = task.position(step)
         save_checkpoint(run_dir, engine, meta)
@@ -471,7 +508,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
             if not math.isfinite(value):
                 raise TrainingDiverged(
                     f"loss of component {k + 1} is {value} at step {step}; {kept()}. Lower optim.lr "
-                    f"(now {config.optim.lr}) or add warm-up (lr.warmup_steps)"
+                    f"(now {config.optim.lr}) or add warm-up (lr.warmup_steps)", step
                 )
             first = None if first_losses is None else first_losses[k]
             # The first step's loss is the untrained network's (about ln(classes)); a healthy run
@@ -481,10 +518,20 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                 raise TrainingDiverged(
                     f"loss of component {k + 1} is {value:.4g} at step {step}, over {ratio:g} times its first-step "
                     f"loss ({first:.4g}): training diverged; {kept()}. Lower optim.lr (now {config.optim.lr}) or add "
-                    f"warm-up (lr.warmup_steps); divergence_ratio=0 turns this check off"
+                    f"warm-up (lr.warmup_steps); divergence_ratio=0 turns this check off", step
                 )
 
     step = start
+    if final_eval_due:  # stopped during the final evaluation: the training is all in the checkpoint
+        log.info("resumed %s at its last step %d: only the final evaluation is left", run_dir, start)
+        last_eval = do_eval(step, final=True)
+        if engine.is_main:
+            mark_evaluated(run_dir / "checkpoints" / f"step_{start:08d}")
+        engine.barrier()
+        if metrics is not None:
+            metrics.close()
+            metrics.write_csv()
+        return RunResult(run_dir=run_dir, steps=step, final=last_eval, train_time_s=0.0, history=history)
 
     def more() -> bool:
         """Whether to train another step. An engine whose components train at their own pace (async DGL)
@@ -514,6 +561,19 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
             window_losses.append(vals)
         unchecked.clear()
     window_records: list = []
+    # Log rows waiting for other processes' values (async DGL's ranks report at their own pace):
+    # written in order once complete, never out of order, all of them by the end.
+    held: list[tuple[dict, torch.Tensor, int]] = []
+
+    def release_rows(*, wait: bool) -> None:
+        while held:
+            row, table, at = held[0]
+            full = engine.log_row(table, at, wait=wait)
+            if full is None:
+                return
+            held.pop(0)
+            row.update(_row_fields(full))
+            emit(row)
     traced: list = []
     # Step time is wall time per training step, data loading included, evaluation and checkpoints excluded.
     window_time, window_steps, train_time = 0.0, 0, 0.0
@@ -564,45 +624,74 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                 check_unchecked()
                 settle_time()
                 window_records = resolve_times(window_records)  # GPU event marks -> seconds (one sync)
-                losses, times = _log_values(engine, window_losses, window_records, window_steps)
+                table = _local_table(engine, window_losses, window_records, window_steps)
                 row = {"kind": "train", "step": step, "total_steps": total_steps, "epoch": step / task.steps_per_epoch,
                        "step_time_s": window_time / window_steps, "samples_per_s": window_steps * y.shape[0] / window_time,
                        "lr": engine_lr(engine)}
-                row.update(times)
                 predicted = engine.predicted_time(window_records) if window_records else None
                 if predicted is not None:
                     # What K devices would need per step: the critical path of this window's measured actions.
                     row["predicted_parallel_step_time_s"] = predicted.makespan_s / window_steps
-                row.update({f"loss_{k + 1}": v for k, v in enumerate(losses)})
                 row.update(engine.counters())  # e.g. async DGL's updates per component and skipped draws
-                emit(row)
+                held.append((row, table, step))
+                release_rows(wait=not more())
                 window_losses, window_records, window_time, window_steps = [], [], 0.0, 0
             if config.eval_every and step % config.eval_every == 0 and step < total_steps:
                 check_unchecked()
                 settle_time()
+                release_rows(wait=True)
                 last_eval = do_eval(step, final=False)
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < end:
                 check_unchecked()  # never save the weights of a step whose loss diverged
                 settle_time()
+                release_rows(wait=True)  # a resumed run keeps the rows up to its checkpoint: all of them written
                 do_checkpoint(step)
             if not more():
                 break
             tick = time.perf_counter()
     profiler.close()
     check_unchecked()
+    release_rows(wait=True)
     # (stop_after ends a run early as a crash would: no final checkpoint)
     if step >= total_steps and not engine.wants_more:
+        # The last step's checkpoint comes before the final evaluation: a stop during the
+        # evaluation loses no training; --resume then only evaluates (meta.json's final_eval).
+        do_checkpoint(step, final_eval=False)
         last_eval = do_eval(step, final=True)
-        do_checkpoint(step)
+        if engine.is_main:
+            mark_evaluated(run_dir / "checkpoints" / f"step_{step:08d}")
+        engine.barrier()
     if metrics is not None:
         metrics.close()
         metrics.write_csv()
     return RunResult(run_dir=run_dir, steps=step, final=last_eval, train_time_s=train_time, history=history)
 
 
-def _log_values(engine, window_losses: list[list[float]], records: list, steps: int) -> tuple[list[float], dict]:
-    """Per component, the window's mean loss and seconds per step spent computing, waiting in receives
-    and sending: each process fills its own components' rows, then one ``engine.log_sum``."""
+def _load_newest_readable(candidates: list[Path], engine) -> dict:
+    """Load the newest checkpoint whose files every process can read; a damaged one is named in the
+    log and the next older complete one is tried. The processes agree on which (one reduction each)."""
+    for folder in candidates:
+        try:
+            meta, bad, why = load_checkpoint(folder, engine), 0.0, ""
+        except DamagedCheckpoint as err:
+            meta, bad, why = None, 1.0, str(err)
+        if why:
+            log.warning("%s; trying an older checkpoint", why)
+        if float(engine.all_reduce_sum(torch.tensor([bad], dtype=torch.float64))[0]) == 0:
+            if folder != candidates[0]:
+                log.warning("resuming from %s, the newest checkpoint that could be read", folder)
+            return meta
+        if not why:
+            log.warning("%s: another process could not read its part; trying an older checkpoint", folder)
+    names = ", ".join(p.name for p in candidates)
+    raise DamagedCheckpoint(f"no checkpoint in {Path(candidates[0]).parent} can be read ({names}; the log names the "
+                            f"damaged files): start the run anew in another --run-dir")
+
+
+def _local_table(engine, window_losses: list[list[float]], records: list, steps: int) -> torch.Tensor:
+    """(K, [loss, busy, wait, comm]): per component, the window's mean loss and seconds per step spent
+    computing, waiting in receives and sending; each process fills its own components' rows (the
+    engine's ``log_row`` then brings them together)."""
     from .trace import component_times
 
     K = engine.num_components
@@ -624,20 +713,25 @@ def _log_values(engine, window_losses: list[list[float]], records: list, steps: 
     if records:
         for row in component_times(records):
             table[row["component"] - 1, 1:4] = torch.tensor([row["busy_s"], row["wait_s"], row["comm_s"]], dtype=torch.float64) / steps
-    table = engine.log_sum(table)
+    return table
+
+
+def _row_fields(table: torch.Tensor) -> dict:
+    """A log row's per-component fields from the full (K, 7) table."""
     out = {}
-    for k in range(K):
+    for k in range(table.shape[0]):
         out[f"busy_s_per_step_{k + 1}"] = float(table[k, 1])
         out[f"wait_s_per_step_{k + 1}"] = float(table[k, 2])
         out[f"comm_s_per_step_{k + 1}"] = float(table[k, 3])
     if memstats.enabled():
-        for k in range(K):
+        for k in range(table.shape[0]):
             out[f"peak_saved_bytes_{k + 1}"] = int(table[k, 4])  # activations autograd kept, at their peak
             out[f"state_bytes_{k + 1}"] = int(table[k, 5])  # parameters, gradients, optimizer state
             out[f"peak_memory_bytes_{k + 1}"] = int(table[k, 4] + table[k, 5])
             if table[k, 6] > 0:
                 out[f"peak_cuda_bytes_{k + 1}"] = int(table[k, 6])
-    return table[:, 0].tolist(), out
+    out.update({f"loss_{k + 1}": float(v) for k, v in enumerate(table[:, 0].tolist())})
+    return out
 
 
 def _write_trace(engine, records: list, run_dir: Path, *, title: str) -> None:

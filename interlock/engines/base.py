@@ -53,6 +53,9 @@ class Engine(Protocol):
     def log_sum(self, table: torch.Tensor) -> torch.Tensor:
         """A log row's (K, n) table summed over processes (each fills its own components' rows)."""
 
+    def log_row(self, table: torch.Tensor, step: int, *, wait: bool) -> torch.Tensor | None:
+        """The log row of ``step`` over processes; None while another process's part is still due (``wait``: wait for it)."""
+
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor: ...
 
     def barrier(self) -> None: ...
@@ -84,3 +87,7 @@ class EngineBase:
 
     def counters(self) -> dict:
         return {}
+
+    def log_row(self, table, step: int, *, wait: bool):
+        # Engines whose processes log in step: one log_sum (a collective on the distributed engine).
+        return self.log_sum(table)

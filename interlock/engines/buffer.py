@@ -42,6 +42,7 @@ class ReplayBuffer:
         self._entries: list[_Entry] = []
         self._writes = 0  # sequence number of the next write
         self.rereads = 0  # reads that took an entry read before (the least reused had been read already)
+        self.most_reads = 0  # the most reads any one entry has had
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -62,7 +63,12 @@ class ReplayBuffer:
         entry = min(self._entries, key=lambda e: (e.reuses, -e.written))
         self.rereads += entry.reuses > 0
         entry.reuses += 1
+        self.most_reads = max(self.most_reads, entry.reuses)
         return entry.activation, entry.label
+
+    def least_reuses(self) -> int:
+        """Reads of the least read entry (what the next read would make one more of)."""
+        return min(e.reuses for e in self._entries)
 
     def contents(self) -> list[tuple[int, int]]:
         """(write sequence number, reuses) of every entry, oldest first: what the tests check."""
@@ -73,6 +79,7 @@ class ReplayBuffer:
             "capacity": self.capacity,
             "writes": self._writes,
             "rereads": self.rereads,
+            "most_reads": self.most_reads,
             "entries": [(e.activation, e.label, e.written, e.reuses) for e in sorted(self._entries, key=lambda e: e.written)],
         }
 
@@ -84,4 +91,5 @@ class ReplayBuffer:
             )
         self._writes = int(state["writes"])
         self.rereads = int(state.get("rereads", 0))  # (absent in checkpoints written before it was counted)
+        self.most_reads = int(state.get("most_reads", 0))
         self._entries = [_Entry(a, y, written=int(w), reuses=int(r)) for a, y, w, r in state["entries"]]

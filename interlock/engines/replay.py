@@ -12,7 +12,9 @@ updating once it has made Q updates (Q batches' worth, E epochs for an E-epoch r
 run ends when all have. Draws that cannot train are *skipped* (they cost nothing and change
 nothing but the draw count):
 
-- a component j > 1 whose input buffer is still empty (nothing was written below it yet);
+- a component j > 1 whose input buffer is still empty (nothing was written below it yet), or
+  whose every entry was read ``max_reuse`` times already (``replay.max_reuse`` r > 0; the
+  reference code's ``--max-buffer-reuse``, whose default is no bound);
 - a component that made its quota, when no component above it still trains (nobody needs
   its output). A finished component that someone above still needs keeps running *forward
   only*, in eval mode without autograd, and keeps writing its output into its buffer, as the
@@ -143,6 +145,9 @@ class ReplayEngine(SimulatedEngine):
         if j > 0:
             if not len(self.buffers[j - 1]):
                 self.skipped += 1  # starved: nothing was written below yet
+                return
+            if self.strategy.max_reuse and self.buffers[j - 1].least_reuses() >= self.strategy.max_reuse:
+                self.skipped += 1  # every entry read max_reuse times: the reference code's "buffer overuse"
                 return
             x, y = self.buffers[j - 1].read()
         worker = self.workers[j]

@@ -22,11 +22,20 @@ round-robin draws: rank k waits for rank k-1's output of the same step before ea
 every rank reads the entry just written. With any M that is synchronous ``Local()``, bit
 for bit (and equals the simulated engine with the same schedule, tests/test_distributed_async.py).
 
+``max_reuse`` r (``replay.max_reuse``; 0: no bound, the default, as the reference code's
+``--max-buffer-reuse`` of infinity) bounds how often rank k may read one entry: when every
+entry of its buffer has been read r times, rank k waits for rank k-1's next output (the
+reference code skips such a draw; a real worker can only wait). Once rank k-1 has sent its
+last output nothing more will come, and rank k finishes its quota on what its buffer holds.
+Without a bound, a fast rank above a slow one reads the same few entries many times over.
+
 Sync points: evaluation, checkpoints and the end of the run are collective. At each, rank k
 first takes every message rank k-1 sent before it (all ranks are at the same step there), so
 a checkpoint holds each buffer exactly and resuming continues from it. Log rows are not sync
-points: rank k reports its window's values to rank 0 without waiting (:meth:`log_sum`), and
-rank 0's row holds the latest report of each rank (one that runs behind reports later).
+points: rank k reports its window's values to rank 0 without waiting, tagged with the step
+(:meth:`log_row`), and rank 0 writes a row once every rank's report of that step has arrived,
+in order (rows wait, the training does not); before a sync point and at the end it waits for
+the reports still due, so every component's loss reaches the metrics, whatever the intervals.
 """
 
 from __future__ import annotations
@@ -102,6 +111,10 @@ class ReplayRankEngine(RankEngine):
         self.inbox = Mailbox(self.channel, src=k - 1, dst=k, timeout_s=timeout_s) if k > 0 else None
         self.reports = {j: Mailbox(self.channel, src=j, dst=0, timeout_s=timeout_s) for j in range(1, K)} if k == 0 else {}
         self._latest: dict[int, torch.Tensor] = {}  # rank 0: each rank's latest report
+        self._rows: dict[int, dict[int, torch.Tensor]] = {j: {} for j in self.reports}  # rank 0: reports by step
+        self.max_reuse = int(strategy.max_reuse)
+        self.waits_for_reuse = 0  # reads that waited for a new entry because every entry was read max_reuse times
+        self.bounded_reads = 0  # the most reads of one entry while the bound applied (rank k-1 still sending)
         self.lockstep = strategy.schedule == "round_robin"
         self.sleep_factor = float(strategy.slowdown) - 1.0 if k == strategy.slow_component - 1 else 0.0
         self.step_count = 0
@@ -146,9 +159,15 @@ class ReplayRankEngine(RankEngine):
                 self._file(self.inbox.wait_for(done + 2))
             else:
                 self._file(self.inbox.take())
-                if not len(self.buffer):
+                total = 2 * (self.quota - self._start)  # messages rank k-1 sends in all (from this run's start)
+                while not len(self.buffer) or (
+                        self.max_reuse and self.buffer.least_reuses() >= self.max_reuse and self.inbox.received < total):
+                    self.waits_for_reuse += bool(len(self.buffer))
                     self._file(self.inbox.wait_for(self.inbox.received + 2 - self.inbox.received % 2))
+            bounded = self.inbox.received < 2 * (self.quota - self._start)
             inp, labels = self.buffer.read()
+            if bounded:
+                self.bounded_reads = max(self.bounded_reads, self.buffer.most_reads)
         start = time.perf_counter()
         step = self.step_count
         w = self.worker
@@ -183,14 +202,43 @@ class ReplayRankEngine(RankEngine):
         latest report of every other rank (NaN rows for a rank that has not reported yet)."""
         k = self.rank
         if k > 0:
-            self.channel.send(table.detach().cpu().clone(), src=k, dst=0, tag=_REPORT)
+            self._report(table, -1)
             return table
         out = table.detach().clone()
         for j, box in self.reports.items():
-            for _, t in box.take():
-                self._latest[j] = t
+            self._file_reports(j, box.take())
             out[j] = self._latest[j][j] if j in self._latest else math.nan
         return out
+
+    def log_row(self, table: torch.Tensor, step: int, *, wait: bool) -> torch.Tensor | None:
+        """The log row of ``step``: rank k > 0 reports its row (tagged with the step) and goes on; rank 0
+        returns its own row with every rank's report of that step once all have arrived, None until then
+        (``wait``: waits for them, as before a sync point or at the end)."""
+        k = self.rank
+        if k > 0:
+            self._report(table, step)
+            return table
+        for j, box in self.reports.items():
+            self._file_reports(j, box.take())
+            while wait and step not in self._rows[j]:
+                self._file_reports(j, box.wait_for(box.received + 1))
+        if any(step not in rows for rows in self._rows.values()):
+            return None
+        out = table.detach().clone()
+        for j, rows in self._rows.items():
+            out[j] = rows.pop(step)[j]
+        return out
+
+    def _report(self, table: torch.Tensor, step: int) -> None:
+        flat = table.detach().to("cpu", torch.float64).flatten()
+        self.channel.send(torch.cat([flat, torch.tensor([float(step)], dtype=torch.float64)]), src=self.rank, dst=0, tag=_REPORT)
+
+    def _file_reports(self, j: int, messages) -> None:
+        for _, msg in messages:
+            table = msg[:-1].view(self.num_components, -1)
+            self._latest[j] = table
+            if int(msg[-1]) >= 0:
+                self._rows[j][int(msg[-1])] = table
 
     # -- sync points -----------------------------------------------------------------------------
 
@@ -208,7 +256,8 @@ class ReplayRankEngine(RankEngine):
             k=k, num_components=self.num_components, strategy=self.strategy.name, step_count=self.step_count,
             block=w.block, head=w.head, optimizer=w.optimizer, lr_scheduler=w.lr_scheduler,
         )
-        state["replay_rank"] = {"input_buffer": None if self.buffer is None else self.buffer.state_dict()}
+        state["replay_rank"] = {"input_buffer": None if self.buffer is None else self.buffer.state_dict(),
+                                "bounded_reads": self.bounded_reads, "waits_for_reuse": self.waits_for_reuse}
         return state
 
     def load_component_state(self, k: int, state: dict) -> None:
@@ -224,6 +273,8 @@ class ReplayRankEngine(RankEngine):
         self.step_count = self._start = int(state["step_count"])
         if self.buffer is not None:
             self.buffer.load_state_dict(state["replay_rank"]["input_buffer"])
+        self.bounded_reads = int(state["replay_rank"].get("bounded_reads", 0))
+        self.waits_for_reuse = int(state["replay_rank"].get("waits_for_reuse", 0))
 
     def close(self, *, wait: bool = True) -> None:
         """End this rank's channels (every output and report received), then leave the group."""

@@ -99,6 +99,11 @@ def _machine() -> str:
     return f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU"
 
 
+def report_folder(scale_root: Path, name: str, *, subset: bool) -> Path:
+    """Where table ``name``'s report goes under ``<root>/<scale>`` (a --runs subset: ``<name>-subset``)."""
+    return Path(scale_root) / "reports" / (f"{name}-subset" if subset else name)
+
+
 def reproduce(
     name: str,
     *,
@@ -135,7 +140,10 @@ def reproduce(
     if device:
         base = [*base, f"device={device}"]
     if overrides:
-        base = [*base, *overrides]
+        # A run's length is steps or epochs: a --set of one replaces the scale's other.
+        keys = {o.split("=", 1)[0].strip() for o in overrides}
+        pair = ["epochs=0"] if "steps" in keys and "epochs" not in keys else ["steps=0"] if "epochs" in keys and "steps" not in keys else []
+        base = [*base, *pair, *overrides]
         note += f"; with {' '.join(overrides)} on every run"
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs {jobs!r}: use a positive number of runs trained at once")
@@ -148,7 +156,7 @@ def reproduce(
         note += f"; only the runs {', '.join(r.key for r in runs)}"
     root = Path(root) / scale
     family = root / table.family
-    report_dir = root / "reports" / (f"{name}-subset" if only else name)
+    report_dir = report_folder(root, name, subset=bool(only))
     (report_dir / "configs").mkdir(parents=True, exist_ok=True)
 
     from ..cli import run_one
@@ -159,7 +167,7 @@ def reproduce(
         for seed in seeds:
             run_dir = family / run.key / f"seed{seed}"
             cfg = load_config(None, [*base, *run.overrides, f"seed={seed}", f"run_dir={run_dir}"])
-            planned.append((run, seed, run_dir, cfg, run_state(run_dir, cfg, rerun=rerun)))
+            planned.append((run, seed, run_dir, cfg, run_state(run_dir, cfg, rerun=rerun, where_option="--root")))
     todo = 0 if report_only else sum(state != RunState.FINISHED for *_, state in planned)
     print(f"{name} ({scale} scale): {len(planned)} runs, {todo} to train, {len(planned) - todo} reused; {note}", file=stream)
     t0 = time.perf_counter()

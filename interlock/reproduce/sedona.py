@@ -190,7 +190,7 @@ def reproduce_sedona(*, seeds: Sequence[int], root: str | Path, components: int 
             atomic_write_text(path, json.dumps(values, indent=2) + "\n")
             cfg = load_config(path, list(train_overrides))
             atomic_write_text(path, json.dumps(cfg.to_dict(), indent=2) + "\n")  # the exact config, overrides applied
-            state = run_state(run_dir, cfg, rerun=rerun and not report_only)
+            state = run_state(run_dir, cfg, rerun=rerun and not report_only, where_option="--root")
             if state != RunState.FINISHED and not report_only:
                 start = time.perf_counter()
                 run_one(cfg, resume=state == RunState.PARTIAL, quiet=quiet, label=f"seed {seed} {name}")

@@ -235,11 +235,20 @@ def build_search(config: TrainConfig) -> Search:
 
 
 def _checkpoint(run_dir: Path, search: Search) -> None:
+    from ..rundir import explain_write_error
+
     folder = run_dir / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".search_state.pt.tmp{os.getpid()}"
-    torch.save(search.state_dict(), tmp)
-    os.replace(tmp, folder / "search_state.pt")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(search.state_dict(), tmp)
+        os.replace(tmp, folder / "search_state.pt")
+    except Exception as err:  # a full disk or a read-only folder: no temporary left, and say which
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise explain_write_error(err, folder / "search_state.pt") from err
     atomic_write_text(run_dir / "search.json", json.dumps(search.result(), indent=2) + "\n")
 
 
@@ -256,14 +265,26 @@ def run_search(config: TrainConfig, *, components: Sequence[int] = (), resume: b
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     search = build_search(config)
+    L = search.space.num_blocks
+    wrong = [K for K in components if not 1 <= K <= L]
+    if wrong:  # refused now, not after the whole search
+        raise ValueError(f"--components {','.join(map(str, wrong))}: the searched network {config.model.name} has {L} blocks; "
+                         f"use K in 1..{L}")
     state_path = run_dir / "checkpoints" / "search_state.pt"
     saved = run_dir / "config.json"
     if resume:
         if not state_path.exists():
             raise FileNotFoundError(f"--resume: {state_path} does not exist; start the search without --resume")
-        if saved.exists() and json.loads(saved.read_text()) != json.loads(json.dumps(config.to_dict())):
+        # (run_dir aside: a search is continued where its folder is, also in a copy)
+        same = lambda d: {k: v for k, v in d.items() if k != "run_dir"}
+        if saved.exists() and same(json.loads(saved.read_text())) != same(json.loads(json.dumps(config.to_dict()))):
             raise ValueError(f"--resume: {saved} holds another config; resume with the same one, or choose another --run-dir")
-        search.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=False))
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=False)
+        except Exception as err:  # truncated (PytorchStreamReader), overwritten (UnpicklingError), empty (EOFError)
+            raise ValueError(f"--resume: {state_path} is damaged ({type(err).__name__}) and cannot be resumed; start the "
+                             f"search anew (without --resume) in another --run-dir") from None
+        search.load_state_dict(state)
         log.info("resumed the search at pretraining step %d, meta step %d", search.pretrained, search.meta_done)
     elif state_path.exists():
         raise FileExistsError(f"{run_dir} already holds a search; continue it with --resume or choose another --run-dir")
