@@ -280,7 +280,7 @@ def run_search(config: TrainConfig, *, components: Sequence[int] = (), resume: b
         if saved.exists() and same(json.loads(saved.read_text())) != same(json.loads(json.dumps(config.to_dict()))):
             raise ValueError(f"--resume: {saved} holds another config; resume with the same one, or choose another --run-dir")
         try:
-            state = torch.load(state_path, map_location="cpu", weights_only=False)
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
         except Exception as err:  # truncated (PytorchStreamReader), overwritten (UnpicklingError), empty (EOFError)
             raise ValueError(f"--resume: {state_path} is damaged ({type(err).__name__}) and cannot be resumed; start the "
                              f"search anew (without --resume) in another --run-dir") from None
