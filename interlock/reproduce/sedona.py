@@ -63,8 +63,11 @@ class Arm:
 
 
 def _learned_head(result: dict, cut: int) -> str:
-    """The head the search learned for a cut before block ``cut`` (0-based): beta of block cut - 1."""
-    beta = result["beta"][cut - 1]
+    """The head the search learned for a cut before model block ``cut`` (0-based): beta of the SEDONA
+    layer that ends there (a ResNet's stem is part of layer 1, so its cuts are one block further)."""
+    from ..search.layers import to_layer_cuts
+
+    beta = result["beta"][to_layer_cuts(result["model"], [cut])[0] - 1]
     return result["heads"][max(range(len(beta)), key=lambda m: (beta[m], -m))]  # ties: the first, as torch.argmax
 
 
@@ -80,8 +83,10 @@ def arms_for(result: dict, components: int, seed: int) -> dict[str, Arm]:
     L = int(result["blocks"])
     if len(cuts) != K - 1 or len(result["beta"]) != L - 1:
         raise ValueError(f"search result: {len(cuts)} cuts for K={K} and {len(result['beta'])} beta rows for {L} blocks")
+    from ..search.layers import to_model_cuts
+
     rng = random.Random(RNG_OFFSET + seed)
-    random_cuts = tuple(sorted(rng.sample(range(1, L), K - 1)))
+    random_cuts = to_model_cuts(result["model"], sorted(rng.sample(range(1, L), K - 1)))  # L: SEDONA's layers
     random_heads = tuple(rng.choice(result["heads"]) for _ in cuts)
     return {
         "searched": Arm("searched", cuts, heads, "local"),
