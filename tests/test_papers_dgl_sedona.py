@@ -197,3 +197,15 @@ def test_dgl_table2_trains_resnet110_in_two_components_with_mlp_sr_heads():
     out = T.TABLES["dgl-table2"].judge(res, runs, "cpu")
     assert "| Table 2 | ResNet-110 (K = 2) | DGL | 93.50 ± 0.10 (std) | 93.30 ± 0.20 (std), n=3 | -0.20 |" in out.paper_side_by_side
     assert out.verdict.startswith("confirmed") and len(out.claim_verdicts) == 2
+
+
+def test_fig4_verdicts_read_a_searched_profile_as_the_paper_describes_it():
+    from interlock.reproduce.sedona import fig4_verdicts
+
+    # Fig. 4's shape (sec. 4.4, C.3): near 0 at the first layers, one confident cut, about 0.5 above.
+    paper_like = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.50, 0.52, 0.56, 0.56, 0.55]
+    assert all(v.startswith("confirmed") for v in fig4_verdicts(paper_like))
+    flat = [0.5] * 15  # nothing learned
+    verdicts = fig4_verdicts(flat)
+    assert verdicts[0].startswith("not confirmed") and verdicts[1].startswith("not confirmed")
+    assert verdicts[2].startswith("confirmed")
