@@ -209,3 +209,23 @@ def test_fig4_verdicts_read_a_searched_profile_as_the_paper_describes_it():
     verdicts = fig4_verdicts(flat)
     assert verdicts[0].startswith("not confirmed") and verdicts[1].startswith("not confirmed")
     assert verdicts[2].startswith("confirmed")
+
+
+def test_the_continuous_model_trains_with_the_searched_gates_and_reports_the_final_classifier(tmp_path):
+    import json
+
+    import torch
+
+    from interlock.search.continuous import train_continuous
+
+    cfg = load_config(None, ["data.name=digits", "data.batch_size=32", "model.name=toy_cnn_strided", "model.kwargs.depth=4",
+                             'model.head_kw={"final_width": 16}', "optim.lr=0.05", "lr.name=cosine", "steps=3", "threads=1",
+                             "label_smoothing=0.1", f"run_dir={tmp_path}"])
+    alpha, beta = torch.zeros(3, 2).tolist(), torch.zeros(3, 2).tolist()  # L = 4 layers, 2 candidate heads
+    out = train_continuous(cfg, alpha, beta, ("aux1", "aux2"), result_path=tmp_path / "result.json")
+    assert out["steps"] == 3 and 0.0 <= out["test_final_acc"] <= 1.0
+    assert json.loads((tmp_path / "result.json").read_text())["test_final_acc"] == out["test_final_acc"]
+    # the same seed and gates give the same model
+    assert train_continuous(cfg, alpha, beta, ("aux1", "aux2"))["test_final_acc"] == out["test_final_acc"]
+    with pytest.raises(ValueError, match="do not fit"):
+        train_continuous(cfg, torch.zeros(5, 2).tolist(), beta, ("aux1", "aux2"))

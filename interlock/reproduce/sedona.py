@@ -17,9 +17,11 @@ config's optimiser, schedule, data and length):
     backprop        end-to-end backprop (the auxiliary heads train on their own loss and touch no block)
     predsim         PredSim on the uniform split (its feature limit 512, appendix D.2 for CIFAR-10)
 
+    continuous      the searched (alpha, beta) undiscretised: every layer trained with Eq. 4's mix of its
+                    mixed heads' loss and the gradient from above (Table 6; ``search.continuous``)
+
 The random draws for training seed s come from ``random.Random(RNG_OFFSET + s)`` (alpha first, then
-beta) and are recorded in the report. The continuous model (Table 6) is not trained: interlock has
-no strategy that trains with the relaxed gradients of Eq. 4 outside the search. Everything is
+beta) and are recorded in the report. Everything is
 resumable: a finished search or run whose saved config is the one asked for is reused, an
 interrupted one continues from its checkpoint. The report (``<root>/report.md``, ``report.json``,
 ``configs/``, ``fig4.png``) holds mean ± std of the final test accuracy per arm, the paper's
@@ -182,11 +184,12 @@ def _machine() -> str:
 
 def reproduce_sedona(*, seeds: Sequence[int], root: str | Path, components: int = 4, search_overrides: Sequence[str] = (),
                      train_overrides: Sequence[str] = (), threads: int = 0, report_only: bool = False, rerun: bool = False,
-                     quiet: bool = False, search_seed: int | None = None, stream=sys.stderr) -> Path:
+                     quiet: bool = False, search_seed: int | None = None, continuous: bool = True, stream=sys.stderr) -> Path:
     """One search (seed ``search_seed``, default ``seeds[0]``), every arm per training seed, ``<root>/report.md``; returns its path.
 
     ``threads``: torch threads for the searches (this process) and every run (``threads=N``); 0 leaves PyTorch's default.
     ``rerun``: a run directory holding another config is moved aside and trained anew (otherwise an error).
+    ``continuous``: also train the continuous model (Table 6) per seed.
     """
     from ..cli import run_one
     from ..runs import RunState, run_state
@@ -238,6 +241,8 @@ def reproduce_sedona(*, seeds: Sequence[int], root: str | Path, components: int 
                                                 "machine": summary["machine"], "cuts": list(cfg.model.partition) if not isinstance(cfg.model.partition, str) else None,
                                                 "heads": cfg.model.heads, "steps": cfg.steps, "epochs": summary["final"].get("epoch"),
                                                 "model": f"{cfg.model.name} {json.dumps(cfg.model.kwargs)}", "batch_size": cfg.data.batch_size}
+        if continuous:
+            _continuous_arm(root, base, result, seed, train_overrides, per_seed[seed], report_only=report_only, rerun=rerun)
         if not quiet:
             accs = {n: r["acc"] for n, r in per_seed[seed]["runs"].items()}
             print(f"seed {seed}: " + ", ".join(f"{n} {100 * a:.2f}" for n, a in accs.items() if a is not None), file=stream)
@@ -245,6 +250,37 @@ def reproduce_sedona(*, seeds: Sequence[int], root: str | Path, components: int 
     return _write_report(root, per_seed, seeds=list(seeds), components=components, search_overrides=search_overrides,
                          train_overrides=train_overrides, threads=threads, session_s=session_s, report_only=report_only,
                          search_seed=search_seed, result=result, search_s=search_s)
+
+
+CONTINUOUS = ("(h) the searched (alpha, beta) undiscretised (Table 6)", "Eq. 4")
+
+
+def _continuous_arm(root: Path, base: dict, result: dict, seed: int, train_overrides, record: dict, *, report_only: bool,
+                    rerun: bool) -> None:
+    """Train (or reuse) the continuous model for ``seed`` into ``root/train/continuous/seed<seed>/result.json``."""
+    from ..search.continuous import train_continuous
+
+    folder = root / "train" / "continuous" / f"seed{seed}"
+    path = root / "configs" / f"continuous_seed{seed}.json"
+    values = json.loads(json.dumps(base))
+    values.update(seed=seed, run_dir=str(folder))
+    atomic_write_text(path, json.dumps(values, indent=2) + "\n")
+    cfg = load_config(path, list(train_overrides))
+    atomic_write_text(path, json.dumps(cfg.to_dict(), indent=2) + "\n")
+    done = folder / "result.json"
+    out = json.loads(done.read_text()) if done.exists() else None
+    if out is not None and out["config"] != json.loads(json.dumps(cfg.to_dict())):
+        if not rerun:
+            raise ValueError(f"{done} holds a continuous run of another config; pass --rerun to train it anew")
+        out = None
+    if out is None and not report_only:
+        folder.mkdir(parents=True, exist_ok=True)
+        out = train_continuous(cfg, result["alpha"], result["beta"], result["heads"], result_path=done)
+        out["machine"] = _machine()
+        atomic_write_text(done, json.dumps(out, indent=2) + "\n")
+    if out is not None:
+        record["runs"]["continuous"] = {"acc": out["test_final_acc"], "wall_time_s": out["wall_time_s"],
+                                        "machine": out.get("machine", ""), "steps": out["steps"]}
 
 
 def verdict(accs: dict[str, list[float]]) -> str:
@@ -304,6 +340,8 @@ def _paper_cells(model: str, accs: dict[str, list[float]]) -> str:
     cells = [(papers.value("sedona", "Table 2", f"(a) CIFAR-10 {arch}", col), err.get(arm, [])) for arm, col in _PAPER_ARM.items()]
     cells += [(pv, err.get(arm, [])) for arm, col in _PAPER_T4.items() for pv in papers.values("sedona", "Table 4")
               if pv.row == arch and pv.column == col]
+    cells += [(papers.value("sedona", "Table 6", arch, col), err.get(arm, []))
+              for arm, col in (("backprop", "Backprop"), ("continuous", "SEDONA (Cont.)"), ("searched", "SEDONA (K = 4)"))]
     return papers.side_by_side(cells, ours_label="ours (test error %)")
 
 
@@ -311,12 +349,13 @@ def _write_report(root: Path, per_seed: dict, *, seeds, components, search_overr
                   report_only, search_seed, result, search_s) -> Path:
     from . import papers
 
-    accs = {name: [s["runs"][name]["acc"] for s in per_seed.values() if s["runs"].get(name, {}).get("acc") is not None] for name in ARMS}
+    names = [*ARMS, "continuous"]
+    accs = {name: [s["runs"][name]["acc"] for s in per_seed.values() if s["runs"].get(name, {}).get("acc") is not None] for name in names}
     lines = ["| arm | strategy | test acc % (mean ± std) | seeds |", "|---|---|---|---|"]
-    for name, (what, strategy) in ARMS.items():
+    for name, (what, strategy) in [*ARMS.items(), ("continuous", CONTINUOUS)]:
         lines.append(f"| {what} | {strategy} | {fmt(accs[name])} | {len(accs[name])} |")
     diffs = []
-    for other in ("uniform_mlp_sr", "random_alpha", "random_beta", "searched_2wise", "backprop", "predsim"):
+    for other in ("uniform_mlp_sr", "random_alpha", "random_beta", "searched_2wise", "backprop", "predsim", "continuous"):
         a, b = [100 * v for v in accs["searched"]], [100 * v for v in accs[other]]
         if a and b:
             d, m = compare(a, b, floor=0.5)
@@ -454,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--search-only", action="store_true", help="run (or reuse) the search, train nothing, write no report")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads for the searches and every run (0: PyTorch's default); 1 on a shared CPU")
+    p.add_argument("--no-continuous", action="store_true", help="skip the continuous model (Table 6; it costs about a search's pretraining)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -469,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     reproduce_sedona(seeds=seeds, root=args.root, components=args.components,
                      search_overrides=[f"preset={args.search_preset}", *args.search_set], train_overrides=args.train_set, threads=args.threads,
-                     report_only=args.report_only, rerun=args.rerun, quiet=args.quiet, search_seed=args.search_seed)
+                     report_only=args.report_only, rerun=args.rerun, quiet=args.quiet, search_seed=args.search_seed,
+                     continuous=not args.no_continuous)
     return 0
 
 
