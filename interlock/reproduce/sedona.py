@@ -369,6 +369,10 @@ def _write_report(root: Path, per_seed: dict, *, seeds, components, search_overr
             acc = "-" if r is None or r["acc"] is None else f"{100 * r['acc']:.2f}"
             wall = "-" if r is None or r["wall_time_s"] is None else f"{r['wall_time_s']:.0f}"
             seed_lines.append(f"| {seed} | {name} | {cuts} | {heads} | {acc} | {wall} |")
+        c = s["runs"].get("continuous")
+        if c is not None:
+            seed_lines.append(f"| {seed} | continuous | none: every layer mixes (Eq. 4) | softmax(beta) mixtures | "
+                              f"{100 * c['acc']:.2f} | {c['wall_time_s']:.0f} |")
     search_lines, fig4 = ["No finished search."], []
     if result is not None:
         lw = ", ".join(f"{v:.3f}" for v in result["local_weight"])
