@@ -406,7 +406,7 @@ def _dgl_fig3_judge(results, runs, scale) -> Outcome:
         lines_png(series, path, xlabel=f"updates of layer {K}", ylabel=f"test accuracy % (layer {K}'s head)",
                   title="sequential greedy vs DGL (DGL Fig. 3)")
 
-    budget = _budget(note, f"DGL 50 epochs, sequential 50 epochs per layer, of the 50,000 CIFAR-10 training images, batch 128",
+    budget = _budget(note, "DGL 50 epochs, sequential 50 epochs per layer, of the 50,000 CIFAR-10 training images, batch 128",
                      seeds, "the paper does not say how many seeds")
     return Outcome(md, combine_verdicts(verdicts), plot, budget=budget, claim_verdicts=list(zip(_claims("Fig. 3"), verdicts)),
                    paper_side_by_side="Fig. 3 has no numbers in the text; the verdicts check the claims its text makes.")
