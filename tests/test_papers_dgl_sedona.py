@@ -229,3 +229,12 @@ def test_the_continuous_model_trains_with_the_searched_gates_and_reports_the_fin
     assert train_continuous(cfg, alpha, beta, ("aux1", "aux2"))["test_final_acc"] == out["test_final_acc"]
     with pytest.raises(ValueError, match="do not fit"):
         train_continuous(cfg, torch.zeros(5, 2).tolist(), beta, ("aux1", "aux2"))
+
+
+def test_fig4_plot_marks_the_k4_cuts_and_the_k8_additions(tmp_path):
+    from interlock.search.plots import search_png
+
+    d = {str(K): dict(zip(("cuts", "heads"), map(list, published_decoupling("VGG-19", K)))) for K in (4, 8)}
+    lw = [0.0] * 5 + [1.0] + [0.0] * 4 + [0.5] * 5
+    path = search_png({"model": "vgg19_bn", "blocks": 16, "meta_steps_done": 1, "local_weight": lw, "decisions": d}, tmp_path / "f.png")
+    assert path.stat().st_size > 0
