@@ -254,11 +254,16 @@ class SearchConfig:
     meta_weight_decay: float = 1e-6  # Adam's L2 penalty on alpha and beta
     val_fraction: float = 0.4  # of the training split held out for the meta-loss and the snapshots' ranking
     val_batch_size: int = 1024  # validation examples per meta-loss batch
-    val_batches: int = 1  # validation batches per meta-loss, and ranking a snapshot
+    val_batches: int = 1  # validation batches per meta-loss (snapshots are ranked on the whole validation split)
     log_every: int = 10  # meta steps between progress rows
     checkpoint_every: int = 100  # meta (and pretraining) steps between checkpoints (0: only at the end of each phase)
+    train_preset: str = ""  # a preset whose training values (data, optim, lr, steps...) the discretised configs take ("": the search's own)
 
     def __post_init__(self) -> None:
+        from .presets import PRESETS
+
+        _check(not self.train_preset or self.train_preset in PRESETS,
+               f"search.train_preset={self.train_preset!r}: use one of {', '.join(sorted(PRESETS))}, or empty for the search's own values")
         self.heads = tuple(self.heads) if isinstance(self.heads, (list, tuple)) else (self.heads,)
         _check(len(self.heads) >= 1 and all(isinstance(h, str) for h in self.heads) and len(set(self.heads)) == len(self.heads),
                f"search.heads={self.heads!r}: give distinct registered head names, e.g. aux1,aux2,aux3,aux4")

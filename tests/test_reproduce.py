@@ -49,7 +49,7 @@ def test_a_config_overrides_its_preset_and_bad_names_fail(tmp_path):
     # A saved config (the preset's name and the expanded values) loads back to the same config.
     (tmp_path / "c.json").write_text(json.dumps(c.to_dict()))
     assert load_config(tmp_path / "c.json").to_dict() == c.to_dict()
-    with pytest.raises(ValueError, match=r"preset='b1'; known presets: dgl-4.1, interlocking-b1"):
+    with pytest.raises(ValueError, match=r"preset='b1'; known presets: dgl-4.1, .*interlocking-b1"):
         load_config(None, ["preset=b1"])
 
 

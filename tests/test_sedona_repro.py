@@ -81,7 +81,9 @@ def test_every_arm_loads_and_builds_with_the_right_cuts_and_heads(tmp_path):
         assert (cfg.optim, cfg.lr, cfg.data, cfg.label_smoothing, cfg.model.kwargs) == (base.optim, base.lr, base.data, base.label_smoothing, base.model.kwargs)
         kw = {"num_classes": 10, "in_channels": 3, "image_size": 32, **cfg.model.kwargs}
         if arm.cuts is None:
-            assert cfg.model.partition == "uniform" and cfg.model.heads == "mlp_sr" and cfg.model.head_kw == {}
+            head_kw = {"max_features": 512} if arm.heads == "predsim" else {}  # SEDONA D.2: PredSim's 512 features on CIFAR-10
+            assert cfg.model.partition == "uniform" and cfg.model.heads == arm.heads and cfg.model.head_kw == head_kw
+            assert arm.heads == {"uniform_mlp_sr": "mlp_sr", "backprop": "pool_linear", "predsim": "predsim"}[name]
             cuts = choose_cuts("uniform", [None] * 6, 4)
             assert cuts == partition_uniform(6, 4) == (2, 4, 5)
         else:
@@ -130,13 +132,15 @@ def test_report_only_on_a_hand_made_search_writes_configs_and_a_report(tmp_path)
     d = result["decisions"]["4"]
     (folder / "config-K4.json").write_text(json.dumps(config_values(discretised_config(base, Decision(tuple(d["cuts"]), tuple(d["heads"]))))))
     path = reproduce_sedona(seeds=[0, 1], root=tmp_path, train_overrides=["steps=5"], report_only=True, quiet=True)
-    text = path.read_text()  # seed 1 has no search yet: left out, not an error
-    assert "| 1 |" not in text and "--seeds 0,1 " in text
+    text = path.read_text()  # one search (seed 0's) serves every training seed
+    assert "--seeds 0,1 " in text and "| 1 | searched | [1, 3, 4] | aux2, aux1, aux3 | - |" in text
     assert "| 0 | searched | [1, 3, 4] | aux2, aux1, aux3 | - |" in text and "| 0 | uniform_mlp_sr | uniform | mlp_sr | - |" in text
-    assert "inconclusive" in text
-    for name in ARMS:
-        cfg = load_config(tmp_path / "configs" / f"{name}_seed0.json", [])
-        assert cfg.steps == 5 and cfg.seed == 0 and cfg.run_dir == str(tmp_path / "train" / name / "seed0")
+    assert "| 0 | backprop | uniform | pool_linear | - |" in text and "| 1 | predsim | uniform | predsim | - |" in text
+    assert "inconclusive" in text and "none of the paper's" in text and "## Fig. 4" in text
+    for seed in (0, 1):
+        for name in ARMS:
+            cfg = load_config(tmp_path / "configs" / f"{name}_seed{seed}.json", [])
+            assert cfg.steps == 5 and cfg.seed == seed and cfg.run_dir == str(tmp_path / "train" / name / f"seed{seed}")
 
 
 def test_the_search_honours_the_threads_option(monkeypatch, tmp_path):

@@ -3,7 +3,8 @@
 Two heads on a component's output h (B, C, H, W), read from the paper and its reference code:
 
 - **prediction** ('pred'): average pooling that halves the height, then the width, alternately,
-  until C * H' * W' <= ``max_features`` (4096, the reference code's ``--dim-in-decoder``), then a
+  until C * H' * W' <= ``max_features`` (4096, the reference code's ``--dim-in-decoder``; SEDONA,
+  appendix D.2, uses 512 on CIFAR-10 and 2048 on (Tiny-)ImageNet, which its tables pass), then a
   linear classifier whose weight starts at zero (as in the reference code). We pool adaptively to
   (ceil(H / k_h), ceil(W / k_w)), which is the reference's padded ``AvgPool2d`` whenever the
   kernel divides the size.

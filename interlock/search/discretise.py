@@ -29,8 +29,12 @@ class Decision:
     heads: tuple[str, ...]
 
 
-def decide(alpha: torch.Tensor, beta: torch.Tensor, head_names: Sequence[str], components: int) -> Decision:
-    """The §3.4 rule for ``components`` = K; ties go to the lower block (a stable sort)."""
+def decide(alpha: torch.Tensor, beta: torch.Tensor, head_names: Sequence[str], components: int, *, offset: int = 0) -> Decision:
+    """The §3.4 rule for ``components`` = K; ties go to the lower block (a stable sort).
+
+    ``offset``: registry blocks before SEDONA's first layer ends that the search folded into it
+    (``layers.stem_blocks``: 1 for a ResNet), added to the cuts so that they index the model's blocks.
+    """
     alpha, beta = torch.as_tensor(alpha, dtype=torch.float64), torch.as_tensor(beta, dtype=torch.float64)
     L = alpha.shape[0] + 1
     if alpha.dim() != 2 or alpha.shape[1] != 2 or tuple(beta.shape) != (L - 1, len(head_names)):
@@ -40,18 +44,30 @@ def decide(alpha: torch.Tensor, beta: torch.Tensor, head_names: Sequence[str], c
     local = torch.softmax(alpha, dim=-1)[:, 0]  # (L-1,): the weight of block l's own loss
     order = sorted(range(L - 1), key=lambda l: (-float(local[l]), l))
     chosen = sorted(order[: components - 1])  # 0-based blocks after which to cut
-    return Decision(cuts=tuple(l + 1 for l in chosen), heads=tuple(head_names[int(beta[l].argmax())] for l in chosen))
+    return Decision(cuts=tuple(l + 1 + offset for l in chosen), heads=tuple(head_names[int(beta[l].argmax())] for l in chosen))
 
 
 def discretised_config(base: TrainConfig, decision: Decision, *, run_dir: str | None = None) -> TrainConfig:
-    """``base`` (the search's config) with the model cut as ``decision`` says; the search section dropped.
+    """``base`` (the search's config) with the model cut as ``decision`` says; the search section dropped,
+    and ``search.train_preset``'s training values (if any) laid over the search's.
 
     Checks that the model builds the same L blocks with K components as it did for the search
     (toy_cnn's depth follows K unless model.kwargs.depth pins it).
     """
     K = len(decision.cuts) + 1
     values = copy.deepcopy(base.to_dict())
-    values.pop("search", None)
+    train_preset = values.pop("search", {}).get("train_preset", "")
+    if train_preset:  # e.g. SEDONA's E.2 recipe: the search's weight decay (E.1) is not the training's
+        from ..presets import PRESETS
+
+        for key, value in PRESETS[train_preset].items():
+            if isinstance(value, dict) and isinstance(values.get(key), dict):
+                values[key].update(copy.deepcopy(value))
+            else:
+                values[key] = copy.deepcopy(value)
+        for length, other in (("steps", "epochs"), ("epochs", "steps")):  # a run has one length
+            if length in PRESETS[train_preset]:
+                values[other] = 0
     values["preset"] = ""  # every value is explicit: the file reads the same whatever the presets become
     values["model"].update(components=K, partition=list(decision.cuts), heads=list(decision.heads))
     if run_dir is not None:

@@ -113,8 +113,14 @@ class SearchSpace(nn.Module):
 
     @classmethod
     def from_model(cls, name: str, *, heads: Sequence[str] = CANDIDATES, head_kw: dict | None = None, **kw) -> "SearchSpace":
-        """The registry model ``name`` (built as one component; ``kw`` its options) as a search space."""
-        return cls.from_network(build(name, components=1, **kw), heads=heads, head_kw=head_kw)
+        """The registry model ``name`` (built as one component; ``kw`` its options) as a search space over
+        SEDONA's layers (a ResNet's stem joins its first residual block: :mod:`.layers`)."""
+        from dataclasses import replace
+
+        from .layers import sedona_layers
+
+        network = build(name, components=1, **kw)
+        return cls.from_network(replace(network, blocks=sedona_layers(name, network.blocks)), heads=heads, head_kw=head_kw)
 
     @property
     def num_blocks(self) -> int:

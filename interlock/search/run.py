@@ -29,6 +29,7 @@ from ..config import TrainConfig
 from ..metrics import MetricsWriter, atomic_write_text
 from .bilevel import InnerSGD, meta_gradient, ordinary_step, snapshot_of
 from .discretise import Decision, config_values, decide, discretised_config
+from .layers import stem_blocks
 from .memory import Snapshot, WeightMemory
 from .relax import SearchSpace
 
@@ -66,7 +67,7 @@ class _Stream:
 
 class Search:
     """SEDONA's state and its two phases. ``train``/``val`` are :class:`_Stream`-like (``next()``,
-    ``n``, ``seek``); ``rank_batches`` the fixed validation batches that rank pretraining snapshots."""
+    ``n``, ``seek``); ``rank_batches`` the validation batches (the whole split) that rank pretraining snapshots."""
 
     def __init__(self, config: TrainConfig, space: SearchSpace, *, train, val, rank_batches: Sequence[Batch],
                  loss_fn: Callable, device: str = "cpu") -> None:
@@ -219,8 +220,10 @@ def _image_streams(config: TrainConfig):
                                start_step=start, drop_last=True, mean=d.mean, std=d.std)
 
     val = _Stream(val_batches, per_val_epoch, config.device)
-    ranking = iterate_batches(d.val_x, d.val_y, s.val_batch_size, drop_last=True, mean=d.mean, std=d.std)
-    rank_batches = [(x.to(config.device), y.to(config.device)) for _, (x, y) in zip(range(s.val_batches), ranking)]
+    # Snapshots are ranked on the whole validation split, as appendix E.1 evaluates them (every 80
+    # pretraining iterations, on the validation set), not on the meta-loss's few batches.
+    ranking = iterate_batches(d.val_x, d.val_y, s.val_batch_size, drop_last=False, mean=d.mean, std=d.std)
+    rank_batches = [(x.to(config.device), y.to(config.device)) for x, y in ranking]
     return task, train, val, rank_batches
 
 
@@ -316,7 +319,8 @@ def write_outputs(config: TrainConfig, result: dict, components: Sequence[int]) 
     run_dir = Path(config.run_dir)
     decisions: dict[int, Decision] = {}
     for K in components:
-        decisions[K] = decide(torch.tensor(result["alpha"]), torch.tensor(result["beta"]), result["heads"], K)
+        decisions[K] = decide(torch.tensor(result["alpha"]), torch.tensor(result["beta"]), result["heads"], K,
+                              offset=stem_blocks(config.model.name))  # cuts as model.partition indices
         trained = discretised_config(config, decisions[K], run_dir=str(run_dir / f"train-K{K}"))
         atomic_write_text(run_dir / f"config-K{K}.json", json.dumps(config_values(trained), indent=2) + "\n")
     result = {**result, "decisions": {str(K): {"cuts": list(d.cuts), "heads": list(d.heads)} for K, d in decisions.items()}}
