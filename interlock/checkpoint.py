@@ -139,9 +139,6 @@ def load_checkpoint(folder: Path, engine) -> dict:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # truncated (PytorchStreamReader), overwritten (UnpicklingError), empty (EOFError)
-            if "Weights only load failed" in str(err):  # intact, but holds more than tensors and plain values
-                raise RuntimeError(f"{path} holds an object that torch.load(weights_only=True) refuses; checkpoints "
-                                   "hold only tensors and plain values, so this is a bug worth reporting") from err
             raise DamagedCheckpoint(f"{path} is damaged ({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else 'no detail'})") from err
         engine.load_component_state(k, state)
     engine.step_count = int(meta["step"])
