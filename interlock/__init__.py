@@ -8,11 +8,11 @@
 
 from . import clock, emulate, flops, heads, models, trace
 from .engines import (
-    DistributedEngine, PipelineEngine, ReplayEngine, SequentialEngine, SimulatedEngine, StaleEngine, StepResult,
+    DistributedEngine, PipelineEngine, ReplayEngine, SequentialEngine, SimulatedEngine, StaleEngine, HogwildEngine, StepResult,
 )
 from .launch import run_local
 from .net import ComponentNet, group_blocks, merge_adjacent, parameter_count, partition_balanced, partition_uniform
-from .strategies import AsyncLocal, EndToEnd, GradientPlan, Hogwild, Interlocking, Local, LocalDouble, Sequential, Strategy
+from .strategies import AsyncLocal, EndToEnd, GradientPlan, Hogwild, HogwildStashed, Interlocking, Local, LocalDouble, Sequential, Strategy
 
 __version__ = "0.1.0"
 
@@ -24,6 +24,7 @@ __all__ = [
     "ReplayEngine",
     "SequentialEngine",
     "StaleEngine",
+    "HogwildEngine",
     "run_local",
     "StepResult",
     "Strategy",
@@ -35,6 +36,7 @@ __all__ = [
     "Sequential",
     "LocalDouble",
     "Hogwild",
+    "HogwildStashed",
     "partition_uniform",
     "partition_balanced",
     "group_blocks",

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .strategies import AsyncLocal, EndToEnd, Hogwild, Interlocking, Local, LocalDouble, Sequential, Strategy, check_async_local
+from .strategies import AsyncLocal, EndToEnd, Hogwild, HogwildStashed, Interlocking, Local, LocalDouble, Sequential, Strategy, check_async_local
 
 __all__ = [
     "ModelConfig",
@@ -34,7 +34,7 @@ __all__ = [
 
 
 def parse_strategy(spec: str, *, replay: "ReplayConfig | None" = None, seed: int = 0) -> Strategy:
-    """'end-to-end' | 'local' | '<n>-wise' | '<n>-wise-sum' | 'async-local' | 'sequential' | 'local-double' | 'hogwild'
+    """'end-to-end' | 'local' | '<n>-wise' | '<n>-wise-sum' | 'async-local' | 'sequential' | 'local-double' | 'hogwild' | 'hogwild-stashed'
     (the names strategies print).
 
     ``replay``: the options of async-local (default ``ReplayConfig()``); its draws are seeded by
@@ -52,12 +52,14 @@ def parse_strategy(spec: str, *, replay: "ReplayConfig | None" = None, seed: int
     if s in ("local-double", "1-wise-double", "double"):
         return LocalDouble()
     if s in ("hogwild", "stale"):
-        return Hogwild()
+        return Hogwild()  # the interlocking paper's (Fig. 3): no weight stashing
+    if s in ("hogwild-stashed", "pipedream"):
+        return HogwildStashed()
     m = re.fullmatch(r"(\d+)-wise(-sum|-furthest)?", s)
     if m:
         return Interlocking(int(m.group(1)), "sum" if m.group(2) == "-sum" else "furthest")
     raise ValueError(
-        f"unknown strategy {spec!r}; use end-to-end, local, <n>-wise or <n>-wise-sum (e.g. 2-wise), async-local, sequential, local-double or hogwild"
+        f"unknown strategy {spec!r}; use end-to-end, local, <n>-wise or <n>-wise-sum (e.g. 2-wise), async-local, sequential, local-double, hogwild or hogwild-stashed"
     )
 
 
@@ -278,7 +280,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)  # how a head's loss is formed (PredSim's mix)
     search: SearchConfig = field(default_factory=SearchConfig)  # SEDONA's search (interlock search only)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # engine=pipeline's schedule
-    strategy: str = "2-wise"  # end-to-end, local, <n>-wise, <n>-wise-sum, async-local, sequential, local-double, hogwild
+    strategy: str = "2-wise"  # end-to-end, local, <n>-wise, <n>-wise-sum, async-local, sequential, local-double, hogwild, hogwild-stashed
     loss_weights: tuple[float, ...] | None = None  # w_k scaling each component's loss, one per component
     microbatches: int = 1  # cut each step's batch into m micro-batches that pipeline through the components
     split_backward: bool | None = None  # None: the engine's default (distributed: split a lone stream's backward, input gradient sent first, for a shorter K-device critical path; simulated: one pass, as it runs components one after another); true: split; false: one pass
