@@ -171,7 +171,7 @@ def test_table2_and_table4_reports_show_the_papers_cells():
     res = {r.key: [{"final": {"test_final_ppl": {"hogwild": 9.0 + r.labels["K"], "end-to-end": 8.0, "2-wise": 8.5}[r.labels["strategy"]] + e},
                     "history": []} for e in (-0.01, 0, 0.01)] for r in runs}
     out = T.TABLES["interlocking-table4"].judge(res, runs, "cpu")
-    assert "| Table 4 | 5 components | Hogwild | 110.28ppl | 14.00 ± 0.01 (std), n=3 | -96.28 |" in out.paper_side_by_side
+    assert "| Table 4 | 5 components | Hogwild | 110.28 ppl | 14.00 ± 0.01 (std), n=3 | -96.28 |" in out.paper_side_by_side
     assert [v.split(":")[0] for _, v in out.claim_verdicts] == ["confirmed", "confirmed"]
 
 
@@ -185,3 +185,20 @@ def test_fig4_judges_each_claim_of_sec_4_1():
     # best/worst holds; 2-wise > local holds; within 1 std fails (2-wise 5-8 points below); the gap widens.
     assert heads == ["confirmed", "confirmed", "not confirmed", "confirmed"], out.claim_verdicts
     assert "4 (1 std, Fig. 4 caption)" in out.budget
+
+
+def test_table4_and_figs_6_7_share_their_identical_gpt_runs():
+    assert T.TABLES["interlocking-table4"].family == T.TABLES["interlocking-fig6-7"].family
+    for scale in T.SCALES:
+        b4, r4, _ = T.TABLES["interlocking-table4"].plan(scale)
+        b6, r6, _ = T.TABLES["interlocking-fig6-7"].plan(scale)
+        shared = {r.key for r in r4} & {r.key for r in r6}
+        assert {"K3_end-to-end", "K3_2-wise"} <= shared
+        for key in shared:
+            a = next(r for r in r4 if r.key == key)
+            b = next(r for r in r6 if r.key == key)
+            assert load_config(None, [*b4, *a.overrides]).to_dict() == load_config(None, [*b6, *b.overrides]).to_dict()
+        cpu = load_config(None, [*b4, *r4[0].overrides])
+        # The cpu scale keeps 6 blocks per component and the schedule's shape: warm-up half the run.
+        assert cpu.model.kwargs["blocks_per_component"] == 6 and cpu.lr.name == "inverse_sqrt"
+        assert cpu.lr.warmup_steps * 2 == cpu.steps
