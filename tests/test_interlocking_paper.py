@@ -6,7 +6,6 @@ not taken from interlock's code."""
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

@@ -135,7 +135,7 @@ def _fig4_judge(results, runs, scale) -> Outcome:
                 best.append((f"K={K} end-to-end - {s}", *compare(acc[K, "end-to-end"], acc[K, s], floor=0.5)))
             if s not in ("end-to-end", "local"):
                 best.append((f"K={K} {s} - local", *compare(acc[K, s], acc[K, "local"], floor=0.5)))
-    v_best = ordering_verdict(best, what="end-to-end is best and local worst at every K", seeds=seeds, higher="")
+    v_best = ordering_verdict(best, what="end-to-end is best and local worst at every K", seeds=seeds, higher="by")
     two = [(f"K={K}", *compare(acc[K, "2-wise"], acc[K, "local"], floor=0.5)) for K in Ks if "2-wise" in present[K]]
     v_two = ordering_verdict(two, what="2-wise beats 1-wise (local) at every K", seeds=seeds, higher="2-wise - local")
     small = [(f"K={K} {s}", acc[K, "end-to-end"], acc[K, s]) for K in Ks if K <= 6 for s in present[K] if s.endswith("-wise")]
@@ -195,7 +195,7 @@ def _fig4_right_judge(results, runs, scale) -> Outcome:
     md = ("Test accuracy % of the final head (mean ± std over seeds); local-double merges components (1, 2), "
           "(3, 4), ... into K/2 components trained locally:\n\n" + "\n".join(lines))
     (claim,) = _claims("Fig. 4 right")
-    verdict = ordering_verdict(diffs, what="1-wise double size sits between 1-wise and 2-wise at every K", seeds=seeds, higher="")
+    verdict = ordering_verdict(diffs, what="1-wise double size sits between 1-wise and 2-wise at every K", seeds=seeds, higher="by")
     return Outcome(md, _overall([verdict]), None, budget=_toy_budget(scale, seeds, Ks), claim_verdicts=[(claim, verdict)])
 
 
