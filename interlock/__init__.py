@@ -8,13 +8,13 @@
 
 from . import clock, emulate, flops, heads, hf, models, trace
 from .engines import (
-    DistributedEngine, PipelineEngine, ReplayEngine, SequentialEngine, SimulatedEngine, StaleEngine, StepResult,
+    DistributedEngine, PipelineEngine, ReplayEngine, SequentialEngine, SimulatedEngine, StaleEngine, HogwildEngine, StepResult,
 )
 from .launch import run_local
 from .split import SplitPlan, split
 from .tasks import Task
 from .net import ComponentNet, group_blocks, merge_adjacent, parameter_count, partition_balanced, partition_uniform
-from .strategies import AsyncLocal, EndToEnd, GradientPlan, Hogwild, Interlocking, Local, LocalDouble, Sequential, Strategy
+from .strategies import AsyncLocal, EndToEnd, GradientPlan, Hogwild, HogwildStashed, Interlocking, Local, LocalDouble, Sequential, Strategy
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,7 @@ __all__ = [
     "ReplayEngine",
     "SequentialEngine",
     "StaleEngine",
+    "HogwildEngine",
     "run_local",
     "StepResult",
     "Strategy",
@@ -40,6 +41,7 @@ __all__ = [
     "Sequential",
     "LocalDouble",
     "Hogwild",
+    "HogwildStashed",
     "partition_uniform",
     "partition_balanced",
     "group_blocks",

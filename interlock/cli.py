@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     p_train = sub.add_parser("train", help="train one run of one strategy",
                              epilog="Every config option, its default and meaning: interlock train --list-options")
     _common(p_train)
-    p_train.add_argument("--strategy", help="end-to-end, local, <n>-wise, <n>-wise-sum, async-local, sequential, local-double or hogwild")
+    p_train.add_argument("--strategy", help="end-to-end, local, <n>-wise, <n>-wise-sum, async-local, sequential, local-double, hogwild or hogwild-stashed")
     p_train.add_argument("--resume", action="store_true",
                          help="continue the run in --run-dir from its newest checkpoint (overrides may lengthen it: steps=N)")
     p_train.set_defaults(fn=cmd_train)

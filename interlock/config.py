@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .strategies import AsyncLocal, EndToEnd, Hogwild, Interlocking, Local, LocalDouble, Sequential, Strategy, check_async_local
+from .strategies import AsyncLocal, EndToEnd, Hogwild, HogwildStashed, Interlocking, Local, LocalDouble, Sequential, Strategy, check_async_local
 from .profiling import parse_profile_steps
 from .tracking import TrackConfig
 
@@ -36,7 +36,7 @@ __all__ = [
 
 
 def parse_strategy(spec: str, *, replay: "ReplayConfig | None" = None, seed: int = 0) -> Strategy:
-    """'end-to-end' | 'local' | '<n>-wise' | '<n>-wise-sum' | 'async-local' | 'sequential' | 'local-double' | 'hogwild'
+    """'end-to-end' | 'local' | '<n>-wise' | '<n>-wise-sum' | 'async-local' | 'sequential' | 'local-double' | 'hogwild' | 'hogwild-stashed'
     (the names strategies print).
 
     ``replay``: the options of async-local (default ``ReplayConfig()``); its draws are seeded by
@@ -54,12 +54,14 @@ def parse_strategy(spec: str, *, replay: "ReplayConfig | None" = None, seed: int
     if s in ("local-double", "1-wise-double", "double"):
         return LocalDouble()
     if s in ("hogwild", "stale"):
-        return Hogwild()
+        return Hogwild()  # the interlocking paper's (Fig. 3): no weight stashing
+    if s in ("hogwild-stashed", "pipedream"):
+        return HogwildStashed()
     m = re.fullmatch(r"(\d+)-wise(-sum|-furthest)?", s)
     if m:
         return Interlocking(int(m.group(1)), "sum" if m.group(2) == "-sum" else "furthest")
     raise ValueError(
-        f"unknown strategy {spec!r}; use end-to-end, local, <n>-wise or <n>-wise-sum (e.g. 2-wise), async-local, sequential, local-double or hogwild"
+        f"unknown strategy {spec!r}; use end-to-end, local, <n>-wise or <n>-wise-sum (e.g. 2-wise), async-local, sequential, local-double, hogwild or hogwild-stashed"
     )
 
 
@@ -163,6 +165,7 @@ class OptimConfig:
     weight_decay: float = 5e-4  # L2 penalty (sgd, adam) or decoupled decay (adamw)
     nesterov: bool = False  # sgd only
     betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
+    eps: float = 1e-8  # adam, adamw: the denominator's epsilon (interlocking B.3 uses 1e-9)
 
     def __post_init__(self) -> None:
         _check(self.name in ("sgd", "adam", "adamw"), f"optim.name={self.name!r}: use sgd, adam or adamw")
@@ -170,6 +173,7 @@ class OptimConfig:
         _check(0 <= self.momentum < 1, f"optim.momentum={self.momentum}: use 0 <= momentum < 1")
         _check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay}: use >= 0")
         self.betas = tuple(self.betas)
+        _check(self.eps > 0 and math.isfinite(self.eps), f"optim.eps={self.eps}: use a small positive number (e.g. 1e-8)")
 
 
 @dataclass
@@ -296,7 +300,7 @@ class TrainConfig:
     search: SearchConfig = field(default_factory=SearchConfig)  # SEDONA's search (interlock search only)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # engine=pipeline's schedule
     track: TrackConfig = field(default_factory=TrackConfig)  # TensorBoard / Weights & Biases, fed from the metrics rows
-    strategy: str = "2-wise"  # end-to-end, local, <n>-wise, <n>-wise-sum, async-local, sequential, local-double, hogwild
+    strategy: str = "2-wise"  # end-to-end, local, <n>-wise, <n>-wise-sum, async-local, sequential, local-double, hogwild, hogwild-stashed
     loss_weights: tuple[float, ...] | None = None  # w_k scaling each component's loss, one per component
     microbatches: int = 1  # cut each step's batch into m micro-batches that pipeline through the components
     split_backward: bool | None = None  # None: the engine's default (distributed: split a lone stream's backward, input gradient sent first, for a shorter K-device critical path; simulated: one pass, as it runs components one after another); true: split; false: one pass

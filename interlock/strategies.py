@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GradientPlan", "Strategy", "Interlocking", "Local", "EndToEnd",
-    "AsyncLocal", "Sequential", "LocalDouble", "Hogwild",
+    "AsyncLocal", "Sequential", "LocalDouble", "Hogwild", "HogwildStashed",
 ]
 
 Mix = Literal["furthest", "sum"]
@@ -320,10 +320,35 @@ class LocalDouble(Strategy):
 
 @dataclass(frozen=True)
 class Hogwild(Strategy):
-    """End-to-end gradients applied late, as in a pipeline that never waits (the papers' stale baseline).
+    """The interlocking paper's Hogwild baseline (sec. 2, Fig. 3, Table 4): a pipeline that never waits
+    and stashes no weights.
+
+    Every component runs the forward of each batch as soon as it can and applies each gradient as
+    soon as it arrives. The backward of batch t on component k uses the weights component k holds
+    *when the backward reaches it*, on the activation its forward computed with older weights:
+    :func:`mismatch` gives how many of its own updates lie between the two, 2(K - k) (Fig. 3: the
+    fourth batch's forward on component 1 of 3 at theta_0, its backward at theta_3). Run by
+    :class:`interlock.engines.HogwildEngine`, in one process only.
+    """
+
+    distributed: ClassVar[bool] = False
+    own_engine: ClassVar[bool] = True
+
+    def plan(self, num_components: int) -> GradientPlan:
+        return EndToEnd().plan(num_components)
+
+    @property
+    def name(self) -> str:
+        return "hogwild"
+
+
+@dataclass(frozen=True)
+class HogwildStashed(Strategy):
+    """Stale end-to-end gradients with weight stashing (PipeDream), not the paper's Hogwild.
 
     Component k of K applies the gradient of batch t at step t + (K - k), to weights that moved
-    since batch t's forward pass; :func:`staleness` derives the delay. Run by
+    since batch t's forward pass, but the gradient itself is computed at the weights that forward
+    used (stashed); :func:`staleness` derives the delay. Run by
     :class:`interlock.engines.StaleEngine` in one process and :class:`interlock.engines.StaleRankEngine`
     with one process per component (a real pipeline with weight stashing).
     """
@@ -335,11 +360,11 @@ class Hogwild(Strategy):
 
     @property
     def name(self) -> str:
-        return "hogwild"
+        return "hogwild-stashed"
 
 
 def staleness(num_components: int) -> tuple[int, ...]:
-    """d_k = K - k: how many steps late component k (1-based) applies a batch's gradient.
+    """d_k = K - k: how many steps late component k (1-based) applies a batch's gradient (``HogwildStashed``).
 
     The pipeline that never waits, with the paper's time model (a forward and a backward each
     take one time unit on a device; a device does one at a time): batch t enters component 1 at
@@ -350,6 +375,25 @@ def staleness(num_components: int) -> tuple[int, ...]:
     applies batch t's gradient (2t + 2K - k) it has run the forwards of batches up to
     t + K - k, and applied the gradients of batches up to t - 1; batch t + (K - k) is the next
     forward, so the gradient of batch t lands at step t + (K - k): a delay of K - k updates.
-    The top component (k = K) is never late.
+    The top component (k = K) is never late. (This pipeline admits one batch every two time
+    units; Fig. 3's pipeline forwards as far ahead as it can, see :func:`mismatch`.)
     """
     return tuple(num_components - 1 - k for k in range(num_components))
+
+
+def mismatch(num_components: int) -> tuple[int, ...]:
+    """D_k = 2(K - k): the updates component k (1-based) makes between a batch's forward and its backward
+    in the paper's Hogwild (Fig. 3), in the steady state.
+
+    Fig. 3's pipeline: a forward or a backward takes one slot on a device; a device runs a
+    backward whenever one has arrived, else the next forward (it never idles, so it forwards as
+    far ahead as the batches allow). Batch 1 reaches the top at slot K - 1 and its backward
+    reaches component k at slot 2K - k, so before its first backward component k has run the
+    forwards of batches 1 .. 2(K - k) + 1; from then on it alternates backward and forward, one
+    update per backward. Batch b's backward comes at slot 2K - k + 2(b - 1) and its forward after
+    b - 2(K - k) - 1 updates (the first 2(K - k) + 1 forwards at theta_0): 2(K - k) updates apart,
+    fewer only in the warm-up (batch b <= 2(K - k) at theta_0 and theta_{b-1}). For K = 3 this
+    gives the figure's rows of weight versions (tests/test_hogwild.py) and its caption's example,
+    the fourth batch's forward on component 1 at theta_0 and its backward at theta_3.
+    """
+    return tuple(2 * (num_components - 1 - k) for k in range(num_components))

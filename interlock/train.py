@@ -87,7 +87,7 @@ def make_optimizer_factory(cfg: OptimConfig) -> Callable:
         if cfg.name == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-        return cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return cls(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
     return factory
 

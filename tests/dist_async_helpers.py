@@ -28,7 +28,7 @@ def hogwild(parts: str, flush_every: int) -> dict:
     """Hogwild, one process per component: this rank's parameters and losses."""
     blocks, heads, x, y, loss_fn = ALL_PARTS[parts](K, seed=SEED)
     net = il.ComponentNet(blocks=blocks, heads=heads)
-    engine = StaleRankEngine(net, il.Hogwild(), total_steps=HOGWILD_STEPS, flush_every=flush_every, optimizer=sgd,
+    engine = StaleRankEngine(net, il.HogwildStashed(), total_steps=HOGWILD_STEPS, flush_every=flush_every, optimizer=sgd,
                              loss_fn=loss_fn, lr_scheduler=step_lr, rng_seed=RNG_SEED, timeout_s=60)
     losses = [engine.step(bx if engine.rank == 0 else None, by).losses[engine.rank]
               for bx, by in batches_for(x, y, HOGWILD_STEPS)]

@@ -43,7 +43,7 @@ def _simulated(engine_cls, strategy, parts, steps, **opts):
 
 @pytest.mark.parametrize("parts,flush_every", HOGWILD_CASES)
 def test_hogwild_pipeline_equals_the_simulated_stale_engine(ranks, parts, flush_every):
-    net, losses, engine, x = _simulated(il.StaleEngine, il.Hogwild(), parts, A.HOGWILD_STEPS, flush_every=flush_every,
+    net, losses, engine, x = _simulated(il.StaleEngine, il.HogwildStashed(), parts, A.HOGWILD_STEPS, flush_every=flush_every,
                                         rng_seed=A.RNG_SEED)
     net.eval()
     with torch.no_grad():
@@ -110,12 +110,12 @@ def test_the_rank_engines_refuse_what_they_cannot_run():
     with pytest.raises(ValueError, match="total_steps"):
         il.engines.ReplayRankEngine(copy.deepcopy(net), il.AsyncLocal(), total_steps=0, optimizer=H.sgd, loss_fn=loss_fn)
     with pytest.raises(ValueError, match="split_backward"):
-        il.engines.StaleRankEngine(copy.deepcopy(net), il.Hogwild(), total_steps=3, split_backward=True,
+        il.engines.StaleRankEngine(copy.deepcopy(net), il.HogwildStashed(), total_steps=3, split_backward=True,
                                    optimizer=H.sgd, loss_fn=loss_fn)
     with pytest.raises(ValueError, match="flush_every"):
-        il.engines.StaleRankEngine(copy.deepcopy(net), il.Hogwild(), total_steps=3, flush_every=-1, optimizer=H.sgd, loss_fn=loss_fn)
+        il.engines.StaleRankEngine(copy.deepcopy(net), il.HogwildStashed(), total_steps=3, flush_every=-1, optimizer=H.sgd, loss_fn=loss_fn)
     with pytest.raises(ValueError, match="create_distributed"):
-        il.DistributedEngine(copy.deepcopy(net), il.Hogwild(), optimizer=H.sgd, loss_fn=loss_fn)
+        il.DistributedEngine(copy.deepcopy(net), il.HogwildStashed(), optimizer=H.sgd, loss_fn=loss_fn)
     with pytest.raises(ValueError, match="one process only"):
         il.engines.create_distributed(copy.deepcopy(net), il.Sequential(), total_steps=3, optimizer=H.sgd, loss_fn=loss_fn)
 
@@ -131,7 +131,7 @@ def test_train_hogwild_and_lockstep_async_distributed_equal_simulated_and_free_a
 
     # checkpoint_every=3: hogwild's pipeline drains there on both engines (and the checkpoint is exact).
     extra = ["steps=6", "checkpoint_every=3", "threads=1", "data.eval_chunk=32", "eval_every=0"]
-    for name, strategy in (("hogwild", ["strategy=hogwild"]),
+    for name, strategy in (("hogwild", ["strategy=hogwild-stashed"]),
                            ("lockstep", ["strategy=async-local", "replay.schedule=round_robin", "replay.buffer_size=2"])):
         simulated = run(config(tmp_path / f"sim-{name}", *extra, *strategy))
         distributed = run_distributed(config(tmp_path / f"dist-{name}", *extra, *strategy, "engine=distributed"), resume=False)

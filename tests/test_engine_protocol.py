@@ -17,7 +17,7 @@ def sgd(params):
     return torch.optim.SGD(params, lr=0.1)
 
 
-@pytest.mark.parametrize("strategy", [il.Local(), il.Interlocking(2), il.AsyncLocal(), il.Sequential(), il.Hogwild(),
+@pytest.mark.parametrize("strategy", [il.Local(), il.Interlocking(2), il.AsyncLocal(), il.Sequential(), il.Hogwild(), il.HogwildStashed(),
                                       il.LocalDouble()], ids=lambda s: s.name)
 def test_single_process_engines_satisfy_the_protocol(strategy):
     blocks, heads, x, y, loss_fn = PARTS["mlp"](4, seed=0)

@@ -30,6 +30,7 @@ SMALL: dict[str, tuple[dict, tuple[int, int]]] = {
     "resnet110": ({"width": 0.25}, (2, 4)),
     "resnet18": ({"width": 0.125}, (2, 3)),
     "resnet34": ({"width": 0.125, "stem": "imagenet"}, (2, 4)),
+    "resnet34_cifar_stages": ({"width": 0.125}, (2, 4)),
     "resnet50": ({"width": 0.125}, (2, 3)),
     "resnet101": ({"width": 0.0625}, (2, 3)),
     "resnet152": ({"width": 0.0625, "stem": "imagenet"}, (2, 3)),

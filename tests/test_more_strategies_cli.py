@@ -10,7 +10,7 @@ import interlock as il
 from interlock import cli
 from interlock.config import parse_strategy
 
-NEW = [il.AsyncLocal(), il.Sequential(), il.LocalDouble(), il.Hogwild()]
+NEW = [il.AsyncLocal(), il.Sequential(), il.LocalDouble(), il.Hogwild(), il.HogwildStashed()]
 
 
 def test_names_round_trip():

@@ -30,7 +30,7 @@ def test_interlocking_b1_preset_is_the_papers_setting():
 
 def test_other_presets_hold_their_sources_numbers():
     b2 = load_config(None, ["preset=interlocking-b2"])
-    assert (b2.model.name, b2.model.components, b2.model.heads) == ("resnet32", 4, "conv")
+    assert (b2.model.name, b2.model.components, b2.model.heads) == ("resnet34_cifar_stages", 4, "conv")
     assert (b2.optim.name, b2.optim.lr, b2.optim.momentum, b2.optim.weight_decay) == ("sgd", 0.1, 0.9, 2e-4)
     dgl = load_config(None, ["preset=dgl-4.1"])
     assert (dgl.optim.lr, dgl.optim.momentum, dgl.optim.weight_decay, dgl.epochs) == (0.1, 0.9, 5e-4, 50.0)

@@ -39,7 +39,7 @@ def test_two_scalar_components_by_hand():
     # Loss (w2 w1 x - y)^2 with x = 1, y = 0, SGD lr 0.1: dL/dw1 = 2 r w2, dL/dw2 = 2 r w1 (r = w2 w1).
     # Component 2 applies each gradient at once; component 1 one step late, the last at the flush.
     net = scalar_net([1.0, 0.5])
-    engine = il.StaleEngine(net, il.Hogwild(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1), loss_fn=F.mse_loss,
+    engine = il.StaleEngine(net, il.HogwildStashed(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1), loss_fn=F.mse_loss,
                             total_steps=3)
     x, y = torch.ones(1, 1), torch.zeros(1, 1)
     engine.step(x, y)
@@ -84,7 +84,7 @@ def test_three_scalar_components_follow_delayed_sgd():
     ws = [0.9, 1.1, 0.8]
     batches = [(torch.tensor([[v]]), torch.tensor([[0.5 * v]])) for v in (1.0, -0.5, 2.0, 0.3, -1.2)]
     net = scalar_net(ws)
-    engine = il.StaleEngine(net, il.Hogwild(), optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+    engine = il.StaleEngine(net, il.HogwildStashed(), optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
                             loss_fn=F.mse_loss, total_steps=len(batches))
     for x, y in batches:
         engine.step(x, y)
@@ -97,7 +97,7 @@ def test_one_component_is_end_to_end():
     sgd = lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)
     a = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads))
     b = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads))
-    stale, e2e = il.StaleEngine(a, il.Hogwild(), optimizer=sgd, loss_fn=loss_fn), il.SimulatedEngine(b, il.EndToEnd(), optimizer=sgd, loss_fn=loss_fn)
+    stale, e2e = il.StaleEngine(a, il.HogwildStashed(), optimizer=sgd, loss_fn=loss_fn), il.SimulatedEngine(b, il.EndToEnd(), optimizer=sgd, loss_fn=loss_fn)
     for s in range(3):
         assert stale.step(x.roll(s, 0), y.roll(s, 0)).losses == e2e.step(x.roll(s, 0), y.roll(s, 0)).losses
     sa, sb = state_of([a]), state_of([b])
@@ -109,7 +109,7 @@ def test_resume_keeps_the_queued_gradients():
     blocks, heads, x, y, loss_fn = PARTS["bn"](K, seed=4)
     sgd = lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)
     data = [(x.roll(s, 0), y.roll(s, 0)) for s in range(5)]
-    make = lambda b, h: il.StaleEngine(il.ComponentNet(blocks=b, heads=h), il.Hogwild(), optimizer=sgd, loss_fn=loss_fn,
+    make = lambda b, h: il.StaleEngine(il.ComponentNet(blocks=b, heads=h), il.HogwildStashed(), optimizer=sgd, loss_fn=loss_fn,
                                        total_steps=5)
     full = make(copy.deepcopy(blocks), copy.deepcopy(heads))
     for bx, by in data:
@@ -129,13 +129,13 @@ def test_resume_keeps_the_queued_gradients():
     # A checkpoint of another strategy has no queue: the error names the strategy that wrote it.
     local = il.SimulatedEngine(il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads)), il.Local(),
                                optimizer=sgd, loss_fn=loss_fn)
-    with pytest.raises(ValueError, match=r"component 1 has no queued gradients: it was not written by hogwild; "
+    with pytest.raises(ValueError, match=r"component 1 has no queued gradients: it was not written by hogwild-stashed; "
                                          r"resume it with the strategy that wrote it \(local\)"):
         resumed.load_component_state(0, local.component_state(0))
 
 
 def test_hogwild_from_the_config():
-    assert load_config(None, ["steps=2", "strategy=hogwild"]).strategy_obj == il.Hogwild()
-    assert load_config(None, ["steps=2", "strategy=hogwild", "engine=distributed"]).engine == "distributed"
+    assert load_config(None, ["steps=2", "strategy=hogwild-stashed"]).strategy_obj == il.HogwildStashed()
+    assert load_config(None, ["steps=2", "strategy=hogwild-stashed", "engine=distributed"]).engine == "distributed"
     with pytest.raises(ValueError, match="sequential runs in one process only"):
         load_config(None, ["steps=2", "strategy=sequential", "engine=distributed"])

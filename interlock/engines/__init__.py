@@ -8,7 +8,7 @@ gradients (:class:`StaleEngine`, :class:`StaleRankEngine`) and sequential greedy
 pick the engine for a strategy, so the training program has no per-strategy code.
 """
 
-from ..strategies import AsyncLocal, Hogwild, Sequential, Strategy
+from ..strategies import AsyncLocal, Hogwild, HogwildStashed, Sequential, Strategy
 from ..ties import check_engine_supports_ties
 from .common import StepResult
 from .distributed import DistributedEngine
@@ -17,17 +17,17 @@ from .replay import ReplayEngine
 from .replay_ranks import ReplayRankEngine
 from .sequential import SequentialEngine
 from .simulated import SimulatedEngine
-from .stale import StaleEngine
+from .stale import HogwildEngine, StaleEngine
 from .stale_ranks import StaleRankEngine
 
 __all__ = [
-    "SimulatedEngine", "DistributedEngine", "PipelineEngine", "ReplayEngine", "SequentialEngine", "StaleEngine",
+    "SimulatedEngine", "DistributedEngine", "PipelineEngine", "ReplayEngine", "SequentialEngine", "StaleEngine", "HogwildEngine",
     "ReplayRankEngine", "StaleRankEngine", "StepResult", "create", "create_distributed",
 ]
 
 # Strategies whose steps are not one pass of a gradient plan over every component (Strategy.own_engine).
-_OWN_ENGINE = {AsyncLocal: ReplayEngine, Sequential: SequentialEngine, Hogwild: StaleEngine}
-_OWN_RANK_ENGINE = {AsyncLocal: ReplayRankEngine, Hogwild: StaleRankEngine}
+_OWN_ENGINE = {AsyncLocal: ReplayEngine, Sequential: SequentialEngine, Hogwild: HogwildEngine, HogwildStashed: StaleEngine}
+_OWN_RANK_ENGINE = {AsyncLocal: ReplayRankEngine, HogwildStashed: StaleRankEngine}
 
 
 def create(net, strategy: Strategy, *, total_steps: int | None = None, flush_every: int = 0, **options):
@@ -41,7 +41,7 @@ def create(net, strategy: Strategy, *, total_steps: int | None = None, flush_eve
     if cls is None:
         return SimulatedEngine(net, strategy, **options)
     check_engine_supports_ties(net, cls.__name__)
-    if cls is StaleEngine:
+    if cls in (StaleEngine, HogwildEngine):
         options["flush_every"] = flush_every
     return cls(net, strategy, total_steps=total_steps, **options)
 

@@ -1,4 +1,4 @@
-"""Stale end-to-end gradients (Hogwild) with one process per component: a pipeline that never flushes.
+"""Stale end-to-end gradients with weight stashing (``HogwildStashed``, not the paper's Hogwild) with one process per component: a pipeline that never flushes.
 
 Rank k holds component k+1 (0-based k; d_k = K-1-k in the 0-based form of
 :func:`interlock.strategies.staleness`). At its step t it receives batch t's activation from
@@ -38,7 +38,7 @@ from torch.func import functional_call
 from .. import schedule as S
 from ..heads._registry import local_loss
 from ..net import ComponentNet
-from ..strategies import Hogwild, staleness
+from ..strategies import HogwildStashed, staleness
 from ..transport import InMemoryTransport
 from ..worker import ActionRecord
 from .common import EngineOptions, Losses, LossFn, StepResult, check_total_steps, load_component, make_worker, pack_component_state, strategy_state
@@ -68,7 +68,7 @@ def _validate_flush_every(flush_every: int) -> None:
 
 
 class StaleRankEngine(RankEngine):
-    """Train component ``rank`` of ``net`` with :class:`~interlock.strategies.Hogwild`, one process per component.
+    """Train component ``rank`` of ``net`` with :class:`~interlock.strategies.HogwildStashed`, one process per component.
 
     ``total_steps``: the run's length (the pipeline drains there); ``flush_every``: drain also
     after every that many steps (0: at the end only; the training program passes
@@ -79,7 +79,7 @@ class StaleRankEngine(RankEngine):
     def __init__(
         self,
         net: ComponentNet,
-        strategy: Hogwild,
+        strategy: HogwildStashed,
         *,
         total_steps: int,
         flush_every: int = 0,
@@ -96,8 +96,9 @@ class StaleRankEngine(RankEngine):
         max_pending_sends: int = 32,
         sample_input: torch.Tensor | None = None,
     ) -> None:
-        if not isinstance(strategy, Hogwild):
-            raise ValueError(f"StaleRankEngine runs Hogwild() (hogwild); got {strategy!r}")
+        if not isinstance(strategy, HogwildStashed):
+            raise ValueError(f"StaleRankEngine runs HogwildStashed() (hogwild-stashed); got {strategy!r} "
+                             f"(the paper's Hogwild() runs in one process only, on HogwildEngine)")
         check_total_steps(total_steps)
         _validate_flush_every(flush_every)
         if batch_streams or split_backward:
@@ -257,7 +258,7 @@ class StaleRankEngine(RankEngine):
 
     def load_component_state(self, k: int, state: dict) -> None:
         self._check_local(k)
-        strategy_state(state, k, key="stale", holds="queued gradients", strategy="hogwild")
+        strategy_state(state, k, key="stale", holds="queued gradients", strategy="hogwild-stashed")
         if state["stale"]["pending"]:
             raise ValueError(
                 f"the checkpoint of component {k + 1} holds {len(state['stale']['pending'])} queued gradients (written "

@@ -18,6 +18,7 @@ head). This is our choice where the paper's single-device reference shares one m
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -39,12 +40,17 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # biases in linear layers and LayerNorms
+    # > 0: n_layer = blocks_per_component x components, so the model grows with K (the interlocking
+    # paper's sec. 4.3: every component is 6 transformer blocks); 0: n_layer blocks in total.
+    blocks_per_component: int = 0
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             positive_int(getattr(self, name), name)
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if not isinstance(self.blocks_per_component, int) or isinstance(self.blocks_per_component, bool) or self.blocks_per_component < 0:
+            raise ValueError(f"blocks_per_component={self.blocks_per_component!r}: use 0 (n_layer in total) or a positive int")
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout!r} must be in [0, 1)")
 
@@ -70,6 +76,8 @@ class Embedding(nn.Module):
 @register("gpt")
 def gpt(*, components: int, **kw) -> Network:
     cfg = config(GPTConfig, "gpt", kw)
+    if cfg.blocks_per_component:
+        cfg = dataclasses.replace(cfg, n_layer=cfg.blocks_per_component * components)
     embedding = Embedding(vocab_size=cfg.vocab_size, block_size=cfg.block_size, n_embd=cfg.n_embd, dropout=cfg.dropout)
     layers = [TransformerBlock(n_embd=cfg.n_embd, n_head=cfg.n_head, dropout=cfg.dropout, bias=cfg.bias) for _ in range(cfg.n_layer)]
     blocks: list[nn.Module] = [nn.Sequential(embedding, layers[0]), *layers[1:]]

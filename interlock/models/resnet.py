@@ -29,7 +29,7 @@ from torch import nn
 from .. import heads
 from ._registry import ImageConfig, Network, check_choice, check_width, config, register, scaled
 
-__all__ = ["BasicBlock", "Bottleneck", "CifarResNetConfig", "ResNetConfig"]
+__all__ = ["BasicBlock", "Bottleneck", "CifarResNetConfig", "ResNetConfig", "StageResNetConfig", "STAGE_LAYOUT"]
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:
@@ -196,3 +196,52 @@ def _register(depth: int) -> None:
 
 for _depth in _LAYOUTS:
     _register(_depth)
+
+
+# -- the interlocking paper's "ResNet-32": ResNet-34's layout, one block per stage ------------------
+
+
+@dataclass(frozen=True)
+class StageResNetConfig(ImageConfig):
+    width: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_width(self.width)
+
+
+STAGE_LAYOUT = ((64, 3), (128, 4), (256, 6), (512, 3))  # (filters, basic blocks) of each stage
+
+
+class Stage(nn.Sequential):
+    """One stage of basic blocks (the first may be preceded by the stem): one block of the flat list."""
+
+
+@register("resnet34_cifar_stages")
+def resnet34_cifar_stages(*, components: int, **kw) -> Network:
+    """The network behind the interlocking paper's Table 1 (the paper's "ResNet-32"), built to the
+    authors' public code (``examples/train_resnet.py`` and ``resnet_builder.py`` of
+    oscarkey/interlocking-backprop): a 3x3, 64-filter, stride-1 stem with BatchNorm and ReLU, then
+    basic-block stages ``64,3/128,4/256,6/512,3`` (stride 2 entering stages 2-4, 1x1 conv + BatchNorm
+    projection shortcuts where the shape changes), global average pool and a linear layer; Kaiming
+    normal (fan-out) convolutions, BatchNorm weight 1 and bias 0. That is ResNet-34's layout on a
+    CIFAR stem (21.3M parameters), not He et al.'s 16/32/64-filter ResNet-32 (``resnet32``, 0.46M).
+
+    The flat list has exactly 4 blocks, one per stage, the stem inside the first (the authors'
+    builder counts the input layers with the first block and accepts exactly 4 components on
+    CIFAR; the paper's sec. 4.2: one ResNet block per component, four components). So K = 4 puts
+    one stage on each component under any partition; fewer components merge whole stages.
+    """
+    cfg = config(StageResNetConfig, "resnet34_cifar_stages", kw)
+    if components > len(STAGE_LAYOUT):
+        raise ValueError(f"resnet34_cifar_stages has {len(STAGE_LAYOUT)} stages, one per component; "
+                         f"use components <= {len(STAGE_LAYOUT)} (the paper's Table 1 uses 4), not {components}")
+    widths = [scaled(c, cfg.width) for c, _ in STAGE_LAYOUT]
+    counts = [n for _, n in STAGE_LAYOUT]
+    stem = nn.Sequential(*_conv_bn(cfg.in_channels, widths[0], 3), nn.ReLU(inplace=True))
+    stages: list[nn.Module] = []
+    c_in = widths[0]
+    for i, (planes, count) in enumerate(zip(widths, counts)):
+        body, c_in = _stages(c_in, [planes], [count], [1 if i == 0 else 2], BasicBlock, "B")
+        stages.append(Stage(*([stem] if i == 0 else []), *body))
+    return _network(cfg, stages, c_in)

@@ -136,5 +136,5 @@ def side_by_side(cells: Sequence[tuple[PaperValue, Sequence[float]]], *, digits:
             kind = pv.error_kind or "std"
             shown = f"{m:.{digits}f}" + ("" if e is None else f" ± {e:.{digits}f} ({kind})") + f", n={n}"
             diff = f"{m - pv.value:+.{digits}f}"
-        lines.append(f"| {pv.table} | {pv.row} | {pv.column} | {pv.shown(digits)}{pv.unit if pv.unit != '%' else ''} | {shown} | {diff} |")
+        lines.append(f"| {pv.table} | {pv.row} | {pv.column} | {pv.shown(digits)}{' ' + pv.unit if pv.unit not in ('%', '') else ''} | {shown} | {diff} |")
     return "\n".join(lines)
