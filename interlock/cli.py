@@ -152,14 +152,7 @@ class _LogFileOnly(logging.Filter):
 def _run_one(config: TrainConfig, *, resume: bool, quiet: bool, label: str, run_dir: Path, rank: str):
     progress = None if quiet else Progress(label)
     log_path = run_dir / ("log.txt" if rank == "0" else f"log-rank{rank}.txt")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_path)
-    except OSError as err:
-        raise explain_write_error(err, log_path) from None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("interlock")
-    root.addHandler(handler)
+    handler = _add_file_log(log_path)
     try:
         if config.engine in ("distributed", "pipeline"):  # one process per component
             from .distributed_run import run_distributed
@@ -174,24 +167,33 @@ def _run_one(config: TrainConfig, *, resume: bool, quiet: bool, label: str, run_
         log.error("the run in %s failed", run_dir, exc_info=err)
         raise RunFailed(_failure_line(err, config, log_path)) from err
     finally:
-        root.removeHandler(handler)
-        handler.close()
+        _remove_file_log(handler)
         if progress is not None:
             progress.close()
+
+
+def _add_file_log(log_path: Path) -> logging.Handler:
+    """Send what interlock logs to ``log_path`` too (a folder that cannot be written is said in one line)."""
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_path)
+    except OSError as err:
+        raise explain_write_error(err, log_path) from None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("interlock").addHandler(handler)
+    return handler
+
+
+def _remove_file_log(handler: logging.Handler) -> None:
+    logging.getLogger("interlock").removeHandler(handler)
+    handler.close()
 
 
 def _logged_command(folder: Path, what: str, fn):
     """``fn()`` for ``search`` and ``reproduce`` as :func:`run_one` runs a training run: what is logged
     also goes to ``<folder>/log.txt``, and a run-time failure is one line (its traceback in that file)."""
     log_path = Path(folder) / "log.txt"
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_path)
-    except OSError as err:
-        raise explain_write_error(err, log_path) from None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("interlock")
-    root.addHandler(handler)
+    handler = _add_file_log(log_path)
     try:
         return fn()
     except (*_REQUEST_ERRORS, RunDirError, RunFailed):
@@ -201,8 +203,7 @@ def _logged_command(folder: Path, what: str, fn):
         message = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise RunFailed(f"{what} failed: {type(err).__name__}: {message} (traceback in {log_path})") from err
     finally:
-        root.removeHandler(handler)
-        handler.close()
+        _remove_file_log(handler)
 
 
 def _failure_line(err: BaseException, config: TrainConfig, log_path: Path) -> str:
