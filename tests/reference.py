@@ -14,6 +14,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from interlock.net import ComponentNet
+
 
 def mlp_parts(K: int, *, seed: int, width: int = 6, classes: int = 3, in_dim: int = 5):
     g = torch.Generator().manual_seed(seed)
@@ -51,6 +53,21 @@ def token_parts(K: int, *, seed: int, vocab: int = 7, dim: int = 6):
     x = torch.randint(0, vocab, (3, 4), generator=g)  # (B, T) token ids
     y = torch.randint(0, vocab, (3, 4), generator=g)
     return blocks, heads, x, y, token_loss
+
+
+def scalar_net(weights):
+    """Components a_k = w_k * a_{k-1} (one weight each, no bias), final head the identity."""
+    blocks = []
+    for w in weights:
+        lin = nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            lin.weight.fill_(w)
+        blocks.append(lin)
+    return ComponentNet(blocks=blocks, heads=[None] * (len(weights) - 1) + [nn.Identity()])
+
+
+def weights(net):
+    return [b.weight.item() for b in net.blocks]
 
 
 PARTS = {"mlp": mlp_parts, "bn": bn_parts, "tokens": token_parts}

@@ -13,7 +13,7 @@ import interlock as il
 from interlock.config import load_config
 from interlock.engines.stale import hogwild_timeline, hogwild_versions
 from interlock.strategies import mismatch
-from reference import PARTS, state_of
+from reference import PARTS, scalar_net, state_of, weights
 
 # Fig. 3 of the paper, as its text gives it: the theta index each accelerator holds in each of 12 time slots.
 FIG3 = {
@@ -21,21 +21,6 @@ FIG3 = {
     2: [0, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4],
     1: [0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3],
 }
-
-
-def scalar_net(weights):
-    """Components a_k = w_k * a_{k-1} (one weight each, no bias), final head the identity."""
-    blocks = []
-    for w in weights:
-        lin = nn.Linear(1, 1, bias=False)
-        with torch.no_grad():
-            lin.weight.fill_(w)
-        blocks.append(lin)
-    return il.ComponentNet(blocks=blocks, heads=[None] * (len(weights) - 1) + [nn.Identity()])
-
-
-def weights(net):
-    return [b.weight.item() for b in net.blocks]
 
 
 def sgd(lr):

@@ -7,27 +7,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import interlock as il
 from interlock.config import load_config
 from interlock.strategies import staleness
-from reference import PARTS, state_of
-
-
-def scalar_net(weights):
-    """Components a_k = w_k * a_{k-1} (one weight each, no bias), final head the identity."""
-    blocks = []
-    for w in weights:
-        lin = nn.Linear(1, 1, bias=False)
-        with torch.no_grad():
-            lin.weight.fill_(w)
-        blocks.append(lin)
-    return il.ComponentNet(blocks=blocks, heads=[None] * (len(weights) - 1) + [nn.Identity()])
-
-
-def weights(net):
-    return [b.weight.item() for b in net.blocks]
+from reference import PARTS, scalar_net, state_of, weights
 
 
 def test_staleness_is_the_distance_from_the_top():
