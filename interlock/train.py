@@ -521,13 +521,18 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
                     f"warm-up (lr.warmup_steps); divergence_ratio=0 turns this check off", step
                 )
 
+    def final_evaluation(at: int) -> dict:
+        """The final evaluation, then the last checkpoint marked as evaluated (meta.json's final_eval)."""
+        result = do_eval(at, final=True)
+        if engine.is_main:
+            mark_evaluated(run_dir / "checkpoints" / f"step_{at:08d}")
+        engine.barrier()
+        return result
+
     step = start
     if final_eval_due:  # stopped during the final evaluation: the training is all in the checkpoint
         log.info("resumed %s at its last step %d: only the final evaluation is left", run_dir, start)
-        last_eval = do_eval(step, final=True)
-        if engine.is_main:
-            mark_evaluated(run_dir / "checkpoints" / f"step_{start:08d}")
-        engine.barrier()
+        last_eval = final_evaluation(step)
         if metrics is not None:
             metrics.close()
             metrics.write_csv()
@@ -657,10 +662,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         # The last step's checkpoint comes before the final evaluation: a stop during the
         # evaluation loses no training; --resume then only evaluates (meta.json's final_eval).
         do_checkpoint(step, final_eval=False)
-        last_eval = do_eval(step, final=True)
-        if engine.is_main:
-            mark_evaluated(run_dir / "checkpoints" / f"step_{step:08d}")
-        engine.barrier()
+        last_eval = final_evaluation(step)
     if metrics is not None:
         metrics.close()
         metrics.write_csv()
