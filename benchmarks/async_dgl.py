@@ -36,7 +36,7 @@ from torch import nn
 
 import interlock as il
 from interlock.engines import DistributedEngine, ReplayRankEngine
-from interlock.launch import run_local
+from interlock.runtime.launch import run_local
 
 
 class Compute(nn.Module):

@@ -3,7 +3,7 @@
 The quick config's final evaluation (validation and test splits of CIFAR-10, the toy CNN
 cut into 6 components, eval_batch_size 1000) is run once per round on each engine, the
 rounds interleaved so machine noise hits both alike. Every process, the single-process
-run included, is started the same way (interlock.launch.run_local, forkserver), so both
+run included, is started the same way (interlock.runtime.launch.run_local, forkserver), so both
 pay the same start-up and hold the same libraries.
 
 Memory is measured from outside: this script samples the proportional set size (PSS,
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from interlock.procs import descendants
+from interlock.runtime.procs import descendants
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,19 +51,19 @@ def _rss_mb() -> float:
 
 def evaluate_once(config_dict: dict) -> dict:
     """In each started process: build the run's task, network and engine, then time one final evaluation."""
-    from interlock.config import TrainConfig
-    from interlock.train import build_net, evaluate, make_engine
-    from interlock.tasks import build_task
+    from interlock.training.config import TrainConfig
+    from interlock.training.loop import build_net, evaluate, make_engine
+    from interlock.training.tasks import build_task
 
     config = TrainConfig(**config_dict)
     torch.set_num_threads(config.threads or 1)
     task = build_task(config.data, seed=config.seed)
     net = build_net(config, task)
     engine = make_engine(config, net, task, total_steps=config.steps)
-    from interlock import train
+    from interlock.training import loop
 
     if hasattr(train, "drop_unfed_inputs"):  # (an older checkout, measured for comparison, has none)
-        train.drop_unfed_inputs(task, engine)  # as interlock.train.run does
+        train.drop_unfed_inputs(task, engine)  # as interlock.training.loop.run does
     chunk = {"chunk": config.data.eval_chunk or train.EVAL_CHUNK[config.engine]} if hasattr(train, "EVAL_CHUNK") else {}
     try:
         rss_before = _rss_mb()
@@ -118,7 +118,7 @@ class PssSampler:
 def measure(engine: str, config, *, threads: int) -> dict:
     from dataclasses import replace
 
-    from interlock.launch import run_local
+    from interlock.runtime.launch import run_local
 
     cfg = replace(config, engine=engine, threads=threads)
     nprocs = cfg.model.components if engine == "distributed" else 1
@@ -147,7 +147,7 @@ def main() -> None:
     p.add_argument("--rank-threads", type=int, default=1, help="torch threads of each rank (the README's distributed command)")
     args = p.parse_args()
 
-    from interlock.config import load_config
+    from interlock.training.config import load_config
 
     config = load_config(args.config, [f"data.root={args.data}"] if args.data else [])
     single = [int(t) for t in args.single_threads.split(",")]

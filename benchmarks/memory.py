@@ -2,7 +2,7 @@
 
 Each variant runs ``--steps`` training steps with one process per component (gloo, one thread
 each), the way K devices would hold the network, and every rank reports its component's peak:
-the activations autograd saved for the backward pass at their highest (``interlock.memstats``:
+the activations autograd saved for the backward pass at their highest (``interlock.measure.memstats``:
 every saved storage counted once, parameters left out) plus the training state (parameters,
 gradients, optimizer state). Variants: end-to-end, local (DGL) and 2-wise, each on whole batches
 and with ``--microbatches`` m, and PyTorch's GPipe, 1F1B and zero-bubble (``zb1p``) schedules of
@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 
 import interlock as il
-from interlock import memstats
-from interlock.config import load_config
-from interlock.launch import run_local
-from interlock.tasks import build_task
+from interlock.measure import memstats
+from interlock.training.config import load_config
+from interlock.runtime.launch import run_local
+from interlock.training.tasks import build_task
 
 MODELS = {
     "resnet32": ["model.name=resnet32", "model.partition=flops", "data.name=cifar10", "data.batch_size=128"],
@@ -50,7 +50,7 @@ def variants(m: int) -> list[str]:
 
 
 def _rank(spec: dict) -> dict:
-    from interlock.train import build_net, make_loss_fn, make_optimizer_factory
+    from interlock.training.loop import build_net, make_loss_fn, make_optimizer_factory
 
     config = load_config(None, spec["overrides"])
     task = build_task(config.data, seed=0)

@@ -9,7 +9,7 @@ devices would need per step, with messages taken as free. Interlock's strategies
 distributed engines' default (split backward); "+mb" cuts each batch into ``--microbatches``.
 
 The pipeline schedules (GPipe, 1F1B, zero-bubble ``zb1p``, as ``torch.distributed.pipelining``
-orders them) are priced by :mod:`interlock.pipeline_clock` from each component's measured times
+orders them) are priced by :mod:`interlock.timemodel.pipeline_clock` from each component's measured times
 per micro-batch in the "end-to-end-final-head-only+mb" run (``stage_costs_from_records``:
 forward, the final head's loss in the last stage, input gradient and weight gradient). They train
 no auxiliary head, as PyTorch's pipelines do not; interlock's strategies train theirs (end-to-end
@@ -32,11 +32,11 @@ import time
 import torch
 
 import interlock as il
-from interlock.config import load_config
-from interlock.pipeline_clock import predict_pipeline, stage_costs_from_records
-from interlock.tasks import build_task
-from interlock.timing import resolve
-from interlock.train import build_net, make_loss_fn, make_optimizer_factory
+from interlock.training.config import load_config
+from interlock.timemodel.pipeline_clock import predict_pipeline, stage_costs_from_records
+from interlock.training.tasks import build_task
+from interlock.measure.timing import resolve
+from interlock.training.loop import build_net, make_loss_fn, make_optimizer_factory
 
 MODELS = {"resnet32": "interlocking-b2", "gpt": "interlocking-b3"}
 STRATEGIES = {"end-to-end": il.EndToEnd, "local": il.Local, "2-wise": lambda: il.Interlocking(2),

@@ -6,14 +6,14 @@ Two modes, measured in one run:
   for the input gradient, half for the weight gradient), so K processes overlap even on 2
   cores. Compared with the interlocking paper's model (Fig. 2) for a components and b
   steps: end-to-end 2ab units, 1-wise 2b+a-1, n-wise 2bn+a-n; and with the simulated
-  engine's critical-path prediction (interlock.clock) from the same costs.
+  engine's critical-path prediction (interlock.timemodel.clock) from the same costs.
 * ``real``: a real convnet on real CIFAR-10 images, one thread per process, compared with
   single-process end-to-end training (the simulated engine) on one and on two threads.
 
 Every variant's time is compared with end-to-end (default split backward), with end-to-end
 backprop (one full backward per component, "+onepass") and with the best pipeline schedule; for
 the default schedules, ``bound_units_per_step`` is the time per step no schedule of that strategy
-can beat (interlock.clock.step_bound). Each measurement is one JSON line; a table follows. Traces of the emulated runs (Chrome
+can beat (interlock.timemodel.clock.step_bound). Each measurement is one JSON line; a table follows. Traces of the emulated runs (Chrome
 trace JSON and Gantt PNG, one row per component) go to ``--trace-dir`` if given.
 
     python benchmarks/schedule.py                                  # both modes, K=4 emulated, K=2 real
@@ -35,16 +35,16 @@ import torch
 import torch.nn.functional as F
 
 import interlock as il
-from interlock import clock, emulate
+from interlock.timemodel import clock, emulate
 from interlock.data import find_data_root, read_cifar10_binary
-from interlock.launch import run_local
-from interlock.links import slow_links
-from interlock.pipeline_clock import predict_pipeline
-from interlock.schedule import build_schedule
+from interlock.runtime.launch import run_local
+from interlock.runtime.links import slow_links
+from interlock.timemodel.pipeline_clock import predict_pipeline
+from interlock.core.schedule import build_schedule
 
 # name -> (strategy, split_backward, micro-batched). The default schedule (split_backward=None)
 # sends a lone stream's input gradient before its weight pass, which reuses the input pass's
-# intermediate gradients (interlock.schedule.build_schedule); "+onepass" is one backward pass per
+# intermediate gradients (interlock.core.schedule.build_schedule); "+onepass" is one backward pass per
 # stream (plain backprop, the paper's time model). "+mb": the batch cut into --microbatches.
 SYNC = {
     "end-to-end": (il.EndToEnd, None, False),
@@ -156,7 +156,7 @@ def measure(spec: dict, variant: str) -> tuple[float, list]:
 
 def emulated(args, emit, *, link_units: float = 0.0) -> dict[str, float]:
     """Every variant on emulated compute; ``link_units``: an emulated slow link (each message held
-    that many units, interlock.links). Returns each variant's measured time."""
+    that many units, interlock.runtime.links). Returns each variant's measured time."""
     K, b, unit = args.components, args.steps, args.unit_ms / 1000
     spec = {"mode": "emulated", "K": K, "steps": b, "warmup": 2, "unit_s": unit, "batch": 8, "microbatches": args.microbatches,
             "link_latency_s": link_units * unit}
@@ -186,13 +186,13 @@ def emulated(args, emit, *, link_units: float = 0.0) -> dict[str, float]:
             if m == 1 and split is None:  # what no schedule of this plan beats per step (clock.step_bound)
                 bounds[variant] = clock.step_bound(plan, costs, latency_s=link_units * unit) / unit
                 row["bound_units_per_step"] = round(bounds[variant], 3)
-        if variant in PIPE:  # PyTorch's schedules: their orders on the same costs (interlock.pipeline_clock)
+        if variant in PIPE:  # PyTorch's schedules: their orders on the same costs (interlock.timemodel.pipeline_clock)
             predicted = predict_pipeline(PIPE[variant], costs, num_components=K, microbatches=args.microbatches, steps=b,
                                          latency_s=link_units * unit, store_and_forward=bool(link_units))
             row["clock_predicted_units"] = round(predicted / unit, 2)
             row["ratio_to_clock"] = round(wall / predicted, 3)
         if args.trace_dir and records and not link_units:  # (the pipelining engines record no actions)
-            from interlock.trace import chrome_trace, gantt_png
+            from interlock.measure.trace import chrome_trace, gantt_png
 
             out = Path(args.trace_dir)
             chrome_trace(records, out / f"emulated_{variant}.trace.json")

@@ -3,7 +3,7 @@
 The block is a component of benchmarks/step_overhead.py's convnet (two conv + BatchNorm + ReLU);
 the same gradient arrives at its output each time. "one-pass" is one backward giving the input
 and weight gradients; "split" is the input pass keeping the intermediate gradients, then the
-weight pass from them (interlock.backward.KeptGradients, what ``split_backward`` runs). The FLOPs
+weight pass from them (interlock.core.backward.KeptGradients, what ``split_backward`` runs). The FLOPs
 are the same; the time need not be. Variants alternate; medians over ``--reps``; one JSON line each.
 
     python benchmarks/split_backward.py                 # 1 thread, batch 128, block 2 of 4
@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from interlock.backward import KeptGradients
+from interlock.core.backward import KeptGradients
 from step_overhead import build
 
 

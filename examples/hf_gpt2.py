@@ -15,10 +15,10 @@ import tempfile
 
 import torch
 
-from interlock.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from interlock.training.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from interlock.data import find_data_root, load_char_corpus
-from interlock.hf import adapt
-from interlock.train import run
+from interlock.network.hf import adapt
+from interlock import run
 
 
 def train_tiny(make_model, *, name: str, doc: str | None = None, argv=None) -> None:

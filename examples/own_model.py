@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from interlock.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from interlock.train import run
+from interlock.training.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from interlock import run
 
 
 class Spirals(Dataset):

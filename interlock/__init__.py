@@ -6,15 +6,19 @@
     result = engine.step(x, y)
 """
 
-from . import clock, emulate, flops, heads, hf, models, trace
+from .timemodel import clock, emulate
+from .measure import flops, trace
+from . import heads, models
+from .network import hf
 from .engines import (
     DistributedEngine, PipelineEngine, ReplayEngine, SequentialEngine, SimulatedEngine, StaleEngine, HogwildEngine, StepResult,
 )
-from .launch import run_local
-from .split import SplitPlan, split
-from .tasks import Task
-from .net import ComponentNet, group_blocks, merge_adjacent, parameter_count, partition_balanced, partition_uniform
-from .strategies import AsyncLocal, EndToEnd, GradientPlan, Hogwild, HogwildStashed, Interlocking, Local, LocalDouble, Sequential, Strategy
+from .runtime.launch import run_local
+from .network.split import SplitPlan, split
+from .training.tasks import Task
+from .training.loop import run
+from .network.net import ComponentNet, group_blocks, merge_adjacent, parameter_count, partition_balanced, partition_uniform
+from .core.strategies import AsyncLocal, EndToEnd, GradientPlan, Hogwild, HogwildStashed, Interlocking, Local, LocalDouble, Sequential, Strategy
 
 __version__ = "0.1.0"
 
@@ -23,6 +27,7 @@ __all__ = [
     "split",
     "SplitPlan",
     "Task",
+    "run",
     "SimulatedEngine",
     "DistributedEngine",
     "PipelineEngine",

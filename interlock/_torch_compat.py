@@ -3,7 +3,7 @@
 PyTorch offers three things interlock needs only through private names:
 
 - the graph analysis and weight pass behind the zero-bubble split of a backward pass
-  (``torch.distributed.pipelining._backward``), which :mod:`interlock.backward` builds on;
+  (``torch.distributed.pipelining._backward``), which :mod:`interlock.core.backward` builds on;
 - the zero-bubble schedule's order of actions on one rank
   (``ScheduleInterleavedZeroBubble._calculate_single_rank_operations``), which the pipeline
   clock replays instead of re-deriving PyTorch's schedule;

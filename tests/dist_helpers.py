@@ -180,7 +180,7 @@ def train_microbatched(K: int, seed: int) -> dict:
 def emulated_makespan(K: int, unit_s: float, microbatches: int, steps: int) -> dict:
     """Emulated compute (sleeps), 2-wise and end-to-end with micro-batches: when does this rank start and
     end ``steps`` steps after a warm-up step and a barrier (seconds since the common epoch)?"""
-    from interlock.emulate import emulated_batch, emulated_net
+    from interlock.timemodel.emulate import emulated_batch, emulated_net
 
     out = {}
     for name, strategy in (("2-wise", il.Interlocking(2)), ("end-to-end", il.EndToEnd())):
@@ -319,7 +319,7 @@ def transport_payloads() -> list[torch.Tensor]:
 
 def transport_round_trip() -> list[tuple[torch.Tensor, tuple[int, ...]]] | None:
     """Rank 0 sends every payload to rank 1 (tag per index); rank 1 returns what arrived, with its strides."""
-    from interlock.transport import TorchDistributedTransport
+    from interlock.runtime.transport import TorchDistributedTransport
 
     transport = TorchDistributedTransport(max_pending_sends=2)  # more sends than that: waits for the oldest
     payloads = transport_payloads()
@@ -334,7 +334,7 @@ def transport_round_trip() -> list[tuple[torch.Tensor, tuple[int, ...]]] | None:
 
 def tag_mismatch() -> None:
     """Rank 1 expects a stream where rank 0 sends an activation: a schedule bug, a loud error on rank 1."""
-    from interlock.transport import TorchDistributedTransport
+    from interlock.runtime.transport import TorchDistributedTransport
 
     _init_group()
     transport = TorchDistributedTransport(timeout_s=30)
@@ -358,8 +358,8 @@ def engine_lifecycle() -> dict:
 def with_backend(strategy_name: str, device: str | None, backend: str | None) -> dict:
     """Three steps of the 2-component MLP on ``device`` over ``backend``: this rank's parameters (on the CPU),
     whether its messages were staged through the CPU, and whether its action times were device marks."""
-    from interlock.config import parse_strategy
-    from interlock.timing import Mark
+    from interlock.training.config import parse_strategy
+    from interlock.measure.timing import Mark
 
     blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=7)
     engine = DistributedEngine(il.ComponentNet(blocks=blocks, heads=heads), parse_strategy(strategy_name), optimizer=sgd,
@@ -412,12 +412,12 @@ def record_pid_and_sleep(folder: str, seconds: float = 120.0) -> None:
 
 
 def train_with_nan_on_rank_1(config_dict: dict, nan_from_step: int) -> dict:
-    """interlock.train.run on every rank, but the loss of rank 1's component turns NaN at ``nan_from_step``:
+    """interlock.training.loop.run on every rank, but the loss of rank 1's component turns NaN at ``nan_from_step``:
     one rank fails while its peers are healthy."""
     import os
 
-    import interlock.train as train_mod
-    from interlock.config import TrainConfig
+    import interlock.training.loop as train_mod
+    from interlock.training.config import TrainConfig
 
     if os.environ["RANK"] == "1":
         real = train_mod.make_loss_fn

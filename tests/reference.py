@@ -14,7 +14,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from interlock.net import ComponentNet
+from interlock.network.net import ComponentNet
 
 
 def mlp_parts(K: int, *, seed: int, width: int = 6, classes: int = 3, in_dim: int = 5):

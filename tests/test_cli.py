@@ -7,8 +7,8 @@ import json
 import pytest
 
 import interlock
-from interlock import cli, plots
-from interlock.metrics import read_metrics
+from interlock.app import cli, plots
+from interlock.training.metrics import read_metrics
 
 pytest.importorskip("sklearn", reason="the bundled digits data set needs scikit-learn")
 
@@ -131,7 +131,7 @@ def test_a_failing_rank_is_reported_in_one_line_naming_rank_component_and_step(t
 
 
 def test_version_help_and_every_option_listed(capsys):
-    from interlock.config import describe_options
+    from interlock.training.config import describe_options
 
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--version"])
@@ -176,8 +176,8 @@ def test_curves_show_every_heads_final_test_accuracy():
 def test_a_run_saved_before_newer_options_existed_still_counts_as_the_same_config():
     # Runs finished before divergence_ratio and data.substitute_for existed (and when data.fallback
     # defaulted to digits) trained exactly what the same config trains now: compare reuses them.
-    from interlock.config import load_config
-    from interlock.runs import config_differences
+    from interlock.training.config import load_config
+    from interlock.training.runs import config_differences
 
     wanted = load_config(None, BASE + ["steps=4"])
     saved = json.loads(json.dumps(wanted.to_dict()))
@@ -189,9 +189,9 @@ def test_a_run_saved_before_newer_options_existed_still_counts_as_the_same_confi
 
 
 def test_failure_lines_name_rank_component_step_and_what_to_change(tmp_path):
-    from interlock.config import load_config
-    from interlock.launch import RankFailedError
-    from interlock.transport import TransportError
+    from interlock.training.config import load_config
+    from interlock.runtime.launch import RankFailedError
+    from interlock.runtime.transport import TransportError
 
     config = load_config(None, BASE + ["steps=4", "engine=distributed", "dist_timeout_s=30", f"run_dir={tmp_path}"])
     err = TransportError("component 2 waiting for ('activation',) from component 1 (rank 0): Timed out waiting 30000ms")

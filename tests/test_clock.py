@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 
 import interlock as il
-from interlock import schedule as S
-from interlock.clock import (
+from interlock.core import schedule as S
+from interlock.timemodel.clock import (
     ComputeCosts,
     critical_path,
     end_to_end_time_units,
@@ -24,8 +24,8 @@ from interlock.clock import (
     work_from_costs,
     work_from_records,
 )
-from interlock.schedule import build_schedule
-from interlock.worker import ActionRecord
+from interlock.core.schedule import build_schedule
+from interlock.core.worker import ActionRecord
 
 
 def schedules(strategy, K, *, batch_streams=False, split_backward=False, microbatches=1):
@@ -320,8 +320,8 @@ def test_work_from_records_validates():
 def test_pipeline_schedules_on_the_clock_match_their_closed_forms():
     # Unit costs split in halves, K stages, m micro-batches: GPipe and 1F1B take (m + K - 1)
     # forward and (m + K - 1) backward slots of 1/m each per step; zero bubble fills part of it.
-    from interlock.emulate import emulated_costs
-    from interlock.pipeline_clock import pipeline_order, predict_pipeline
+    from interlock.timemodel.emulate import emulated_costs
+    from interlock.timemodel.pipeline_clock import pipeline_order, predict_pipeline
 
     costs = emulated_costs(forward_s=1.0, backward_s=1.0, split=0.5)
     for K, m in ((2, 2), (4, 4), (4, 8)):

@@ -1,7 +1,7 @@
 """The CUDA paths: skipped cleanly without a GPU (the development machine has none; see README).
 
 - the simulated engine on CUDA gives the CPU run's parameters to float tolerance;
-- action times on a GPU come from CUDA events (interlock.timing) and resolve to seconds;
+- action times on a GPU come from CUDA events (interlock.measure.timing) and resolve to seconds;
 - the distributed engine over NCCL (one GPU per rank, so it needs two GPUs: NCCL refuses two ranks
   on one device) gives the simulated engine's parameters, with the training program's transport;
 - with one GPU, the distributed engine's CUDA code runs with both ranks sharing it over gloo
@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import interlock as il
-from interlock.launch import run_local
-from interlock.timing import Mark, resolve
+from interlock.runtime.launch import run_local
+from interlock.measure.timing import Mark, resolve
 
 import dist_helpers as H
 from reference import PARTS, state_of
@@ -49,7 +49,7 @@ def test_simulated_engine_on_cuda_matches_the_cpu_and_times_actions_with_cuda_ev
 
 def _assert_ranks_equal_the_simulated_engine(ranks: list[dict], strategy: str) -> None:
     # H.with_backend's run (the 2-component MLP, 3 steps) against the simulated engine on the CPU.
-    from interlock.config import parse_strategy
+    from interlock.training.config import parse_strategy
     from test_distributed import component_state
 
     blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=7)

@@ -23,9 +23,9 @@ import pytest
 import torch
 
 import interlock as il
-from interlock import schedule as S
-from interlock.launch import RankFailedError, run_local
-from interlock.transport import TransportError
+from interlock.core import schedule as S
+from interlock.runtime.launch import RankFailedError, run_local
+from interlock.runtime.transport import TransportError
 
 import dist_helpers as H
 
@@ -200,7 +200,7 @@ def test_clock_predicts_a_microbatched_emulated_run(spawned):
     # Emulated sleeps on 4 processes, 2 micro-batches: the critical-path prediction from the
     # schedules and the emulated costs is within 10% of the measured makespan.
     K, ranks = spawned
-    from interlock.emulate import emulated_costs
+    from interlock.timemodel.emulate import emulated_costs
 
     costs = emulated_costs(forward_s=EMU_UNIT_S, backward_s=EMU_UNIT_S).per_microbatch(EMU_MICROBATCHES)
     for name, strategy in (("2-wise", il.Interlocking(2)), ("end-to-end", il.EndToEnd())):
@@ -398,7 +398,7 @@ def test_a_failing_rank_ends_the_run_with_its_own_error():
 
 TESTS = Path(__file__).resolve().parent
 
-from interlock.procs import descendants  # noqa: E402
+from interlock.runtime.procs import descendants  # noqa: E402
 
 
 def running(pid: int) -> bool:
@@ -427,7 +427,7 @@ def kill_all(pids) -> None:
 
 def test_ranks_die_with_a_launcher_killed_by_sigkill(tmp_path):
     script = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import dist_helpers as H; "
-              f"from interlock.launch import run_local; run_local(H.record_pid_and_sleep, 2, {str(tmp_path)!r})")
+              f"from interlock.runtime.launch import run_local; run_local(H.record_pid_and_sleep, 2, {str(tmp_path)!r})")
     launcher = subprocess.Popen([sys.executable, "-c", script])
     pids = []
     try:
@@ -444,9 +444,9 @@ def test_ranks_die_with_a_launcher_killed_by_sigkill(tmp_path):
 def test_sigterm_stops_every_rank_keeps_the_newest_checkpoint_and_no_run_is_cut_at_dist_timeout(tmp_path):
     # A healthy distributed run outlives dist_timeout_s (which bounds a silent peer, not the run),
     # and SIGTERM to the launcher stops all of it cleanly, leaving a checkpoint that resumes.
-    from interlock.checkpoint import latest_checkpoint
-    from interlock.cli import main
-    from interlock.metrics import read_metrics
+    from interlock.training.checkpoint import latest_checkpoint
+    from interlock.app.cli import main
+    from interlock.training.metrics import read_metrics
 
     run_dir = tmp_path / "run"
     timeout_s = 4
@@ -490,8 +490,8 @@ def test_a_rank_failing_while_its_peers_train_is_reported_at_once_with_its_own_e
     # Rank 1's loss turns NaN at step 7 while rank 0 trains on (local learning). Rank 1 must not
     # sit in the engine's closing barrier until dist_timeout_s, and the report must be its own
     # error, not the closed connection it leaves rank 0 with.
-    from interlock.config import load_config
-    from interlock.train import TrainingDiverged
+    from interlock.training.config import load_config
+    from interlock.training.loop import TrainingDiverged
 
     cfg = load_config(None, ["data.name=digits", "data.batch_size=32", "model.name=toy_cnn_strided", "model.components=2", "strategy=local",
                              "steps=200", "log_every=5", "engine=distributed", "dist_timeout_s=60", "threads=1",

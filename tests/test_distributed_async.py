@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import interlock as il
-from interlock.launch import run_local
+from interlock.runtime.launch import run_local
 
 import dist_async_helpers as A
 import dist_helpers as H
@@ -125,8 +125,8 @@ def test_the_rank_engines_refuse_what_they_cannot_run():
 
 def test_train_hogwild_and_lockstep_async_distributed_equal_simulated_and_free_async_finishes(tmp_path):
     pytest.importorskip("sklearn", reason="the bundled digits data set needs scikit-learn")
-    from interlock.distributed_run import run_distributed
-    from interlock.train import run
+    from interlock.app.distributed_run import run_distributed
+    from interlock.training.loop import run
     from test_train import assert_states_equal, component_states, config
 
     # checkpoint_every=3: hogwild's pipeline drains there on both engines (and the checkpoint is exact).
@@ -147,8 +147,8 @@ def test_train_hogwild_and_lockstep_async_distributed_equal_simulated_and_free_a
 
 def test_train_with_the_pipeline_engine_and_its_config_errors(tmp_path):
     pytest.importorskip("sklearn", reason="the bundled digits data set needs scikit-learn")
-    from interlock.config import load_config
-    from interlock.distributed_run import run_distributed
+    from interlock.training.config import load_config
+    from interlock.app.distributed_run import run_distributed
     from test_train import config
 
     extra = ["steps=4", "threads=1", "model.components=2", "strategy=end-to-end", "engine=pipeline", "eval_every=0"]

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 import interlock as il
-from interlock import clock
-from interlock.emulate import EmulatedBlock, emulated_batch, emulated_costs, emulated_net
+from interlock.timemodel import clock
+from interlock.timemodel.emulate import EmulatedBlock, emulated_batch, emulated_costs, emulated_net
 
 FWD, IN, W = 0.02, 0.03, 0.05
 SLACK = 0.015  # seconds a sleep may overshoot on a loaded machine
@@ -62,9 +62,9 @@ def test_passes_sleep_by_what_they_ask_and_give_exact_gradients():
 
 
 def test_the_weight_pass_from_kept_gradients_costs_only_the_weight_part():
-    # interlock.backward: the input pass keeps the gradients where the weight enters; the weight
+    # interlock.core.backward: the input pass keeps the gradients where the weight enters; the weight
     # pass starts there, for one stream or for the sum of several (a new tensor).
-    from interlock.backward import KeptGradients
+    from interlock.core.backward import KeptGradients
 
     b = block()
     x = torch.randn(2, 3, requires_grad=True)
@@ -162,7 +162,7 @@ def test_pipeline_stage_costs_come_from_an_end_to_end_runs_actions():
     # half weight), 2 micro-batches a batch. Per whole batch every stage's forward is then 20 ms and
     # its input and weight parts 20 ms each, except the first stage's: no input gradient, and a
     # weight pass that walks the block (40 ms).
-    from interlock.pipeline_clock import stage_costs_from_records
+    from interlock.timemodel.pipeline_clock import stage_costs_from_records
 
     K, m, steps = 3, 2, 2
     net = emulated_net(K, forward_s=0.02 / m, backward_s=0.04 / m, split=0.5)

@@ -12,7 +12,7 @@ from torch import nn
 
 import interlock as il
 from interlock import heads, models
-from interlock.flops import dry_run, forward_flops
+from interlock.measure.flops import dry_run, forward_flops
 
 CASES = [
     ("linear", (16, 8, 8), {}),
@@ -219,7 +219,7 @@ class _DataDependent(nn.Module):
 
 
 def test_dry_runs_fall_back_to_real_tensors_where_meta_cannot_run():
-    from interlock.flops import profile_blocks
+    from interlock.measure.flops import profile_blocks
 
     torch.manual_seed(0)
     blocks = [nn.Conv2d(3, 3, 3, padding=1), _DataDependent()]

@@ -1,4 +1,4 @@
-"""Hugging Face adapters (interlock.hf): the split model is the unsplit one, trains as it does, and
+"""Hugging Face adapters (interlock.network.hf): the split model is the unsplit one, trains as it does, and
 trains bit for bit alike on the distributed engine. Skipped without transformers (an optional extra)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import interlock as il
-from interlock.hf import adapt
-from interlock.launch import run_local
+from interlock.network.hf import adapt
+from interlock.runtime.launch import run_local
 import tie_helpers as T
 
 
@@ -99,8 +99,8 @@ def test_distributed_equals_simulated_on_an_adapted_gpt2():
 
 
 def test_a_tied_adapted_model_in_the_training_program_resumes_as_uninterrupted(tmp_path):
-    from interlock.config import load_config
-    from interlock.train import run
+    from interlock.training.config import load_config
+    from interlock.training.loop import run
 
     data = {"train": T.token_batches(steps=6), "test": T.token_batches(steps=2, seed=9)}
     cfg = lambda d: load_config(None, ["model.components=2", "strategy=2-wise", "steps=6", "checkpoint_every=3", "log_every=3",

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import interlock as il
-from interlock.config import load_config
+from interlock.training.config import load_config
 from interlock.engines.stale import hogwild_timeline, hogwild_versions
-from interlock.strategies import mismatch
+from interlock.core.strategies import mismatch
 from reference import PARTS, scalar_net, state_of, weights
 
 # Fig. 3 of the paper, as its text gives it: the theta index each accelerator holds in each of 12 time slots.

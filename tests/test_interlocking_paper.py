@@ -13,10 +13,10 @@ from torch import nn
 
 import interlock as il
 from interlock import models
-from interlock.config import load_config
+from interlock.training.config import load_config
 from interlock.reproduce import papers
 from interlock.reproduce import tables as T
-from interlock.train import lr_multiplier
+from interlock.training.loop import lr_multiplier
 
 
 def _count(module: nn.Module) -> int:

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import interlock as il
-from interlock.config import load_config
-from interlock.net import parameter_count
+from interlock.training.config import load_config
+from interlock.network.net import parameter_count
 from reference import PARTS, reference_train, state_of
 
 

@@ -8,10 +8,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import interlock as il
-from interlock import memstats
-from interlock.config import load_config
-from interlock.metrics import read_metrics
-from interlock.train import run
+from interlock.measure import memstats
+from interlock.training.config import load_config
+from interlock.training.metrics import read_metrics
+from interlock.training.loop import run
 
 B, D, H, C = 64, 8, 32, 4
 FLOAT, LONG = 4, 8
@@ -86,7 +86,7 @@ def memory_fields(run_dir):
 
 
 def test_metrics_rows_hold_each_components_peak_and_the_distributed_engine_agrees(tmp_path):
-    from interlock.distributed_run import run_distributed
+    from interlock.app.distributed_run import run_distributed
 
     run(load_config(None, [*BASE, "steps=4", f"run_dir={tmp_path / 'sim'}"]))
     sim = memory_fields(tmp_path / "sim")

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 import interlock as il
-from interlock import clock
-from interlock import schedule as S
-from interlock.emulate import emulated_batch, emulated_costs, emulated_net
+from interlock.timemodel import clock
+from interlock.core import schedule as S
+from interlock.timemodel.emulate import emulated_batch, emulated_costs, emulated_net
 from reference import PARTS, contract_grads, state_of
 
 import dist_helpers as H

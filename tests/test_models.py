@@ -14,7 +14,7 @@ from torch import nn
 
 import interlock as il
 from interlock import models
-from interlock.flops import profile_blocks
+from interlock.measure.flops import profile_blocks
 from interlock.heads.transformer import LMHead
 
 TOKENS = dict(vocab_size=32, block_size=8, n_layer=3, n_head=2, n_embd=16)

@@ -7,8 +7,8 @@ import json
 import pytest
 
 import interlock as il
-from interlock import cli
-from interlock.config import parse_strategy
+from interlock.app import cli
+from interlock.training.config import parse_strategy
 
 NEW = [il.AsyncLocal(), il.Sequential(), il.LocalDouble(), il.Hogwild(), il.HogwildStashed()]
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from interlock.config import load_config
+from interlock.training.config import load_config
 from interlock.reproduce import papers
 from interlock.reproduce import tables as T
 from interlock.reproduce.papers.sedona import DECOUPLINGS, LAYERS, published_decoupling

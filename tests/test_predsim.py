@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import interlock as il
-from interlock.config import load_config
+from interlock.training.config import load_config
 from interlock.heads.predsim import _pooled_size, similarity_loss, similarity_matrix
 
 
@@ -120,8 +120,8 @@ def test_predsim_heads_train_under_the_gradient_contract(n):
 
 def test_predsim_from_the_config_with_a_local_strategy(tmp_path):
     pytest.importorskip("sklearn", reason="the bundled digits data set needs scikit-learn")
-    from interlock.train import build_net, run
-    from interlock.tasks import build_task
+    from interlock.training.loop import build_net, run
+    from interlock.training.tasks import build_task
 
     base = ["data.name=digits", "data.batch_size=32", "data.eval_batch_size=500", "model.name=toy_cnn_strided",
             "model.components=3", "model.heads=predsim", "steps=3", "log_every=1"]

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from interlock.config import load_config
-from interlock.profiling import parse_profile_steps, recording
-from interlock.train import run
+from interlock.training.config import load_config
+from interlock.measure.profiling import parse_profile_steps, recording
+from interlock.training.loop import run
 
 pytest.importorskip("sklearn", reason="the bundled digits data set needs scikit-learn")
 
@@ -55,7 +55,7 @@ def test_a_window_past_the_end_is_cut_and_still_written(tmp_path):
 
 
 def test_each_rank_writes_its_own_trace(tmp_path):
-    from interlock.distributed_run import run_distributed
+    from interlock.app.distributed_run import run_distributed
 
     run_distributed(load_config(None, [*BASE, "steps=4", "profile_steps=2:3", "engine=distributed",
                                        f"run_dir={tmp_path / 'run'}"]), resume=False)

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from interlock import cli
-from interlock.checkpoint import DamagedCheckpoint, latest_checkpoint, load_checkpoint
-from interlock.config import apply_overrides, load_config
-from interlock.metrics import read_metrics
-from interlock.rundir import LOCK_NAME, RunDirError, RunDirLocked, explain_write_error, lock_run_dir
-from interlock.train import run
+from interlock.app import cli
+from interlock.training.checkpoint import DamagedCheckpoint, latest_checkpoint, load_checkpoint
+from interlock.training.config import apply_overrides, load_config
+from interlock.training.metrics import read_metrics
+from interlock.training.rundir import LOCK_NAME, RunDirError, RunDirLocked, explain_write_error, lock_run_dir
+from interlock.training.loop import run
 
 pytest.importorskip("sklearn", reason="the bundled digits data set needs scikit-learn")
 
@@ -156,7 +156,7 @@ def test_locks_on_every_command_stale_ones_replaced_foreign_hosts_named(tmp_path
 
 
 def test_the_distributed_engine_respects_another_runs_lock(tmp_path):
-    from interlock.distributed_run import run_distributed
+    from interlock.app.distributed_run import run_distributed
 
     cfg = config(tmp_path / "d", "steps=2", "engine=distributed", "model.components=2")
     plant_lock(tmp_path / "d", os.getppid())
@@ -170,7 +170,7 @@ def test_the_distributed_engine_respects_another_runs_lock(tmp_path):
 
 
 def test_distributed_async_dgl_logs_every_component_without_sync_points_and_bounds_reuse(tmp_path):
-    from interlock.distributed_run import run_distributed
+    from interlock.app.distributed_run import run_distributed
 
     run_dir = tmp_path / "a"
     cfg = config(run_dir, "steps=12", "log_every=3", "checkpoint_every=0", "eval_every=0", "engine=distributed",
@@ -242,8 +242,8 @@ def test_search_and_reproduce_failures_are_one_line_with_the_traceback_in_their_
 
 @pytest.mark.parametrize("how", ["truncated", "random", "empty"])
 def test_a_damaged_component_file_is_named(tmp_path, how):
-    from interlock.train import build_net, make_engine
-    from interlock.tasks import build_task
+    from interlock.training.loop import build_net, make_engine
+    from interlock.training.tasks import build_task
 
     cfg = config(tmp_path / "r", "steps=2", "checkpoint_every=1")
     run(cfg)
@@ -273,7 +273,7 @@ def test_resume_falls_back_to_the_newest_checkpoint_that_can_be_read(tmp_path, c
 
 def test_distributed_ranks_agree_on_the_checkpoint_to_fall_back_to(tmp_path):
     # Only rank 1 finds its file damaged; rank 0 could load the newest: both must resume from step 2.
-    from interlock.distributed_run import run_distributed
+    from interlock.app.distributed_run import run_distributed
 
     extra = ["checkpoint_every=2", "strategy=local", "model.components=2", "data.eval_chunk=32"]
     cfg = config(tmp_path / "d", "steps=4", "engine=distributed", *extra)
@@ -298,7 +298,7 @@ def test_a_full_disk_during_a_checkpoint_is_named_and_leaves_no_temporary(tmp_pa
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")  # torch 2.x's words
         return real_save(obj, f, *a, **kw)
 
-    import interlock.rundir as rundir
+    import interlock.training.rundir as rundir
 
     monkeypatch.setattr(torch, "save", full_disk)
     monkeypatch.setattr(rundir, "_free_bytes", lambda path: 0)  # what the full file system reports meanwhile
@@ -337,8 +337,8 @@ def test_a_read_only_run_directory_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_a_stop_during_the_final_evaluation_loses_no_training(tmp_path, monkeypatch):
-    import interlock.train as train_mod
-    from interlock.runs import RunState, run_state
+    import interlock.training.loop as train_mod
+    from interlock.training.runs import RunState, run_state
 
     extra = ["steps=6", "checkpoint_every=4", "eval_every=0"]
     full = run(config(tmp_path / "a", *extra))
@@ -365,8 +365,8 @@ def test_a_stop_during_the_final_evaluation_loses_no_training(tmp_path, monkeypa
 
 
 def test_messages_name_the_option_to_change(tmp_path, monkeypatch, capsys):
-    from interlock.cli import _failure_line
-    from interlock.launch import RankFailedError
+    from interlock.app.cli import _failure_line
+    from interlock.runtime.launch import RankFailedError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert cli.main(["train", "--quiet", *BASE, "--steps", "2", "--run-dir", str(tmp_path / "c"), "device=cuda"]) == 2
@@ -387,7 +387,7 @@ def test_messages_name_the_option_to_change(tmp_path, monkeypatch, capsys):
 
 def test_reproduce_names_root_and_a_set_length_replaces_the_other(tmp_path):
     from interlock.reproduce import TABLES, reproduce
-    from interlock.runs import RunConfigMismatch
+    from interlock.training.runs import RunConfigMismatch
 
     table = TABLES["dgl-table1"]
     _, runs, _ = table.plan("cpu")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import interlock as il
-from interlock.config import load_config
+from interlock.training.config import load_config
 from interlock.engines.buffer import ReplayBuffer
 from interlock.engines.replay import ComponentSampler
 from reference import PARTS, state_of
@@ -249,9 +249,9 @@ DIGITS = ["data.name=digits", "data.batch_size=32", "data.eval_batch_size=500", 
 
 def test_train_async_local_resumes_exactly_and_reads_past_total_steps_until_every_quota(tmp_path):
     pytest.importorskip("sklearn", reason="the bundled digits data set needs scikit-learn")
-    from interlock.checkpoint import latest_checkpoint
-    from interlock.metrics import read_metrics
-    from interlock.train import run
+    from interlock.training.checkpoint import latest_checkpoint
+    from interlock.training.metrics import read_metrics
+    from interlock.training.loop import run
 
     extra = DIGITS + ["steps=8", "strategy=async-local", "checkpoint_every=3", "replay.buffer_size=2",
                       "replay.slowdown=3", "replay.slow_component=2", "lr.name=cosine"]

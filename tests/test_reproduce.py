@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from interlock import presets
-from interlock.config import load_config
+from interlock.training import presets
+from interlock.training.config import load_config
 from interlock.reproduce import reproduce
 from interlock.reproduce import tables as T
-from interlock.runs import RunConfigMismatch
+from interlock.training.runs import RunConfigMismatch
 
 pytest.importorskip("sklearn", reason="the bundled digits data set needs scikit-learn")
 

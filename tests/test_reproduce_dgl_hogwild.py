@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from interlock.config import load_config
+from interlock.training.config import load_config
 from interlock.reproduce import tables as T
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import interlock as il
-from interlock import schedule as S
+from interlock.core import schedule as S
 from reference import PARTS
 
 

@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from interlock.cli import main
-from interlock.config import load_config
-from interlock.metrics import read_metrics
+from interlock.app.cli import main
+from interlock.training.config import load_config
+from interlock.training.metrics import read_metrics
 from interlock.search.discretise import Decision, config_values, decide, discretised_config
 from interlock.search.run import run_search
 
@@ -40,8 +40,8 @@ def test_decide_cuts_after_the_blocks_that_most_want_their_own_loss():
 
 
 def test_discretised_config_is_an_ordinary_config_that_trains_on_both_engines(tmp_path):
-    from interlock.distributed_run import run_distributed
-    from interlock.train import run
+    from interlock.app.distributed_run import run_distributed
+    from interlock.training.loop import run
 
     base = load_config(None, SEARCH + ["data.val_size=100", "eval_every=0", "data.eval_chunk=32", "checkpoint_every=4"])
     config = discretised_config(base, Decision(cuts=(1, 3), heads=("aux2", "aux1")), run_dir=str(tmp_path / "sim"))

@@ -8,7 +8,7 @@ from torch import nn
 
 import interlock as il
 from interlock import heads
-from interlock.flops import dry_run
+from interlock.measure.flops import dry_run
 from interlock.heads.sedona import InvertedResidual
 
 C, S, CLASSES, FINAL = 16, 8, 10, 32  # width 0.25: planes = 4, channels grow by planes // 2 = 2
@@ -66,7 +66,7 @@ def test_aux_defaults_are_the_papers_cifar_width_and_512_final_channels():
 
 
 def test_cli_heads_reports_aux_heads(capsys):
-    from interlock.cli import main
+    from interlock.app.cli import main
 
     assert main(["heads", "dgl_cnn", "width=0.125", "--components", "3", "--heads", "aux2"]) == 0
     out = capsys.readouterr().out

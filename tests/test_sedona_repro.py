@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from interlock import models
-from interlock.config import load_config
+from interlock.training.config import load_config
 from interlock.models.assemble import choose_cuts
-from interlock.net import partition_uniform
+from interlock.network.net import partition_uniform
 from interlock.reproduce.sedona import ARMS, RNG_OFFSET, Arm, arm_values, arms_for, verdict
 from interlock.search.discretise import config_values, decide, discretised_config
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import interlock as il
-from interlock.strategies import stage_lengths
+from interlock.core.strategies import stage_lengths
 from reference import PARTS, state_of
 
 
@@ -78,9 +78,9 @@ def test_a_stage_equals_local_training_of_that_component_on_the_frozen_outputs()
 
 def test_train_sequential_with_per_stage_lr_schedules_and_resume(tmp_path):
     pytest.importorskip("sklearn", reason="the bundled digits data set needs scikit-learn")
-    from interlock.checkpoint import latest_checkpoint
-    from interlock.config import load_config
-    from interlock.train import run
+    from interlock.training.checkpoint import latest_checkpoint
+    from interlock.training.config import load_config
+    from interlock.training.loop import run
 
     base = ["data.name=digits", "data.batch_size=32", "data.eval_batch_size=500", "model.name=toy_cnn_strided",
             "model.components=3", "optim.lr=0.05", "log_every=3", "steps=9", "strategy=sequential",

@@ -1,4 +1,4 @@
-"""interlock.split: any module cut into components, the automatic split's balance against brute force."""
+"""interlock.network.split: any module cut into components, the automatic split's balance against brute force."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import interlock as il
-from interlock.split import balanced_cuts, flatten_blocks, split, uniform_cuts
+from interlock.network.split import balanced_cuts, flatten_blocks, split, uniform_cuts
 
 
 def brute_force(costs, has, K):

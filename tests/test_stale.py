@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import interlock as il
-from interlock.config import load_config
-from interlock.strategies import staleness
+from interlock.training.config import load_config
+from interlock.core.strategies import staleness
 from reference import PARTS, scalar_net, state_of, weights
 
 

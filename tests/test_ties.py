@@ -1,4 +1,4 @@
-"""Tied parameters across components (interlock.ties): the gradient of a tied tensor is the sum of
+"""Tied parameters across components (interlock.network.ties): the gradient of a tied tensor is the sum of
 its copies' gradients, on the simulated engine and on the distributed one, and the copies stay equal."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import interlock as il
-from interlock.launch import run_local
+from interlock.runtime.launch import run_local
 from reference import contract_grads
 import tie_helpers as T
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import interlock as il
-from interlock import schedule as S
-from interlock.timing import DeviceClock, HostClock, Mark, clock_for, resolve
+from interlock.core import schedule as S
+from interlock.measure.timing import DeviceClock, HostClock, Mark, clock_for, resolve
 from reference import PARTS
 
 

@@ -8,10 +8,10 @@ import stat
 import pytest
 
 import interlock as il
-from interlock import schedule as S
-from interlock.clock import ComputeCosts, predict
-from interlock.trace import CATEGORIES, category, chrome_trace, component_times, gantt_png
-from interlock.worker import ActionRecord
+from interlock.core import schedule as S
+from interlock.timemodel.clock import ComputeCosts, predict
+from interlock.measure.trace import CATEGORIES, category, chrome_trace, component_times, gantt_png
+from interlock.core.worker import ActionRecord
 
 T0 = 100.0  # records carry perf_counter-like times; traces start at the earliest
 

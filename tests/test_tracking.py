@@ -7,10 +7,10 @@ import struct
 
 import pytest
 
-from interlock.config import load_config
-from interlock.metrics import read_metrics
-from interlock.tracking import TrackConfig, scalars
-from interlock.train import run
+from interlock.training.config import load_config
+from interlock.training.metrics import read_metrics
+from interlock.training.tracking import TrackConfig, scalars
+from interlock.training.loop import run
 
 pytest.importorskip("sklearn", reason="the bundled digits data set needs scikit-learn")
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import interlock as il
-from interlock import cli
-from interlock.checkpoint import latest_checkpoint
-from interlock.config import load_config, parse_strategy
-from interlock.metrics import read_metrics
-from interlock.train import TrainingDiverged, build_net, evaluate, run
-from interlock.tasks import build_task
+from interlock.app import cli
+from interlock.training.checkpoint import latest_checkpoint
+from interlock.training.config import load_config, parse_strategy
+from interlock.training.metrics import read_metrics
+from interlock.training.loop import TrainingDiverged, build_net, evaluate, run
+from interlock.training.tasks import build_task
 
 pytest.importorskip("sklearn", reason="the bundled digits data set needs scikit-learn")
 
@@ -201,7 +201,7 @@ def test_a_finite_explosion_stops_the_run_and_claims_no_checkpoint_it_lacks(tmp_
 
 def test_non_finite_loss_is_caught_before_the_update(tmp_path, monkeypatch):
     # A loss that is NaN from the start: the run stops at step 1 naming the component.
-    import interlock.train as train_mod
+    import interlock.training.loop as train_mod
 
     real = train_mod.make_loss_fn
     monkeypatch.setattr(train_mod, "make_loss_fn", lambda task, ls: lambda out, y: real(task, ls)(out, y) * float("nan"))
@@ -225,7 +225,7 @@ def test_missing_cifar_fails_unless_a_fallback_is_asked_for_which_is_then_record
 
     # Asked for: the run says what it trained on, in config.json, metrics and the plot title.
     titles = []
-    import interlock.plots as plots_mod
+    import interlock.app.plots as plots_mod
 
     monkeypatch.setattr(plots_mod, "learning_curves_png", lambda runs, path, *, title, split: titles.append(title) or path)
     assert cli.main(["compare", *args, "data.fallback=digits", "--strategies", "local", "--run-dir", str(tmp_path / "cmp")]) == 0
@@ -276,7 +276,7 @@ def test_losses_are_finite_and_decrease_on_real_digits(tmp_path):
 def test_distributed_training_equals_simulated_and_resumes_a_simulated_checkpoint(tmp_path):
     # One process per component (gloo, one thread each) gives the simulated run's numbers
     # exactly; and a run interrupted on one engine resumes on the other.
-    from interlock.distributed_run import run_distributed
+    from interlock.app.distributed_run import run_distributed
 
     # (The same evaluation chunks on both engines: data.eval_chunk's default differs between them.)
     extra = ["steps=6", "strategy=2-wise", "checkpoint_every=3", "threads=1", "data.eval_chunk=32"]
@@ -340,7 +340,7 @@ def test_losses_stay_on_the_device_until_a_log_row_and_divergence_names_the_step
     monkeypatch.setattr(Losses, "_values", counting)
     run(config(tmp_path / "ok", "steps=10", "strategy=2-wise", "log_every=5", "eval_every=0"))
     assert len(reads) == 1  # the first step's yardstick; the log rows stack the tensors instead
-    import interlock.train as train_mod
+    import interlock.training.loop as train_mod
 
     loss_fn = train_mod.make_loss_fn
     monkeypatch.setattr(train_mod, "make_loss_fn", lambda task, ls: lambda out, y: loss_fn(task, ls)(out, y) * float("nan"))
@@ -355,7 +355,7 @@ def test_step_time_counts_the_device_finishing_a_window_once(tmp_path, monkeypat
     # and evaluation or a checkpoint at a logged step waits no second time.
     import time as time_mod
 
-    from interlock import timing
+    from interlock.measure import timing
 
     waits = []
 

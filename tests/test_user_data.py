@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from interlock.cli import main
-from interlock.config import load_config
+from interlock.app.cli import main
+from interlock.training.config import load_config
 from interlock.data.user import user_task
-from interlock.train import run
+from interlock.training.loop import run
 import user_factories as U
 
 
@@ -29,7 +29,7 @@ def config(run_dir, *extra):
 
 
 def params(result_dir) -> dict:
-    from interlock.checkpoint import latest_checkpoint
+    from interlock.training.checkpoint import latest_checkpoint
 
     folder = latest_checkpoint(result_dir)
     return {f"{p.name}:{k}": v for p in sorted(folder.glob("component_*.pt"))

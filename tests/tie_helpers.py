@@ -79,7 +79,7 @@ def rank_main(K: int) -> dict:
         out[name] = states(net)
         engine.close()
     if K == 2:
-        from interlock.hf import adapt
+        from interlock.network.hf import adapt
 
         net = adapt(tiny_gpt2(), components=2, heads="lm")
         engine = DistributedEngine(net, il.Interlocking(2), optimizer=sgd, loss_fn=token_loss, timeout_s=60,

@@ -24,7 +24,7 @@ class Blobs(Dataset):
 
 
 class MyNet(nn.Module):
-    """Not a Sequential: a chain of named children that interlock.split cuts by walking it."""
+    """Not a Sequential: a chain of named children that interlock.network.split cuts by walking it."""
 
     def __init__(self, width: int = 16, classes: int = 3) -> None:
         super().__init__()

@@ -1,6 +1,6 @@
 """Your own data as a training task: a ``Dataset``, a ``DataLoader`` or an iterable of batches.
 
-``user_task(data, config, seed=...)`` makes the :class:`interlock.tasks.Task` the training
+``user_task(data, config, seed=...)`` makes the :class:`interlock.training.tasks.Task` the training
 program needs from what a user has:
 
 - a map-style ``torch.utils.data.Dataset`` (``__getitem__`` and ``__len__``, items ``(x, y)``):
@@ -30,8 +30,8 @@ from collections.abc import Iterable, Iterator, Mapping
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
 
-from ..config import DataConfig
-from ..tasks import Task
+from ..training.config import DataConfig
+from ..training.tasks import Task
 
 __all__ = ["UserTask", "user_task"]
 
@@ -110,7 +110,7 @@ class _Replay:
 
 
 class UserTask(Task):
-    """A :class:`interlock.tasks.Task` over the user's data (see the module docstring)."""
+    """A :class:`interlock.training.tasks.Task` over the user's data (see the module docstring)."""
 
     def __init__(self, data, config: DataConfig, *, seed: int) -> None:
         splits = dict(data) if isinstance(data, Mapping) and "train" in data else {"train": data}
@@ -127,7 +127,7 @@ class UserTask(Task):
         x, y = next(self.train.epoch_batches(0, 0))
         self.sample = (x, y)
         self.is_text = (not y.is_floating_point()) and y.dim() == 2
-        self.num_classes: int | None = None  # set from the network's output (interlock.train)
+        self.num_classes: int | None = None  # set from the network's output (interlock.training.loop)
 
     def drop_inputs(self) -> None:
         self.inputs = False

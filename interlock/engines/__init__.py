@@ -8,8 +8,8 @@ gradients (:class:`StaleEngine`, :class:`StaleRankEngine`) and sequential greedy
 pick the engine for a strategy, so the training program has no per-strategy code.
 """
 
-from ..strategies import AsyncLocal, Hogwild, HogwildStashed, Sequential, Strategy
-from ..ties import check_engine_supports_ties
+from ..core.strategies import AsyncLocal, Hogwild, HogwildStashed, Sequential, Strategy
+from ..network.ties import check_engine_supports_ties
 from .common import StepResult
 from .distributed import DistributedEngine
 from .pipeline import PipelineEngine

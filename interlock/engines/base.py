@@ -1,4 +1,4 @@
-"""The interface every engine offers the training program (``interlock.train``).
+"""The interface every engine offers the training program (``interlock.training.loop``).
 
 :class:`Engine` is the contract as a ``Protocol``; :class:`EngineBase` gives the parts that
 most engines share a default (no extra counters, no prediction of K-device time, no extra
@@ -12,8 +12,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from ..clock import Makespan
-from ..net import ComponentNet
+from ..timemodel.clock import Makespan
+from ..network.net import ComponentNet
 from .common import StepResult
 
 __all__ = ["Engine", "EngineBase"]
@@ -21,7 +21,7 @@ __all__ = ["Engine", "EngineBase"]
 
 @runtime_checkable
 class Engine(Protocol):
-    """What ``interlock.train`` needs from an engine, in one process or one per component."""
+    """What ``interlock.training.loop`` needs from an engine, in one process or one per component."""
 
     net: ComponentNet
     step_count: int  # training steps taken (restored by load_component_state)

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..net import ComponentNet
-from ..schedule import build_schedule, check_microbatches
-from ..strategies import GradientPlan, Strategy
-from ..transport import Transport
-from ..worker import ActionRecord, ComponentWorker, LossFn
+from ..network.net import ComponentNet
+from ..core.schedule import build_schedule, check_microbatches
+from ..core.strategies import GradientPlan, Strategy
+from ..runtime.transport import Transport
+from ..core.worker import ActionRecord, ComponentWorker, LossFn
 from ..checks import count
 
 __all__ = ["StepResult", "Losses", "EngineOptions", "make_worker", "check_heads", "validate_engine", "pack_component_state", "strategy_state",

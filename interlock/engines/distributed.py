@@ -1,7 +1,7 @@
 """The distributed engine: one process per component, over torch.distributed.
 
 Rank k holds component k+1 only and runs the same ``ComponentWorker`` as the simulated
-engine, over a :class:`~interlock.transport.TorchDistributedTransport`. Same schedules,
+engine, over a :class:`~interlock.runtime.transport.TorchDistributedTransport`. Same schedules,
 same arithmetic, so the parameters match the simulated engine's bit for bit (one
 thread per process). Sends never wait for the receiver and no step ends in a barrier:
 under ``Local()`` component 1 runs ahead of component 2, and under n-wise interlocking
@@ -44,7 +44,7 @@ or let the c10d rendezvous assign node ranks::
 CPU). ``device="cuda", backend="gloo"`` puts the ranks on the GPUs in turn, several per GPU if
 need be (NCCL refuses two ranks on one GPU), and stages every message through the CPU: a way to
 run K components on fewer GPUs, not a fast one. Without torchrun,
-:func:`interlock.launch.run_local` starts K local processes.
+:func:`interlock.runtime.launch.run_local` starts K local processes.
 """
 
 from __future__ import annotations
@@ -56,10 +56,10 @@ from dataclasses import replace
 import torch
 import torch.distributed as dist
 
-from ..net import ComponentNet
-from ..strategies import Strategy
-from ..ties import local_sum, set_grads, sum_in_order, tie_groups
-from ..worker import ActionRecord
+from ..network.net import ComponentNet
+from ..core.strategies import Strategy
+from ..network.ties import local_sum, set_grads, sum_in_order, tie_groups
+from ..core.worker import ActionRecord
 from .common import EngineOptions, Losses, LossFn, StepResult, check_total_steps, load_component, make_worker, pack_component_state
 from .ranks import RankEngine, RankGroup, keep_component
 
@@ -70,7 +70,7 @@ _TRAIN_P2P_TAGS = (7303, 7304)
 logger = logging.getLogger(__name__)
 
 class DistributedEngine(RankEngine):
-    sums_ties = True  # tied copies' gradients are gathered among the ranks holding them (interlock.ties)
+    sums_ties = True  # tied copies' gradients are gathered among the ranks holding them (interlock.network.ties)
 
     """Train component ``rank`` of ``net`` with ``strategy``, one process per component.
 

@@ -28,9 +28,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .. import memstats
-from ..net import ComponentNet
-from ..transport import TorchDistributedTransport
+from ..measure import memstats
+from ..network.net import ComponentNet
+from ..runtime.transport import TorchDistributedTransport
 from .common import EngineOptions, Losses, LossFn, StepResult, load_component, pack_component_state
 from .ranks import RankEngine, chain_heads_forward
 
@@ -102,7 +102,7 @@ class PipelineEngine(RankEngine):
         self.options.validate(K)
         self.microbatches = microbatches
         self.schedule_name = schedule
-        from ..ties import check_engine_supports_ties
+        from ..network.ties import check_engine_supports_ties
 
         check_engine_supports_ties(net, "PipelineEngine")  # (before joining: alike on every rank)
         k = self._join(net, device=device, timeout_s=timeout_s)

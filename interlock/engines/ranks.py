@@ -20,11 +20,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..net import ComponentNet
-from ..strategies import Strategy
-from ..transport import TorchDistributedTransport
+from ..network.net import ComponentNet
+from ..core.strategies import Strategy
+from ..runtime.transport import TorchDistributedTransport
 from .base import EngineBase
-from ..ties import check_engine_supports_ties
+from ..network.ties import check_engine_supports_ties
 from .common import EngineOptions, validate_engine
 from ..checks import number
 
@@ -77,7 +77,7 @@ class RankGroup:
             if missing:
                 raise RuntimeError(
                     f"the distributed engine needs {', '.join(missing)} in the environment: start one process per "
-                    f"component with `torchrun --nproc-per-node=K script.py` or interlock.launch.run_local(fn, K)"
+                    f"component with `torchrun --nproc-per-node=K script.py` or interlock.runtime.launch.run_local(fn, K)"
                 )
             wanted = backend or ("nccl" if dev.type == "cuda" else "gloo")
             dist.init_process_group(wanted, timeout=timedelta(seconds=timeout_s))
@@ -224,7 +224,7 @@ class RankEngine(EngineBase):
     transport: TorchDistributedTransport  # evaluation's chain (and training messages where no channel)
     channel: TorchDistributedTransport | None = None  # training messages, where they have their own tags
     _num_components: int
-    sums_ties = False  # whether this engine sums tied copies' gradients (interlock.ties); else tied nets are refused
+    sums_ties = False  # whether this engine sums tied copies' gradients (interlock.network.ties); else tied nets are refused
 
     @property
     def rank(self) -> int:

@@ -40,10 +40,10 @@ import math
 
 import torch
 
-from .. import schedule as S
-from ..clock import Makespan
-from ..net import ComponentNet
-from ..strategies import AsyncLocal
+from ..core import schedule as S
+from ..timemodel.clock import Makespan
+from ..network.net import ComponentNet
+from ..core.strategies import AsyncLocal
 from .buffer import ReplayBuffer
 from .common import StepResult, strategy_state
 from .simulated import SimulatedEngine
@@ -77,7 +77,7 @@ class ComponentSampler:
 
 
 class ReplayEngine(SimulatedEngine):
-    """Train ``net`` with :class:`~interlock.strategies.AsyncLocal`; see the module docstring.
+    """Train ``net`` with :class:`~interlock.core.strategies.AsyncLocal`; see the module docstring.
 
     ``total_steps``: the quota Q of updates per component (None: no quota, components never finish).
     Takes the other options of :class:`SimulatedEngine` (optimizer, loss_fn, lr_scheduler, ...).

@@ -47,10 +47,10 @@ from dataclasses import replace
 
 import torch
 
-from .. import schedule as S
-from ..net import ComponentNet
-from ..strategies import AsyncLocal
-from ..transport import InMemoryTransport
+from ..core import schedule as S
+from ..network.net import ComponentNet
+from ..core.strategies import AsyncLocal
+from ..runtime.transport import InMemoryTransport
 from .buffer import ReplayBuffer
 from .common import EngineOptions, Losses, LossFn, StepResult, check_total_steps, load_component, make_worker, pack_component_state
 from .ranks import RankEngine
@@ -67,7 +67,7 @@ _REPORT = ("report",)
 
 
 class ReplayRankEngine(RankEngine):
-    """Train component ``rank`` of ``net`` with :class:`~interlock.strategies.AsyncLocal`, one process per component.
+    """Train component ``rank`` of ``net`` with :class:`~interlock.core.strategies.AsyncLocal`, one process per component.
 
     ``total_steps``: the quota Q of updates every rank makes (required: the ranks stop on their
     own, so each must know when). Other options as :class:`~interlock.engines.DistributedEngine`.

@@ -16,9 +16,9 @@ import math
 
 import torch
 
-from .. import schedule as S
-from ..net import ComponentNet
-from ..strategies import Sequential, stage_lengths
+from ..core import schedule as S
+from ..network.net import ComponentNet
+from ..core.strategies import Sequential, stage_lengths
 from .common import StepResult
 from .replay import no_wait_makespan
 from .simulated import SimulatedEngine

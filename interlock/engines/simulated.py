@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import torch
 
-from .. import schedule as S
-from ..net import ComponentNet
-from ..strategies import Strategy
-from ..transport import InMemoryTransport
-from ..ties import local_sum, set_grads, sum_in_order, tie_groups
+from ..core import schedule as S
+from ..network.net import ComponentNet
+from ..core.strategies import Strategy
+from ..runtime.transport import InMemoryTransport
+from ..network.ties import local_sum, set_grads, sum_in_order, tie_groups
 from .base import EngineBase
 from .common import EngineOptions, Losses, LossFn, StepResult, load_component, make_worker, pack_component_state, validate_engine
 
@@ -32,7 +32,7 @@ class SimulatedEngine(EngineBase):
     component); ``loss_weights``: K non-negative weights of L_1..L_K; ``batch_streams``:
     compute several streams' input gradients in one batched call; ``split_backward``: send a
     lone stream's input gradient before computing the weight gradient (the distributed engines'
-    default, :func:`interlock.schedule.build_schedule`). None, the default here, is one pass:
+    default, :func:`interlock.core.schedule.build_schedule`). None, the default here, is one pass:
     this engine runs the components one after another, so a split shortens nothing, and on the
     CPU it costs time (input and weight parts of each layer in two kernel calls, BatchNorm's
     reductions twice: 13-32% more per end-to-end step, docs/results.md). The numbers are the same
@@ -80,7 +80,7 @@ class SimulatedEngine(EngineBase):
         self.workers = [make_worker(net, k, self.plan, self.options, self.transport) for k in range(net.num_components)]
         self._ties = tie_groups(net)
         # Components that hold a copy of a tied tensor update only once every copy's gradient is
-        # complete; the first of them to update sums the gradients (interlock.ties).
+        # complete; the first of them to update sums the gradients (interlock.network.ties).
         self._tied_with = {k: sorted({j for g in self._ties if k in g.components for j in g.components})
                            for k in range(net.num_components)}
         self._ties_summed = -1  # the step whose tied gradients were summed
@@ -159,8 +159,8 @@ class SimulatedEngine(EngineBase):
     def predicted_time(self, records, *, latency_s: float = 0.0):
         """The makespan K devices would need for the steps in ``records`` (``StepResult.records`` of
         one or more whole steps): their measured action durations replayed on the schedules'
-        dependencies (critical path, no barrier between steps). Returns a :class:`interlock.clock.Makespan`."""
-        from ..clock import critical_path, work_from_records
+        dependencies (critical path, no barrier between steps). Returns a :class:`interlock.timemodel.clock.Makespan`."""
+        from ..timemodel.clock import critical_path, work_from_records
 
         return critical_path(work_from_records(records, mode="replay"), latency_s=latency_s)
 

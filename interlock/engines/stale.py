@@ -33,21 +33,21 @@ from collections import deque
 
 import torch
 
-from .. import schedule as S
-from ..net import ComponentNet
-from ..strategies import Hogwild, HogwildStashed, mismatch, staleness
-from ..worker import ActionRecord
+from ..core import schedule as S
+from ..network.net import ComponentNet
+from ..core.strategies import Hogwild, HogwildStashed, mismatch, staleness
+from ..core.worker import ActionRecord
 from .common import Losses, StepResult, strategy_state
 from .replay import no_wait_makespan
 from .simulated import SimulatedEngine
 from .stale_ranks import _validate_flush_every
-from ..worker import _seeded
+from ..core.worker import _seeded
 
 __all__ = ["StaleEngine", "HogwildEngine", "hogwild_timeline", "hogwild_versions"]
 
 
 class StaleEngine(SimulatedEngine):
-    """Train ``net`` with :class:`~interlock.strategies.HogwildStashed`; see the module docstring.
+    """Train ``net`` with :class:`~interlock.core.strategies.HogwildStashed`; see the module docstring.
 
     ``total_steps``: flush the queued gradients after that many steps (None: call :meth:`flush`);
     ``flush_every``: flush after every that many steps too (0: never).
@@ -176,10 +176,10 @@ def _pipeline(K: int, slots: int):
 
 
 class HogwildEngine(SimulatedEngine):
-    """Train ``net`` with the paper's :class:`~interlock.strategies.Hogwild`: stale gradients without weight stashing.
+    """Train ``net`` with the paper's :class:`~interlock.core.strategies.Hogwild`: stale gradients without weight stashing.
 
     What a pipeline without weight stashing computes, exactly. Let D_k = 2(K - k)
-    (:func:`~interlock.strategies.mismatch`, 1-based k). At step t every component runs the
+    (:func:`~interlock.core.strategies.mismatch`, 1-based k). At step t every component runs the
     forward of batch t with the weights it holds (no autograd graph is kept: a real pipeline that
     updates weights in place cannot backpropagate through a graph whose weights have changed) and
     stores its input a_{k-1}^t. Then component k runs the backward of batch s = t - D_k: it

@@ -1,7 +1,7 @@
 """Stale end-to-end gradients with weight stashing (``HogwildStashed``, not the paper's Hogwild) with one process per component: a pipeline that never flushes.
 
 Rank k holds component k+1 (0-based k; d_k = K-1-k in the 0-based form of
-:func:`interlock.strategies.staleness`). At its step t it receives batch t's activation from
+:func:`interlock.core.strategies.staleness`). At its step t it receives batch t's activation from
 rank k-1, runs its forward and sends the output up, then takes the gradient of batch t - d_k
 that rank k+1 sent down, runs that batch's backward, sends its input gradient down and
 applies the gradient at once. The top rank (d = 0) computes the loss and applies batch t's
@@ -35,12 +35,12 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call
 
-from .. import schedule as S
+from ..core import schedule as S
 from ..heads._registry import local_loss
-from ..net import ComponentNet
-from ..strategies import HogwildStashed, staleness
-from ..transport import InMemoryTransport
-from ..worker import ActionRecord
+from ..network.net import ComponentNet
+from ..core.strategies import HogwildStashed, staleness
+from ..runtime.transport import InMemoryTransport
+from ..core.worker import ActionRecord
 from .common import EngineOptions, Losses, LossFn, StepResult, check_total_steps, load_component, make_worker, pack_component_state, strategy_state
 from .ranks import RankEngine
 
@@ -68,7 +68,7 @@ def _validate_flush_every(flush_every: int) -> None:
 
 
 class StaleRankEngine(RankEngine):
-    """Train component ``rank`` of ``net`` with :class:`~interlock.strategies.HogwildStashed`, one process per component.
+    """Train component ``rank`` of ``net`` with :class:`~interlock.core.strategies.HogwildStashed`, one process per component.
 
     ``total_steps``: the run's length (the pipeline drains there); ``flush_every``: drain also
     after every that many steps (0: at the end only; the training program passes

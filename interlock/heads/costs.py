@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from ..flops import measure
-from ..net import ComponentNet, parameter_count
+from ..measure.flops import measure
+from ..network.net import ComponentNet, parameter_count
 
 __all__ = ["cost"]
 
@@ -16,7 +16,7 @@ def cost(net: ComponentNet, sample_input: torch.Tensor) -> list[dict]:
     """For each component k: its parameters and forward FLOPs, its head's, and head/component ratios.
 
     FLOPs are for the batch ``sample_input`` (count on the meta device: nothing is computed,
-    no state moves; see ``interlock.flops``). DGL aims for auxiliary heads well under 5% of
+    no state moves; see ``interlock.measure.flops``). DGL aims for auxiliary heads well under 5% of
     their component's FLOPs; this reports the numbers and enforces nothing. A missing head
     costs 0. Keys: component (1-based), out_shape, component_params, head_params,
     component_flops, head_flops, head_params_ratio, head_flops_ratio.

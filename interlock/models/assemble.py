@@ -6,8 +6,8 @@ import logging
 from collections.abc import Sequence
 
 from .. import heads as head_registry
-from ..flops import BlockProfile, profile_blocks
-from ..net import ComponentNet, group_blocks, partition_balanced, partition_uniform
+from ..measure.flops import BlockProfile, profile_blocks
+from ..network.net import ComponentNet, group_blocks, partition_balanced, partition_uniform
 from ._registry import Network, build
 
 __all__ = ["create", "choose_cuts", "PARTITIONS"]

@@ -4,7 +4,7 @@
 
 Runs live under ``<root>/<scale>/<family>/<run>/seed<N>`` (tables that need the same runs,
 Table 1 and Table 2, share a family). A finished run is reused only when its saved config
-equals the one asked for (``interlock.runs``); an interrupted one resumes from its newest
+equals the one asked for (``interlock.training.runs``); an interrupted one resumes from its newest
 checkpoint. The report goes to ``<root>/<scale>/reports/<name>/``: ``report.md`` (the
 paper's claim, our numbers as mean ± std over seeds, the verdict, the scale's departures
 from the paper, wall time, the machine), ``report.json``, ``figure.png`` where the table
@@ -21,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import load_config
-from ..metrics import atomic_write_text, read_metrics, summarise
-from ..runs import RunState, run_state
+from ..training.config import load_config
+from ..training.metrics import atomic_write_text, read_metrics, summarise
+from ..training.runs import RunState, run_state
 from .tables import SCALES, TABLES, Table, names
 
 __all__ = ["reproduce", "names", "TABLES", "SCALES"]
@@ -159,7 +159,7 @@ def reproduce(
     report_dir = report_folder(root, name, subset=bool(only))
     (report_dir / "configs").mkdir(parents=True, exist_ok=True)
 
-    from ..cli import run_one
+    from ..app.cli import run_one
 
     # Check every config (and every existing run) before training anything.
     planned = []

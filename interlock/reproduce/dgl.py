@@ -346,7 +346,7 @@ def _curve(rows: list[dict], key: str, start: int) -> dict[int, float]:
 
 def _updates_curves(results, run: Run | None, layer: int, components: int = FIG3_LAYERS) -> dict[int, list[float]]:
     """Updates of component ``layer`` -> its head's test accuracy % per seed (sequential: counted from its stage's start)."""
-    from ..strategies import stage_lengths
+    from ..core.strategies import stage_lengths
 
     out: dict[int, list[float]] = {}
     for r in run_rows(results, run):

@@ -43,8 +43,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import load_config
-from ..metrics import atomic_write_text
+from ..training.config import load_config
+from ..training.metrics import atomic_write_text
 from .common import compare, fmt, mean_std
 
 __all__ = ["Arm", "ARMS", "RNG_OFFSET", "arms_for", "arm_values", "main", "reproduce_sedona"]
@@ -191,8 +191,8 @@ def reproduce_sedona(*, seeds: Sequence[int], root: str | Path, components: int 
     ``rerun``: a run directory holding another config is moved aside and trained anew (otherwise an error).
     ``continuous``: also train the continuous model (Table 6) per seed.
     """
-    from ..cli import run_one
-    from ..runs import RunState, run_state
+    from ..app.cli import run_one
+    from ..training.runs import RunState, run_state
     from . import _add_wall_time, _summary
 
     root = Path(root)

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..config import TrainConfig
-from ..metrics import atomic_write_text
+from ..training.config import TrainConfig
+from ..training.metrics import atomic_write_text
 from .bilevel import InnerSGD, ordinary_step, snapshot_of
 from .relax import SearchSpace
 
@@ -33,8 +33,8 @@ def train_continuous(config: TrainConfig, alpha: Sequence, beta: Sequence, heads
     """Train ``config.model`` with fixed gates (``alpha``, ``beta``: (L-1, 2) and (L-1, M) as in
     search.json) over candidate heads ``heads``; returns (and writes to ``result_path``) the final
     classifier's test accuracy, the steps and the wall time."""
-    from ..tasks import build_task
-    from ..train import lr_multiplier
+    from ..training.tasks import build_task
+    from ..training.loop import lr_multiplier
 
     o = config.optim
     if o.name != "sgd" or o.nesterov:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import TrainConfig, _build
+from ..training.config import TrainConfig, _build
 from ..models import build
 
 __all__ = ["Decision", "decide", "discretised_config", "config_values"]
@@ -58,7 +58,7 @@ def discretised_config(base: TrainConfig, decision: Decision, *, run_dir: str | 
     values = copy.deepcopy(base.to_dict())
     train_preset = values.pop("search", {}).get("train_preset", "")
     if train_preset:  # e.g. SEDONA's E.2 recipe: the search's weight decay (E.1) is not the training's
-        from ..presets import PRESETS
+        from ..training.presets import PRESETS
 
         for key, value in PRESETS[train_preset].items():
             if isinstance(value, dict) and isinstance(values.get(key), dict):

@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import heads as head_registry
-from ..flops import profile_blocks
+from ..measure.flops import profile_blocks
 from ..models import build
 from ..models._registry import Network
 

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..config import TrainConfig
-from ..metrics import MetricsWriter, atomic_write_text
+from ..training.config import TrainConfig
+from ..training.metrics import MetricsWriter, atomic_write_text
 from .bilevel import InnerSGD, meta_gradient, ordinary_step, snapshot_of
 from .discretise import Decision, config_values, decide, discretised_config
 from .layers import stem_blocks
@@ -75,7 +75,7 @@ class Search:
         if o.name != "sgd" or o.nesterov:
             raise ValueError(f"the search's inner steps are SGD with heavy-ball momentum (as the paper's); set optim.name=sgd "
                              f"and optim.nesterov=false (got optim.name={o.name}, nesterov={o.nesterov})")
-        from ..train import lr_multiplier
+        from ..training.loop import lr_multiplier
 
         self.config, self.space, self.device = config, space.to(device).train(), device
         self.train, self.val, self.rank_batches, self.loss_fn = train, val, list(rank_batches), loss_fn
@@ -200,7 +200,7 @@ def _image_streams(config: TrainConfig):
     """(task, train stream, val stream, ranking batches) with search.val_fraction of the training split held out."""
     from ..data import iterate_batches
     from ..data.images import load_images
-    from ..tasks import build_task, resolve_data
+    from ..training.tasks import build_task, resolve_data
 
     data = resolve_data(config.data, seed=config.seed)
     if data.is_text:
@@ -238,7 +238,7 @@ def build_search(config: TrainConfig) -> Search:
 
 
 def _checkpoint(run_dir: Path, search: Search) -> None:
-    from ..rundir import explain_write_error
+    from ..training.rundir import explain_write_error
 
     folder = run_dir / "checkpoints"
     tmp = folder / f".search_state.pt.tmp{os.getpid()}"

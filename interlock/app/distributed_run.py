@@ -1,7 +1,7 @@
 """``interlock train --engine distributed``: one process per component, started here or by torchrun.
 
 Under torchrun (WORLD_SIZE set) this process is one rank: it runs the training program
-directly. Otherwise it starts K local processes itself (interlock.launch) and waits for
+directly. Otherwise it starts K local processes itself (interlock.runtime.launch) and waits for
 them; if one fails, all stop and its error is raised here.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from .config import TrainConfig
+from ..training.config import TrainConfig
 
 __all__ = ["run_distributed"]
 
@@ -25,7 +25,7 @@ def _under_launcher() -> bool:
 def run_distributed(config: TrainConfig, *, resume: bool, on_progress: Callable[[dict], None] | None = None) -> dict:
     """Train ``config`` with one process per component; returns the final evaluation row."""
     if _under_launcher():
-        from .train import run
+        from ..training.loop import run
 
         world = int(os.environ["WORLD_SIZE"])
         if world != config.model.components:
@@ -42,12 +42,12 @@ def launch(config: TrainConfig, *, resume: bool, on_progress: Callable[[dict], N
            stop_after: int | None = None, model=None, data=None):
     """Start one local process per component, train ``config`` in them, return rank 0's RunResult.
 
-    ``model`` / ``data``: your own objects (interlock.train.run), pickled to every rank.
+    ``model`` / ``data``: your own objects (interlock.training.loop.run), pickled to every rank.
     ``on_progress`` is called here, in a thread of this process, with every row rank 0 emits.
     """
-    from .launch import run_local
-    from .tasks import resolve_data
-    from .train import check_device
+    from ..runtime.launch import run_local
+    from ..training.tasks import resolve_data
+    from ..training.loop import check_device
 
     check_device(config.device)  # a config error, said before any rank starts
 
@@ -101,7 +101,7 @@ class _ProgressRelay:
 
 def _rank_run(config_dict: dict, resume: bool, address, key, stop_after, model, data):
     """Entry point of each started process (module level so that it can be pickled): rank 0's rows go to the launcher."""
-    from .train import run
+    from ..training.loop import run
 
     config = TrainConfig(**config_dict)
     rank = int(os.environ.get("RANK", "0"))

@@ -22,7 +22,7 @@ which equals the gradient of the summed stream to float rounding.
 from __future__ import annotations
 
 import torch
-from ._torch_compat import pipelining_backward
+from .._torch_compat import pipelining_backward
 
 __all__ = ["KeptGradients"]
 

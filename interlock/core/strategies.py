@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from .checks import count, number
+from ..checks import count, number
 
 if TYPE_CHECKING:
-    from .net import ComponentNet
+    from ..network.net import ComponentNet
 
 __all__ = [
     "GradientPlan", "Strategy", "Interlocking", "Local", "EndToEnd",
@@ -309,7 +309,7 @@ class LocalDouble(Strategy):
         return Local().plan(num_components)
 
     def prepare(self, net: "ComponentNet") -> "ComponentNet":
-        from .net import merge_adjacent
+        from ..network.net import merge_adjacent
 
         return merge_adjacent(net, 2)
 

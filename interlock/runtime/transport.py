@@ -21,7 +21,7 @@ from typing import Protocol
 import torch
 import torch.distributed as dist
 
-from .checks import count
+from ..checks import count
 
 __all__ = ["Transport", "InMemoryTransport", "TorchDistributedTransport", "TransportError"]
 
@@ -129,7 +129,7 @@ class TorchDistributedTransport:
     is known can be posted before the schedule reaches it, so the transfer overlaps the
     receiver's compute; :meth:`recv` then only waits for it. Receives on a channel are taken
     in the order they were posted (or asked for); the worker posts each one as early as
-    the send order allows (:func:`interlock.schedule.post_points`).
+    the send order allows (:func:`interlock.core.schedule.post_points`).
     """
 
     def __init__(

@@ -18,7 +18,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from ..training.config import TrainConfig
 from .net import ComponentNet
 
 __all__ = ["load_factory", "user_objects", "build_user_net", "PASSED"]
@@ -65,7 +65,7 @@ def build_user_net(model, config: TrainConfig, sample_x: torch.Tensor) -> Compon
     """The ComponentNet for ``model`` (or, if None, for ``model.factory``): a ComponentNet as it
     is; a module or a list of blocks split into ``model.components`` by ``model.partition``
     (uniform, params, flops, time, K-1 block indices, or K-1 module paths) with ``model.heads``
-    auxiliary heads built from each cut's output shape (interlock.split)."""
+    auxiliary heads built from each cut's output shape (interlock.network.split)."""
     from .split import split
 
     mc = config.model
@@ -104,6 +104,6 @@ def _head_spec(heads):
 
 def infer_num_classes(net: ComponentNet, x: torch.Tensor) -> int:
     """The size of the last dimension of the network's prediction on ``x`` (a dry run)."""
-    from .flops import dry_run
+    from ..measure.flops import dry_run
 
     return int(dry_run(net, x[:2]).shape[-1])

@@ -32,7 +32,7 @@ class ComponentNet(nn.Module):
     each component accepts the previous one's output and each head its component's.
     ``ties``: groups of parameters, in different components, that stand for one tied tensor
     (an embedding matrix that is also the output projection): equal copies whose gradients
-    the engines sum before every update (see :mod:`interlock.ties`).
+    the engines sum before every update (see :mod:`interlock.network.ties`).
     """
 
     def __init__(
@@ -63,7 +63,7 @@ class ComponentNet(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.heads = nn.ModuleList(heads)
         self._check_not_shared()
-        # Tied copies (interlock.ties): plain lists, not registered, so state dicts are unchanged.
+        # Tied copies (interlock.network.ties): plain lists, not registered, so state dicts are unchanged.
         self.ties: list[list[nn.Parameter]] = check_ties(self, ties)
         if sample_input is not None:
             self.check(sample_input)
@@ -82,7 +82,7 @@ class ComponentNet(nn.Module):
 
         The uniform partition counts only blocks with parameters: a parameter-free block
         (ReLU, Flatten, pooling) rides with its neighbour, so no component is left without
-        parameters (interlock.split.partition_units).
+        parameters (interlock.network.split.partition_units).
         """
         if (components is None) == (cuts is None):
             raise ValueError("give exactly one of components=K (uniform partition) or cuts=[...] (explicit boundaries)")

@@ -5,7 +5,7 @@ two cores take as long as one: schedule efficiency (how well a strategy pipeline
 measured on a small machine without real compute getting in the way.
 
 The accounting, per emulated block and training step (the same as
-:class:`interlock.clock.ComputeCosts`, so predictions and measurements agree):
+:class:`interlock.timemodel.clock.ComputeCosts`, so predictions and measurements agree):
 
 - forward: ``forward_s``;
 - a backward pass from the block's output asking only the input gradient: ``input_grad_s``;
@@ -13,7 +13,7 @@ The accounting, per emulated block and training step (the same as
   input gradient): ``input_grad_s + weight_grad_s`` (the gradient must still propagate
   through the block's internal layers to reach their weights);
 - a weight pass from the gradients an input pass kept where the weight enters
-  (:class:`interlock.backward.KeptGradients`): ``weight_grad_s`` only, whether it carries one
+  (:class:`interlock.core.backward.KeptGradients`): ``weight_grad_s`` only, whether it carries one
   stream or the sum of several.
 
 The block is two autograd nodes, as a real block is a stack of layers: ``x * w`` (the node
@@ -37,10 +37,10 @@ import time
 import torch
 from torch import nn
 
-from ._torch_compat import will_engine_execute_node
+from .._torch_compat import will_engine_execute_node
 from .clock import ComputeCosts
-from .net import ComponentNet
-from .checks import count, number
+from ..network.net import ComponentNet
+from ..checks import count, number
 
 __all__ = ["EmulatedBlock", "emulated_net", "emulated_batch", "emulated_costs"]
 

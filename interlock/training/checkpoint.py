@@ -10,7 +10,7 @@ main process writes ``meta.json`` and finally replaces ``latest``. A crash at an
 leaves ``latest`` naming the previous complete checkpoint, so nothing finished is lost.
 
 A write that fails (a full disk, a read-only folder) removes its temporary file and raises
-:class:`~interlock.rundir.RunDirError` naming the file; temporaries a killed run left behind
+:class:`~interlock.training.rundir.RunDirError` naming the file; temporaries a killed run left behind
 are removed when the run is resumed (:func:`remove_stale_temporaries`). A checkpoint whose
 files cannot be read (truncated, overwritten) raises :class:`DamagedCheckpoint` naming the
 file, and a resumed run falls back to the newest older complete one

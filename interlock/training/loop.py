@@ -24,20 +24,21 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import engines, heads, models, timing
-from ._memory import release_free_memory
+from .. import engines, heads, models
+from ..measure import timing
+from ..runtime._memory import release_free_memory
 from .checkpoint import (DamagedCheckpoint, checkpoint_candidates, load_checkpoint, mark_evaluated,
                          remove_stale_temporaries, save_checkpoint)
 from .config import LossConfig, LRConfig, OptimConfig, TrainConfig, load_config
 from .metrics import MetricsWriter, atomic_write_text, read_metrics
-from . import memstats, profiling
+from ..measure import memstats, profiling
 from .rundir import lock_run_dir
-from .profiling import StepProfiler
+from ..measure.profiling import StepProfiler
 from .tracking import make_sinks
-from .data.text import IGNORE_INDEX
+from ..data.text import IGNORE_INDEX
 from .tasks import Task, build_task, resolve_data
-from .engines.common import Losses
-from .timing import resolve as resolve_times
+from ..engines.common import Losses
+from ..measure.timing import resolve as resolve_times
 
 __all__ = ["run", "RunResult", "TrainingDiverged", "make_optimizer_factory", "make_lr_factory", "evaluate"]
 
@@ -169,7 +170,7 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
         record=True,  # action timings: per-component busy/wait/comm time, traces, predicted K-device time
     )
     if config.engine == "pipeline":
-        from .engines.pipeline import PipelineEngine
+        from ..engines.pipeline import PipelineEngine
 
         return PipelineEngine(net, optimizer=kw["optimizer"], loss_fn=kw["loss_fn"], lr_scheduler=kw["lr_scheduler"],
                               microbatches=config.pipeline.microbatches, schedule=config.pipeline.schedule,
@@ -272,7 +273,7 @@ def evaluate(engine, batches, *, num_classes: int, is_text: bool, device: str = 
                 if buffered >= _ENSEMBLE_BUFFER:
                     score_ensembles()
                     buffered = 0
-        release_free_memory()  # see interlock._memory: without it each rank's heap grows batch after batch
+        release_free_memory()  # see interlock.runtime._memory: without it each rank's heap grows batch after batch
     if pending:
         score_ensembles()
     net.train(was_training)
@@ -295,7 +296,7 @@ def evaluate(engine, batches, *, num_classes: int, is_text: bool, device: str = 
 
 
 def _under_launcher() -> bool:
-    """This process is one rank of a run that torchrun or interlock.launch started."""
+    """This process is one rank of a run that torchrun or interlock.runtime.launch started."""
     import os
 
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
@@ -333,12 +334,12 @@ def run(
     or checkpoint); used to test that resuming equals an uninterrupted run.
     """
     if config.engine in ("distributed", "pipeline") and not _under_launcher():
-        from .distributed_run import launch
+        from ..app.distributed_run import launch
 
         return launch(config, resume=resume, on_progress=on_progress, stop_after=stop_after, model=model, data=data)
     if config.threads:
         torch.set_num_threads(config.threads)
-    from .custom import user_objects
+    from ..network.custom import user_objects
 
     config, model, data = user_objects(config, model, data)
     custom_model = model is not None or bool(config.model.factory)
@@ -361,14 +362,14 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, on_progress, stop_aft
     engine, failed = None, False
     try:
         if data is not None:
-            from .data.user import user_task
+            from ..data.user import user_task
 
             task = user_task(data, config.data, seed=config.seed)
         else:
             task = build_task(config.data, seed=config.seed)
         total_steps = config.steps or max(1, math.ceil(config.epochs * task.steps_per_epoch))
         if custom_model:
-            from .custom import build_user_net
+            from ..network.custom import build_user_net
 
             if data is None:  # a registered data set with your model: a sample batch for the split
                 first = next(iter(task.train_batches(epoch=0, start_step=0)))
@@ -377,7 +378,7 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, on_progress, stop_aft
         else:
             net = build_net(config, task)
         if getattr(task, "num_classes", None) is None:  # your data: the classes the network predicts
-            from .custom import infer_num_classes
+            from ..network.custom import infer_num_classes
 
             task.num_classes = infer_num_classes(net, task.sample[0])
         engine = make_engine(config, net, task, total_steps)
@@ -694,7 +695,7 @@ def _local_table(engine, window_losses: list[list[float]], records: list, steps:
     """(K, [loss, busy, wait, comm]): per component, the window's mean loss and seconds per step spent
     computing, waiting in receives and sending; each process fills its own components' rows (the
     engine's ``log_row`` then brings them together)."""
-    from .trace import component_times
+    from ..measure.trace import component_times
 
     K = engine.num_components
     table = torch.zeros(K, 7, dtype=torch.float64)  # (K, [loss, busy, wait, comm, saved peak, state, CUDA peak])
@@ -741,7 +742,7 @@ def _write_trace(engine, records: list, run_dir: Path, *, title: str) -> None:
 
     Each process saves its own records; the main process merges and draws them.
     """
-    from .trace import chrome_trace, gantt_png
+    from ..measure.trace import chrome_trace, gantt_png
 
     folder = run_dir / "trace_records"
     folder.mkdir(parents=True, exist_ok=True)

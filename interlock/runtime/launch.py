@@ -1,6 +1,6 @@
 """Start K processes on this machine, one per component, as torchrun would.
 
-    from interlock.launch import run_local
+    from interlock.runtime.launch import run_local
     results = run_local(train_one_rank, 4, config)   # calls train_one_rank(config) on ranks 0..3
 
 Each process gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and
@@ -110,8 +110,8 @@ def run_local(
         # Takes effect when the server starts (the first call): ranks fork with torch imported,
         # and torch._dynamo, which every first optimizer construction imports (seconds); the
         # module then freezes the garbage collector's view of those objects, so they stay
-        # shared with the ranks instead of being copied into each (see interlock._preload).
-        ctx.set_forkserver_preload(["interlock._preload"])
+        # shared with the ranks instead of being copied into each (see interlock.runtime._preload).
+        ctx.set_forkserver_preload(["interlock.runtime._preload"])
     port = free_port()
     # The launcher holds the only write end; the ranks hold read ends, on which EOF means the
     # launcher is gone (the kernel closes its descriptors however it died).
@@ -225,7 +225,7 @@ def _first_failure(out: Path, exits, terminated: set[int], nprocs: int) -> BaseE
         exc = RankFailedError(f"rank {rank} of {nprocs} failed:\n{record['traceback']}")
         exc.interlock_rank = (rank, nprocs)
         return exc
-    exc.interlock_rank = (rank, nprocs)  # for one-line reports (interlock.cli)
+    exc.interlock_rank = (rank, nprocs)  # for one-line reports (interlock.app.cli)
     exc.__cause__ = _RemoteTraceback(f"\n\nTraceback on rank {rank} of {nprocs}:\n{record['traceback']}")
     if hasattr(exc, "add_note"):
         exc.add_note(note)

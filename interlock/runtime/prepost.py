@@ -1,7 +1,7 @@
 """Where a component may post each receive ahead of time, from its schedule.
 
 A receive posted early lets its transfer overlap the receiver's compute (the transport's
-:meth:`~interlock.transport.TorchDistributedTransport.post`). How early is bounded by one
+:meth:`~interlock.runtime.transport.TorchDistributedTransport.post`). How early is bounded by one
 rule, which keeps NCCL safe as well as gloo: between posting a receive from peer p and
 taking it, the component must not send anything to p. (NCCL runs a pair's sends and
 receives on one stream in the order they were issued: a receive issued before a send to
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import schedule as S
+from ..core import schedule as S
 
 __all__ = ["PostPlan", "post_plan"]
 

@@ -44,7 +44,7 @@ class MetricsWriter:
     """Appends rows to ``metrics.jsonl``; ``write_csv`` renders all rows as ``metrics.csv``.
 
     ``keep_until_step``: on resume, rows after the checkpoint's step are dropped first, so the
-    resumed run's file equals an uninterrupted run's. ``sinks``: trackers (interlock.tracking)
+    resumed run's file equals an uninterrupted run's. ``sinks``: trackers (interlock.training.tracking)
     that receive every row written, as written.
     """
 

@@ -1,7 +1,7 @@
 """Hugging Face transformers adapters: a decoder-only language model as an interlock ComponentNet.
 
     from transformers import GPT2Config
-    net = interlock.hf.adapt(GPT2Config(n_layer=4, n_embd=64, n_head=4), components=2, heads="lm")
+    net = interlock.network.hf.adapt(GPT2Config(n_layer=4, n_embd=64, n_head=4), components=2, heads="lm")
 
 ``adapt`` takes a loaded ``*ForCausalLM`` model (GPT-2 or a Llama-style model: Llama, Mistral,
 Qwen2 and others with ``model.embed_tokens / layers / norm / rotary_emb``) or a config to build
@@ -23,7 +23,7 @@ transformer blocks of 4 attention heads whose output projection is the embedding
 Tied embeddings (``tie_word_embeddings``, GPT-2's default): the embedding matrix is also the LM
 head's projection. With K = 1 both stay one parameter. With K > 1 component 1 keeps the
 embedding and the final head (component K) gets a copy; the copies form a tie group
-(``net.ties``) whose gradients the engines sum every step (interlock.ties), so the tied model
+(``net.ties``) whose gradients the engines sum every step (interlock.network.ties), so the tied model
 trains unchanged. Auxiliary heads' projections join the group too ("lm", "linear" and
 "transformer" heads: paper B.3's projection is the embedding matrix), except the head of
 component 1, which shares the embedding's parameter itself. The user's model is left tied:
@@ -49,7 +49,7 @@ def _transformers():
     try:
         import transformers
     except ImportError as err:  # an optional extra
-        raise ImportError("interlock.hf needs the transformers package: pip install 'interlock[hf]' "
+        raise ImportError("interlock.network.hf needs the transformers package: pip install 'interlock[hf]' "
                           "(or pip install transformers)") from err
     return transformers
 
@@ -138,7 +138,7 @@ def _parts(model):
         layers = [DecoderLayer(layer, inner.config, inner.rotary_emb) for layer in inner.layers]
         return LlamaEmbedding(inner.embed_tokens), layers, inner.norm, inner.embed_tokens.weight
     raise ValueError(
-        f"interlock.hf.adapt knows GPT-2 (model.transformer.wte/h/ln_f) and Llama-style models "
+        f"interlock.network.hf.adapt knows GPT-2 (model.transformer.wte/h/ln_f) and Llama-style models "
         f"(model.model.embed_tokens/layers/norm/rotary_emb); {type(model).__name__} is neither: split it with "
         f"interlock.split(blocks=[...]) from your own wrappers"
     )
@@ -215,7 +215,7 @@ def adapt(
                     tied_copy(head_lm, k)
                 head = CausalLMHead(copy.deepcopy(norm), head_lm)
             else:
-                from . import heads as registry
+                from .. import heads as registry
 
                 if heads not in registry.names():
                     raise ValueError(f"unknown head {heads!r}: use 'lm', a registered head ({', '.join(registry.names())}) or your own modules")

@@ -1,13 +1,13 @@
 """Schedules: the ordered actions of one component for one training step.
 
-A schedule is data, derived from a :class:`~interlock.strategies.GradientPlan`, the
+A schedule is data, derived from a :class:`~interlock.core.strategies.GradientPlan`, the
 component index and a few options. Workers execute it; engines decide where workers run.
 
 The order encodes the pipelining rule of DESIGN.md: a component sends the input
 gradient of its own loss downwards as soon as it has it, forwards each arriving stream
 as soon as it arrives, and leaves the weight gradient (needed only for its own update)
 to the end, off the critical path. The weight pass starts from the gradients the input
-passes kept (:mod:`interlock.backward`) wherever it can, so splitting a backward pass
+passes kept (:mod:`interlock.core.backward`) wherever it can, so splitting a backward pass
 costs no FLOPs and is the builder's default (:func:`build_schedule` states the rule; the
 simulated engine, which runs components one after another, asks for one pass). With
 ``microbatches=m`` the step's batch flows through the components as m micro-batches.
@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import ClassVar
 
 from .strategies import GradientPlan
-from .checks import count
+from ..checks import count
 
 __all__ = [
     "Action",
@@ -60,18 +61,55 @@ def stream_tag(j: int, hops_left: int, mb: int | None = None) -> tuple:
 
 @dataclass(frozen=True)
 class Action:
-    """Base class; ``kind`` names the action in traces."""
+    """One action of a component's step, carrying its own metadata (as ``torch.distributed.pipelining``'s
+    ``_Action`` does), so the clock, the pre-posting rule, the trace and the runtimes read fields
+    instead of switching on types.
+
+    ``kind`` names the action (traces, records); ``comm``: "recv" or "send" for a message to or
+    from a neighbour, None for compute; ``peer_offset``: where that neighbour is (-1 the component
+    below, +1 the one above); ``category``: the cost category of the time model and the trace
+    ("forward", "backward", "update", "comm"); :attr:`tag`: the message's tag.
+    """
+
+    comm: ClassVar[str | None] = None
+    peer_offset: ClassVar[int] = 0
+    category: ClassVar[str] = "forward"
 
     @property
     def kind(self) -> str:
         return type(self).__name__
+
+    def peer(self, k: int) -> int | None:
+        """The component (0-based) component ``k``'s message goes to or comes from; None for compute."""
+        return None if self.comm is None else k + self.peer_offset
+
+    def recv_from(self, k: int) -> int | None:
+        """The component ``k`` receives from in this action, or None."""
+        return k + self.peer_offset if self.comm == "recv" else None
+
+    def send_to(self, k: int) -> int | None:
+        """The component ``k`` sends to in this action, or None."""
+        return k + self.peer_offset if self.comm == "send" else None
+
+    @property
+    def tag(self) -> tuple | None:
+        """The tag of this action's message (None for compute)."""
+        return None
 
 
 @dataclass(frozen=True)
 class RecvActivation(Action):
     """Receive a_{k-1} from the component below."""
 
+    comm: ClassVar[str | None] = "recv"
+    peer_offset: ClassVar[int] = -1
+    category: ClassVar[str] = "comm"
+
     mb: int | None = None
+
+    @property
+    def tag(self) -> tuple:
+        return activation_tag(self.mb)
 
 
 @dataclass(frozen=True)
@@ -85,12 +123,22 @@ class Forward(Action):
 class SendActivation(Action):
     """Send a_k (detached) to the component above."""
 
+    comm: ClassVar[str | None] = "send"
+    peer_offset: ClassVar[int] = 1
+    category: ClassVar[str] = "comm"
+
     mb: int | None = None
+
+    @property
+    def tag(self) -> tuple:
+        return activation_tag(self.mb)
 
 
 @dataclass(frozen=True)
 class HeadLoss(Action):
     """Head k on the detached a_k, L_k, head weight gradient; ``stream``: also dL_k/da_k."""
+
+    category: ClassVar[str] = "forward"
 
     stream: bool
     mb: int | None = None
@@ -100,9 +148,17 @@ class HeadLoss(Action):
 class RecvStream(Action):
     """Receive dL_j/da_k from the component above."""
 
+    comm: ClassVar[str | None] = "recv"
+    peer_offset: ClassVar[int] = 1
+    category: ClassVar[str] = "comm"
+
     loss: int
     hops_left: int
     mb: int | None = None
+
+    @property
+    def tag(self) -> tuple:
+        return stream_tag(self.loss, self.hops_left, self.mb)
 
 
 @dataclass(frozen=True)
@@ -113,6 +169,8 @@ class InputGrad(Action):
     enter, for a later ``WeightGrad(reuse=True)`` (one stream only, never batched).
     """
 
+    category: ClassVar[str] = "backward"
+
     losses: tuple[int, ...]
     last: bool  # the last backward through this step's graph: free it afterwards
     keep: bool = False
@@ -122,6 +180,8 @@ class InputGrad(Action):
 @dataclass(frozen=True)
 class FullGrad(Action):
     """One backward pass of stream j giving both its input gradient and theta_k's gradient."""
+
+    category: ClassVar[str] = "backward"
 
     loss: int
     last: bool
@@ -137,6 +197,8 @@ class WeightGrad(Action):
     otherwise it is one backward pass of the streams' sum from the block's output.
     """
 
+    category: ClassVar[str] = "backward"
+
     losses: tuple[int, ...]
     last: bool
     reuse: bool = False
@@ -147,14 +209,24 @@ class WeightGrad(Action):
 class SendStream(Action):
     """Send dL_j/da_{k-1} to the component below."""
 
+    comm: ClassVar[str | None] = "send"
+    peer_offset: ClassVar[int] = -1
+    category: ClassVar[str] = "comm"
+
     loss: int
     hops_left: int
     mb: int | None = None
+
+    @property
+    def tag(self) -> tuple:
+        return stream_tag(self.loss, self.hops_left, self.mb)
 
 
 @dataclass(frozen=True)
 class Update(Action):
     """Optimizer step (block and head parameters), LR scheduler step, zero the gradients."""
+
+    category: ClassVar[str] = "update"
 
 
 def check_microbatches(microbatches) -> int:

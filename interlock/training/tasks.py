@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .config import DataConfig
-from .data import (
+from ..data import (
     CIFAR10_HOWTO,
     CharCorpus,
     ImageDataset,

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .strategies import AsyncLocal, EndToEnd, Hogwild, HogwildStashed, Interlocking, Local, LocalDouble, Sequential, Strategy, check_async_local
-from .profiling import parse_profile_steps
+from ..core.strategies import AsyncLocal, EndToEnd, Hogwild, HogwildStashed, Interlocking, Local, LocalDouble, Sequential, Strategy, check_async_local
+from ..measure.profiling import parse_profile_steps
 from .tracking import TrackConfig
 
 __all__ = [
@@ -89,7 +89,7 @@ class ModelConfig:
             _check(len(self.partition) == K1,
                    f"model.partition={self.partition!r}: give {K1} module paths (split points), one per boundary of "
                    f"model.components={self.components}")
-            self.partition = list(self.partition)  # split points: module paths starting components 2..K (interlock.split)
+            self.partition = list(self.partition)  # split points: module paths starting components 2..K (interlock.network.split)
         elif isinstance(self.partition, str):
             _check(self.partition in ("uniform", "params", "flops", "time"),
                    f"model.partition={self.partition!r}: use uniform, params, flops, time (your own model) or a list of {K1} cut indices")
@@ -235,7 +235,7 @@ class PipelineConfig:
     microbatches: int = 4  # micro-batches per step; must divide data.batch_size (1f1b/zb1p: >= K; zb1p: a multiple of K)
 
     def __post_init__(self) -> None:
-        from .engines.pipeline import PIPELINE_SCHEDULES
+        from ..engines.pipeline import PIPELINE_SCHEDULES
 
         _check(self.schedule in PIPELINE_SCHEDULES, f"pipeline.schedule={self.schedule!r}: use one of {', '.join(PIPELINE_SCHEDULES)}")
         _check(isinstance(self.microbatches, int) and not isinstance(self.microbatches, bool) and self.microbatches >= 1,
@@ -290,7 +290,7 @@ class SearchConfig:
 
 @dataclass
 class TrainConfig:
-    preset: str = ""  # a paper's training settings laid under this config (see interlock/presets.py)
+    preset: str = ""  # a paper's training settings laid under this config (see interlock/training/presets.py)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -358,7 +358,7 @@ class TrainConfig:
                    f"pipeline.schedule={self.pipeline.schedule} needs pipeline.microbatches a multiple of model.components={K}")
         parse_profile_steps(self.profile_steps)  # a:b or "" (its error names the option)
         _check(self.dist_timeout_s > 0, f"dist_timeout_s={self.dist_timeout_s}: use a positive number of seconds")
-        from .engines.ranks import BACKENDS  # (the engines' own list; lazy: torch.distributed loads with them)
+        from ..engines.ranks import BACKENDS  # (the engines' own list; lazy: torch.distributed loads with them)
 
         _check(self.dist_backend is None or self.dist_backend in BACKENDS,
                f"dist_backend={self.dist_backend!r}: use {', '.join(BACKENDS)} or null (NCCL on GPUs, gloo on the CPU)")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ._torch_compat import zero_bubble_rank_actions
+from .._torch_compat import zero_bubble_rank_actions
 from .clock import ComputeCosts
 
 __all__ = ["pipeline_order", "predict_pipeline", "stage_costs_from_records"]
@@ -60,7 +60,7 @@ def predict_pipeline(schedule: str, costs: ComputeCosts | Sequence[ComputeCosts]
 
     A message (an activation up, a gradient down) arrives ``latency_s`` after the operation that
     made it ends; ``store_and_forward``: each link (one per ordered pair of ranks) holds one message
-    at a time, so a message also waits for the one before it (as in :func:`interlock.clock.critical_path`).
+    at a time, so a message also waits for the one before it (as in :func:`interlock.timemodel.clock.critical_path`).
     """
     K, m = num_components, microbatches
     per_rank = [costs] * K if isinstance(costs, ComputeCosts) else list(costs)

@@ -11,8 +11,8 @@ Two answers to "how long would K devices need for b steps?":
   pipelines across steps exactly as it would on K devices. :func:`critical_path`.
 
 Durations come either from a cost model applied to the schedules (:class:`ComputeCosts`,
-the accounting that :mod:`interlock.emulate` sleeps by, or any ``action -> seconds``
-callable) or from measured :class:`~interlock.worker.ActionRecord` lists.
+the accounting that :mod:`interlock.timemodel.emulate` sleeps by, or any ``action -> seconds``
+callable) or from measured :class:`~interlock.core.worker.ActionRecord` lists.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, Union
 
-from . import schedule as S
-from .strategies import GradientPlan
-from .worker import ActionRecord
-from .checks import count, number
+from ..core import schedule as S
+from ..core.strategies import GradientPlan
+from ..core.worker import ActionRecord
+from ..checks import count, number
 
 __all__ = [
     "paper_time_units",
@@ -98,7 +98,7 @@ class ComputeCosts:
     - ``FullGrad`` (input and weight gradients in one pass): ``input_grad_s + weight_grad_s``.
     - ``WeightGrad`` (weight gradient only): ``weight_grad_s`` when it reuses the input passes
       (``reuse``: it starts from the gradients those passes kept where the parameters enter,
-      :mod:`interlock.backward`), else ``input_grad_s + weight_grad_s`` (a backward pass from the
+      :mod:`interlock.core.backward`), else ``input_grad_s + weight_grad_s`` (a backward pass from the
       block's output: it must still propagate through the block's internal layers to reach
       their weights). Under n-wise "furthest" a component forwards its own loss's stream but
       trains on the one from above, so its weight pass is a full one; with the whole backward
@@ -183,7 +183,7 @@ class Makespan:
     ``makespan_s``: when the last action ends (the run starts at 0). ``busy_s[k]``: time
     component k+1 spent running actions; ``idle_s[k] = makespan_s - busy_s[k]`` (waiting
     for messages, and done early). ``records``: every action's simulated start and end, in
-    the order they were placed, ready for :mod:`interlock.trace`.
+    the order they were placed, ready for :mod:`interlock.measure.trace`.
     """
 
     makespan_s: float
@@ -224,7 +224,7 @@ def critical_path(work: Sequence[Sequence[tuple[S.Action, float]]], *, latency_s
     messages match per channel in FIFO order and must carry the tag the receive expects.
     ``store_and_forward``: each channel (one per ordered pair of components) holds one message
     at a time for ``latency_s``, so a message also waits for the one before it on its channel
-    (the slow link of :mod:`interlock.links`); otherwise any number are in flight at once.
+    (the slow link of :mod:`interlock.runtime.links`); otherwise any number are in flight at once.
     Every other action starts when its device is free. Raises ValueError if the work
     deadlocks or a message goes to a component that does not exist.
     """
@@ -235,7 +235,7 @@ def critical_path(work: Sequence[Sequence[tuple[S.Action, float]]], *, latency_s
     for k, actions in enumerate(work):
         for i, (action, d) in enumerate(actions):
             if not isinstance(action, S.Action):
-                raise ValueError(f"work[{k}][{i}] holds {action!r}, not an interlock.schedule action")
+                raise ValueError(f"work[{k}][{i}] holds {action!r}, not an interlock.core.schedule action")
             _seconds(f"work[{k}][{i}] duration", d)
             for other, _ in filter(None, (_message_in(k, action), _message_out(k, action))):
                 if not 0 <= other < K:
@@ -418,7 +418,7 @@ def step_bound(plan: GradientPlan, costs: "ComputeCosts", *, latency_s: float = 
     forwards any stream, and its sends and receives).
 
     With the accounting of :class:`ComputeCosts`, so with emulated blocks, the default schedules
-    (:func:`interlock.schedule.build_schedule`, one micro-batch) reach this bound for every
+    (:func:`interlock.core.schedule.build_schedule`, one micro-batch) reach this bound for every
     n-wise plan (tests/test_clock.py). It also shows what no schedule can change, e.g. that
     2-wise takes at least half of end-to-end's step on 4 components whatever the costs
     (docs/results.md).

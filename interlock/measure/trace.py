@@ -1,7 +1,7 @@
 """Traces and per-component metrics from action records (measured or simulated).
 
-Every engine returns :class:`~interlock.worker.ActionRecord` lists (component, action,
-start, end), and :func:`interlock.clock.critical_path` returns simulated ones; this module
+Every engine returns :class:`~interlock.core.worker.ActionRecord` lists (component, action,
+start, end), and :func:`interlock.timemodel.clock.critical_path` returns simulated ones; this module
 turns either into a Chrome trace (chrome://tracing, https://ui.perfetto.dev), a Gantt chart
 PNG with one row per component like Fig. 2 of Gomez et al. 2022, or JSON-able times.
 """
@@ -17,8 +17,8 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import schedule as S
-from .worker import ActionRecord
+from ..core import schedule as S
+from ..core.worker import ActionRecord
 
 __all__ = ["CATEGORIES", "category", "chrome_trace", "gantt_png", "component_times"]
 
@@ -56,7 +56,7 @@ def category(action: S.Action) -> str:
     try:
         return _CATEGORY_OF[type(action)]
     except KeyError:
-        raise ValueError(f"no trace category for action {action!r}; add its type to interlock.trace._CATEGORY_OF") from None
+        raise ValueError(f"no trace category for action {action!r}; add its type to interlock.measure.trace._CATEGORY_OF") from None
 
 
 def _check(records: Sequence[ActionRecord]) -> list[ActionRecord]:

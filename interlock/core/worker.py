@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import memstats
+from ..measure import memstats
 from . import schedule as S
 from .backward import KeptGradients
-from .heads._registry import local_loss
-from .prepost import post_plan
-from .profiling import recording
-from .timing import clock_for, resolve
-from .transport import Transport
+from ..heads._registry import local_loss
+from ..runtime.prepost import post_plan
+from ..measure.profiling import recording
+from ..measure.timing import clock_for, resolve
+from ..runtime.transport import Transport
 
 __all__ = ["ComponentWorker", "ActionRecord", "split_microbatches"]
 
@@ -32,8 +32,8 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class ActionRecord:
     """One executed action: which component, what, and when (``time.perf_counter`` seconds).
 
-    On a GPU the times are device marks until :func:`interlock.timing.resolve` turns them into
-    seconds (see :mod:`interlock.timing`); ``duration_s`` resolves them itself.
+    On a GPU the times are device marks until :func:`interlock.measure.timing.resolve` turns them into
+    seconds (see :mod:`interlock.measure.timing`); ``duration_s`` resolves them itself.
     """
 
     component: int
@@ -110,12 +110,12 @@ class ComponentWorker:
         self._block_params = [p for p in params if id(p) in block_ids]
         self._device = next((p.device for p in params), None)
         self.clock = clock_for(self._device)  # CUDA events on a GPU, the host clock on the CPU
-        # Receives posted ahead (interlock.prepost). next_step_follows: set by the engine when it
+        # Receives posted ahead (interlock.runtime.prepost). next_step_follows: set by the engine when it
         # knows another step comes, so this step may post that one's first receives.
         self._post_plan, self._post_plan_of = None, None
         self._posted_ahead_for: int | None = None
         self.next_step_follows = False
-        # Called before each update (the engine sums tied copies' gradients there: interlock.ties).
+        # Called before each update (the engine sums tied copies' gradients there: interlock.network.ties).
         self.before_update: Callable[[], None] | None = None
         self._state: _StepState | None = None
         self.records: list[ActionRecord] = []
@@ -161,7 +161,7 @@ class ComponentWorker:
         if self.record:
             self.records.append(ActionRecord(self.index, action, start, self.clock.now()))
         st = self._state
-        if st is not None:  # receives that may be posted now (interlock.prepost)
+        if st is not None:  # receives that may be posted now (interlock.runtime.prepost)
             self._post(self._post_plan.same.get(st.position, ()))
             if self.next_step_follows and st.position in self._post_plan.next:
                 self._post(self._post_plan.next[st.position])

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .net import parameter_count
+from ..network.net import parameter_count
 
 __all__ = ["BlockProfile", "dry_run", "forward_flops", "measure", "profile_blocks", "parameter_count"]
 

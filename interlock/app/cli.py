@@ -14,9 +14,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .config import TrainConfig, load_config, parse_strategy
-from .metrics import atomic_write_text, read_metrics, summarise
-from .rundir import RunDirError, explain_write_error, lock_run_dir
+from ..training.config import TrainConfig, load_config, parse_strategy
+from ..training.metrics import atomic_write_text, read_metrics, summarise
+from ..training.rundir import RunDirError, explain_write_error, lock_run_dir
 
 log = logging.getLogger("interlock")
 
@@ -109,7 +109,7 @@ def _config(args, extra: list[str] | None = None) -> TrainConfig:
 
 def _resolved(config: TrainConfig) -> TrainConfig:
     """``config`` with its data as it will really run (a missing CIFAR-10: an error, or the asked-for fallback)."""
-    from .tasks import resolve_data
+    from ..training.tasks import resolve_data
 
     return replace(config, data=resolve_data(config.data, seed=config.seed))
 
@@ -158,7 +158,7 @@ def _run_one(config: TrainConfig, *, resume: bool, quiet: bool, label: str, run_
             from .distributed_run import run_distributed
 
             return run_distributed(config, resume=resume, on_progress=progress)
-        from .train import run
+        from ..training.loop import run
 
         return run(config, resume=resume, on_progress=progress).final
     except (*_REQUEST_ERRORS, RunDirError):
@@ -208,9 +208,9 @@ def _logged_command(folder: Path, what: str, fn):
 
 def _failure_line(err: BaseException, config: TrainConfig, log_path: Path) -> str:
     """Where a run failed (run, step, rank, component), what went wrong, and what to change, in one line."""
-    from .launch import RankFailedError
-    from .train import TrainingDiverged
-    from .transport import TransportError
+    from ..runtime.launch import RankFailedError
+    from ..training.loop import TrainingDiverged
+    from ..runtime.transport import TransportError
 
     where = getattr(err, "interlock_where", None)
     rank = getattr(err, "interlock_rank", None)
@@ -246,7 +246,7 @@ def _failure_line(err: BaseException, config: TrainConfig, log_path: Path) -> st
 
 
 def _list_options() -> int:
-    from .config import describe_options
+    from ..training.config import describe_options
 
     rows = describe_options()
     width = max(len(key) for key, *_ in rows)
@@ -260,7 +260,7 @@ def cmd_train(args) -> int:
     if args.list_options:
         return _list_options()
     if args.resume:
-        from .train import resume_config
+        from ..training.loop import resume_config
 
         run_dir, overrides = args.run_dir, list(args.overrides or [])
         if args.config:
@@ -288,7 +288,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .runs import RunState, run_state
+    from ..training.runs import RunState, run_state
 
     if args.list_options:
         return _list_options()
@@ -370,7 +370,7 @@ def _table(results: dict[str, list[dict]], base: TrainConfig) -> str:
 
 def cmd_heads(args) -> int:
     """Each head's parameters and FLOPs next to its component's (DGL aims for heads under 5%)."""
-    from . import heads, models
+    from .. import heads, models
 
     kw = {}
     for item in args.options:
@@ -412,7 +412,7 @@ class SearchProgress:
 
 def cmd_search(args) -> int:
     """SEDONA: pretrain into the weight memory, search alpha and beta, write the discretised configs."""
-    from .search.run import run_search
+    from ..search.run import run_search
 
     if args.list_options:
         return _list_options()
@@ -445,16 +445,16 @@ def cmd_search(args) -> int:
 
 def cmd_reproduce(args) -> int:
     """Train every run one paper table needs (reusing identical finished runs) and write its report."""
-    from .reproduce import names, reproduce
+    from ..reproduce import names, reproduce
 
     if args.list or not args.table:
-        from .reproduce import TABLES
+        from ..reproduce import TABLES
 
         for n in names():
             print(f"{n:24s} {TABLES[n].paper}: {TABLES[n].title}")
         return 0 if args.list else 2
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    from .reproduce import TABLES, report_folder
+    from ..reproduce import TABLES, report_folder
 
     if args.table not in TABLES:
         raise ValueError(f"unknown table {args.table!r}; known: {', '.join(names())}")
@@ -478,7 +478,7 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="interlock", description="Depthwise model-parallel training with local losses.",

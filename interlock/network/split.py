@@ -186,7 +186,7 @@ def block_costs(blocks: Sequence[nn.Module], sample_input: torch.Tensor, balance
     if balance == "params":
         return [float(parameter_count(b)) for b in blocks]
     if balance == "flops":
-        from .flops import profile_blocks
+        from ..measure.flops import profile_blocks
 
         return [float(p.flops) for p in profile_blocks(blocks, sample_input)]
     costs, x = [], sample_input
@@ -343,7 +343,7 @@ def split(
 
 
 def _out_shapes(grouped: Sequence[nn.Module], x: torch.Tensor) -> list[tuple[int, ...]]:
-    from .flops import dry_run
+    from ..measure.flops import dry_run
 
     shapes = []
     for block in grouped:
@@ -356,7 +356,7 @@ def _aux_heads(heads, K: int, shapes, sample_input, num_classes, head_kw) -> tup
     if heads is None:
         return [None] * (K - 1), ["none"] * (K - 1)
     if isinstance(heads, str):
-        from . import heads as registry
+        from .. import heads as registry
 
         if heads not in registry.names():
             raise ValueError(f"unknown head {heads!r}; known heads: {', '.join(registry.names())}")

@@ -1,4 +1,4 @@
-"""What the local launcher's forkserver imports before it forks the ranks (interlock.launch).
+"""What the local launcher's forkserver imports before it forks the ranks (interlock.runtime.launch).
 
 Importing torch here means each rank starts with it loaded (seconds saved per run), its
 pages shared with the server. ``gc.freeze()`` then moves every object allocated so far

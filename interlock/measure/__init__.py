@@ -1,0 +1,1 @@
+"""Measurements: action timing, traces, FLOPs, memory, torch.profiler."""

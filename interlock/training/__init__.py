@@ -1,0 +1,1 @@
+"""The training program: config, the loop, evaluation, checkpoints, metrics, run directories, tasks."""
