@@ -7,8 +7,8 @@ at its own pace, so one slow worker does not slow the others. Measured here with
 how many cores the machine has. For each S, two runs side by side:
 
 * ``async``: ``AsyncLocal`` (replay buffers of ``--buffer-size`` batches) on
-  :class:`interlock.engines.ReplayRankEngine`;
-* ``sync``: ``Local()`` on :class:`interlock.engines.DistributedEngine`, where a component
+  ``Engine(net, AsyncLocal(...), runtime="ranks")``;
+* ``sync``: ``Local()`` on ``Engine(net, Local(), runtime="ranks")``, where a component
   needs its neighbour's output of the same step (the ones above the slow component wait for
   it; the one below runs ahead until its ``max_pending_sends`` sends are outstanding).
 
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import interlock as il
-from interlock.engines import DistributedEngine, ReplayRankEngine
+from interlock.engine import Engine
 from interlock.runtime.launch import run_local
 
 
@@ -61,9 +61,9 @@ def _rank(spec: dict) -> dict:
     net = il.ComponentNet(blocks=blocks, heads=heads)
     opts = dict(optimizer=lambda p: torch.optim.SGD(p, lr=0.01), loss_fn=F.cross_entropy, timeout_s=120)
     if spec["mode"] == "async":
-        engine = ReplayRankEngine(net, il.AsyncLocal(buffer_size=spec["buffer_size"]), total_steps=spec["steps"], **opts)
+        engine = Engine(net, il.AsyncLocal(buffer_size=spec["buffer_size"]), runtime="ranks", total_steps=spec["steps"], **opts)
     else:
-        engine = DistributedEngine(net, il.Local(), **opts)
+        engine = Engine(net, il.Local(), runtime="ranks", **opts)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(spec["batch"], width, generator=g)
     y = torch.randint(0, 10, (spec["batch"],), generator=g)

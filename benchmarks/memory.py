@@ -63,10 +63,10 @@ def _rank(spec: dict) -> dict:
     if variant in PIPELINES:
         for k in range(net.num_components - 1):
             net.heads[k] = None  # a pipeline trains the final head only
-        engine = il.PipelineEngine(net, optimizer=optimizer, loss_fn=loss_fn, microbatches=m, schedule=variant)
+        engine = il.Engine(net, il.EndToEnd(), runtime="ranks", optimizer=optimizer, loss_fn=loss_fn, microbatches=m, pipeline=variant)
     else:
         name, mb = variant.removesuffix("+mb"), variant.endswith("+mb")
-        engine = il.DistributedEngine(net, STRATEGIES[name](), optimizer=optimizer, loss_fn=loss_fn, split_backward=False,
+        engine = il.Engine(net, STRATEGIES[name](), runtime="ranks", optimizer=optimizer, loss_fn=loss_fn, split_backward=False,
                                       microbatches=m if mb else 1, total_steps=spec["steps"], record=False)
     for _ in range(spec["steps"]):
         engine.step(x if engine.rank == 0 else None, y)

@@ -61,7 +61,7 @@ def make_engine(config, task, strategy, *, microbatches: int, device: str, final
     if final_head_only:
         for k in range(net.num_components - 1):
             net.heads[k] = None
-    return il.SimulatedEngine(net, strategy, optimizer=make_optimizer_factory(config.optim),
+    return il.Engine(net, strategy, optimizer=make_optimizer_factory(config.optim),
                               loss_fn=make_loss_fn(task, config.label_smoothing), split_backward=True,
                               microbatches=microbatches)
 

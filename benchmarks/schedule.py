@@ -117,18 +117,18 @@ def _rank(spec: dict) -> dict:
     net, x, y = _build(spec)
     variant = spec["variant"]
     if variant in PIPE:
-        engine = il.PipelineEngine(net, optimizer=sgd, loss_fn=F.cross_entropy, microbatches=spec["microbatches"],
-                                   schedule=PIPE[variant])
+        engine = il.Engine(net, il.EndToEnd(), runtime="ranks", optimizer=sgd, loss_fn=F.cross_entropy, microbatches=spec["microbatches"],
+                                   pipeline=PIPE[variant])
     else:
         strategy, split, mb = SYNC[variant]
-        engine = il.DistributedEngine(net, strategy(), optimizer=sgd, loss_fn=F.cross_entropy, record=True,
+        engine = il.Engine(net, strategy(), runtime="ranks", optimizer=sgd, loss_fn=F.cross_entropy, record=True,
                                       split_backward=split, microbatches=spec["microbatches"] if mb else 1,
                                       static_shapes=True, total_steps=spec["warmup"] + spec["steps"])
     link = spec.get("link_latency_s", 0.0)
     with slow_links(latency_s=link) if link else contextlib.nullcontext():
         for _ in range(spec["warmup"]):
             engine.step(x if engine.rank == 0 else None, y)
-        for transport in (engine.channel, engine.transport):
+        for transport in (engine.runtime.channel, engine.runtime.transport):
             if transport is not None:
                 transport.flush()
         engine.barrier()
@@ -136,7 +136,7 @@ def _rank(spec: dict) -> dict:
         records = []
         for _ in range(spec["steps"]):
             records.extend(engine.step(x if engine.rank == 0 else None, y).records)
-        for transport in (engine.channel, engine.transport):
+        for transport in (engine.runtime.channel, engine.runtime.transport):
             if transport is not None:
                 transport.flush()  # the last sends have arrived: the step is really done
         engine.barrier()
@@ -256,7 +256,7 @@ def real(args, emit) -> None:
 def single_process_step(net, x, y, *, threads: int, steps: int) -> float:
     """Seconds per end-to-end step of the whole network in this process (the simulated engine)."""
     torch.set_num_threads(threads)
-    engine = il.SimulatedEngine(copy.deepcopy(net), il.EndToEnd(), optimizer=sgd, loss_fn=F.cross_entropy, record=False)
+    engine = il.Engine(copy.deepcopy(net), il.EndToEnd(), optimizer=sgd, loss_fn=F.cross_entropy, record=False)
     for _ in range(2):
         engine.step(x, y)
     t0 = time.perf_counter()
@@ -268,7 +268,7 @@ def single_process_step(net, x, y, *, threads: int, steps: int) -> float:
 def predicted_step(net, x, y, strategy, split: bool | None, microbatched: bool, *, microbatches: int) -> float:
     """The clock's K-device step time from the simulated engine's measured actions (one thread)."""
     # split None: the distributed engines' default, which splits (the simulated engine's None is one pass).
-    engine = il.SimulatedEngine(copy.deepcopy(net), strategy(), optimizer=sgd, loss_fn=F.cross_entropy,
+    engine = il.Engine(copy.deepcopy(net), strategy(), optimizer=sgd, loss_fn=F.cross_entropy,
                                 split_backward=True if split is None else split, microbatches=microbatches if microbatched else 1)
     engine.step(x, y)
     records = [r for _ in range(4) for r in engine.step(x, y).records]

@@ -58,7 +58,7 @@ def plain_stepper(blocks, heads):
 
 def engine_stepper(blocks, heads, strategy, **kw):
     net = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=[None if h is None else copy.deepcopy(h) for h in heads])
-    engine = il.SimulatedEngine(net, strategy, optimizer=sgd, loss_fn=F.cross_entropy, record=False, **kw)
+    engine = il.Engine(net, strategy, optimizer=sgd, loss_fn=F.cross_entropy, record=False, **kw)
     return lambda x, y: engine.step(x, y)
 
 

@@ -2,7 +2,7 @@
 
     import interlock as il
     net = il.ComponentNet(blocks=[b1, b2, b3], heads=[h1, h2, h3])
-    engine = il.SimulatedEngine(net, il.Interlocking(n=2), optimizer=..., loss_fn=...)
+    engine = il.Engine(net, il.Interlocking(n=2), optimizer=..., loss_fn=...)   # runtime="ranks": one process per component
     result = engine.step(x, y)
 """
 
@@ -10,9 +10,7 @@ from .timemodel import clock, emulate
 from .measure import flops, trace
 from . import heads, models
 from .network import hf
-from .engines import (
-    DistributedEngine, PipelineEngine, ReplayEngine, SequentialEngine, SimulatedEngine, StaleEngine, HogwildEngine, StepResult,
-)
+from .engine import Engine, StepResult
 from .runtime.launch import run_local
 from .network.split import SplitPlan, split
 from .training.tasks import Task
@@ -28,13 +26,7 @@ __all__ = [
     "SplitPlan",
     "Task",
     "run",
-    "SimulatedEngine",
-    "DistributedEngine",
-    "PipelineEngine",
-    "ReplayEngine",
-    "SequentialEngine",
-    "StaleEngine",
-    "HogwildEngine",
+    "Engine",
     "run_local",
     "StepResult",
     "Strategy",

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import interlock as il
-from interlock.engines import ReplayRankEngine, StaleRankEngine
+from interlock.engine import Engine
 from dist_helpers import ALL_PARTS, Sleep, _init_group, batches_for, own_state, sgd, step_lr
 
 K = 3
@@ -28,21 +28,21 @@ def hogwild(parts: str, flush_every: int) -> dict:
     """Hogwild, one process per component: this rank's parameters and losses."""
     blocks, heads, x, y, loss_fn = ALL_PARTS[parts](K, seed=SEED)
     net = il.ComponentNet(blocks=blocks, heads=heads)
-    engine = StaleRankEngine(net, il.HogwildStashed(), total_steps=HOGWILD_STEPS, flush_every=flush_every, optimizer=sgd,
+    engine = Engine(net, il.HogwildStashed(), runtime="ranks", total_steps=HOGWILD_STEPS, flush_every=flush_every, optimizer=sgd,
                              loss_fn=loss_fn, lr_scheduler=step_lr, rng_seed=RNG_SEED, timeout_s=60)
     losses = [engine.step(bx if engine.rank == 0 else None, by).losses[engine.rank]
               for bx, by in batches_for(x, y, HOGWILD_STEPS)]
     net.eval()
     prediction = engine.heads_forward(x if engine.rank == 0 else None)[engine.rank]
-    out = {"state": own_state(engine), "losses": losses, "prediction": prediction, "in_flight": len(engine.in_flight)}
+    out = {"state": own_state(engine), "losses": losses, "prediction": prediction, "in_flight": len(engine.policy.in_flight)}
     engine.close()
     return out
 
 
-def _replay(strategy, parts: str, total_steps: int, seed: int = SEED) -> ReplayRankEngine:
+def _replay(strategy, parts: str, total_steps: int, seed: int = SEED) -> Engine:
     blocks, heads, _, _, loss_fn = ALL_PARTS[parts](K, seed=seed)
     net = il.ComponentNet(blocks=blocks, heads=heads)
-    return ReplayRankEngine(net, strategy, total_steps=total_steps, optimizer=sgd, loss_fn=loss_fn, lr_scheduler=step_lr,
+    return Engine(net, strategy, runtime="ranks", total_steps=total_steps, optimizer=sgd, loss_fn=loss_fn, lr_scheduler=step_lr,
                             timeout_s=60)
 
 
@@ -83,7 +83,7 @@ def async_slow() -> dict:
     blocks[0] = nn.Sequential(Sleep(SLOW_SLEEP_S), blocks[0])
     net = il.ComponentNet(blocks=blocks, heads=heads)
     strategy = il.AsyncLocal(buffer_size=4, slowdown=SLOWDOWN, slow_component=1)
-    engine = ReplayRankEngine(net, strategy, total_steps=SLOW_STEPS, optimizer=sgd, loss_fn=loss_fn, timeout_s=60)
+    engine = Engine(net, strategy, runtime="ranks", total_steps=SLOW_STEPS, optimizer=sgd, loss_fn=loss_fn, timeout_s=60)
     rows = []
     for bx, by in batches_for(x, y, SLOW_STEPS):
         result = engine.step(bx if engine.rank == 0 else None, by if engine.rank == 0 else None)
@@ -92,10 +92,10 @@ def async_slow() -> dict:
         rows.append(engine.log_sum(table)[:, 0].tolist())
         assert result.updated == [j == engine.rank for j in range(K)]
     finished_s = time.perf_counter() - engine.epoch_s
-    out = {"finished_s": finished_s, "steps": engine.step_count, "reuses": 0 if engine.buffer is None else engine.buffer.rereads, "rows": rows,
-           "buffer": None if engine.buffer is None else engine.buffer.contents()}
+    out = {"finished_s": finished_s, "steps": engine.step_count, "reuses": 0 if engine.policy.buffer is None else engine.policy.buffer.rereads, "rows": rows,
+           "buffer": None if engine.policy.buffer is None else engine.policy.buffer.contents()}
     engine.close()
-    out["received"] = None if engine.inbox is None else engine.inbox.received
+    out["received"] = None if engine.policy.inbox is None else engine.policy.inbox.received
     out["finite"] = all(bool(torch.isfinite(t).all()) for t in own_state(engine).values() if t.is_floating_point())
     return out
 

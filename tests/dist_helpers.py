@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import interlock as il
-from interlock.engines.distributed import DistributedEngine
-from interlock.engines.pipeline import PipelineEngine
+from interlock.engine import Engine
+from interlock.core.strategies import EndToEnd
 from reference import PARTS
 
 STEPS = 3
@@ -115,7 +115,7 @@ def train_strategies(K: int, parts: str, seed: int, steps: int = STEPS, rng_seed
         net, x, y, loss_fn, engine_opts = case_net(parts, K, seed, opts)
         # The training program's transport (static shapes, receives posted ahead, across steps too) unless "_headers".
         static = not opts.get("_headers")
-        engine = DistributedEngine(net, strategy, optimizer=sgd, loss_fn=loss_fn, rng_seed=rng_seed, timeout_s=60,
+        engine = Engine(net, strategy, runtime="ranks", optimizer=sgd, loss_fn=loss_fn, rng_seed=rng_seed, timeout_s=60,
                                    static_shapes=static, total_steps=steps if static else None, **engine_opts)
         losses, records = [], []
         for bx, by in batches_for(x, y, steps):
@@ -130,10 +130,10 @@ def train_strategies(K: int, parts: str, seed: int, steps: int = STEPS, rng_seed
             "state": own_state(engine),
             "losses": losses,
             "gathered": gathered,
-            "sent_by_kind": dict(engine.transport.sent_by_kind + engine.channel.sent_by_kind),
-            "received": engine.transport.messages_received + engine.channel.messages_received,
-            "headers": engine.channel.headers_sent,
-            "posted_ahead": engine.channel.posted_ahead,
+            "sent_by_kind": dict(engine.runtime.transport.sent_by_kind + engine.runtime.channel.sent_by_kind),
+            "received": engine.runtime.transport.messages_received + engine.runtime.channel.messages_received,
+            "headers": engine.runtime.channel.headers_sent,
+            "posted_ahead": engine.runtime.channel.posted_ahead,
             "records": records,
             "prediction": prediction,
             "rank_sum": engine.all_reduce_sum(torch.tensor([float(engine.rank + 1)])).item(),
@@ -169,7 +169,7 @@ def train_microbatched(K: int, seed: int) -> dict:
             blocks, heads, x, y, loss_fn = micro_parts(K, seed, heads_none)
             net = il.ComponentNet(blocks=blocks, heads=heads)
             # The training program's transport: static shapes, receives posted ahead (per micro-batch tag).
-            engine = DistributedEngine(net, strategy, optimizer=sgd, loss_fn=loss_fn, microbatches=m, timeout_s=60,
+            engine = Engine(net, strategy, runtime="ranks", optimizer=sgd, loss_fn=loss_fn, microbatches=m, timeout_s=60,
                                        static_shapes=True, total_steps=MICRO_STEPS, **opts)
             losses = [engine.step(bx if engine.rank == 0 else None, by).losses for bx, by in batches_for(x, y, MICRO_STEPS)]
             out[name, m] = {"state": own_state(engine), "losses": losses}
@@ -185,11 +185,11 @@ def emulated_makespan(K: int, unit_s: float, microbatches: int, steps: int) -> d
     out = {}
     for name, strategy in (("2-wise", il.Interlocking(2)), ("end-to-end", il.EndToEnd())):
         net = emulated_net(K, forward_s=unit_s / microbatches, backward_s=unit_s / microbatches)
-        engine = DistributedEngine(net, strategy, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), loss_fn=F.cross_entropy,
+        engine = Engine(net, strategy, runtime="ranks", optimizer=lambda p: torch.optim.SGD(p, lr=0.1), loss_fn=F.cross_entropy,
                                    microbatches=microbatches, timeout_s=60)
         x, y = emulated_batch(8, seed=0)
         engine.step(x if engine.rank == 0 else None, y)  # warm-up: first calls of the head, optimizer, transport
-        engine.transport.flush()
+        engine.runtime.transport.flush()
         engine.barrier()
         start = time.perf_counter() - engine.epoch_s
         for _ in range(steps):
@@ -206,7 +206,7 @@ def run_ahead(sleep_s: float, steps: int) -> dict:
         blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=1)
         blocks[1] = nn.Sequential(Sleep(sleep_s), blocks[1])
         net = il.ComponentNet(blocks=blocks, heads=heads)
-        engine = DistributedEngine(net, strategy, optimizer=sgd, loss_fn=loss_fn, timeout_s=60)
+        engine = Engine(net, strategy, runtime="ranks", optimizer=sgd, loss_fn=loss_fn, timeout_s=60)
         for bx, by in batches_for(x, y, steps):
             engine.step(bx if engine.rank == 0 else None, by)
         out[name] = time.perf_counter() - engine.epoch_s
@@ -219,10 +219,10 @@ def resume(K: int, seed: int) -> dict:
     strategy = il.Interlocking(2)
     batches = batches_for(*ALL_PARTS["dropout"](K, seed=seed)[2:4], steps=4)
 
-    def make(net_seed: int) -> DistributedEngine:
+    def make(net_seed: int) -> Engine:
         blocks, heads, _, _, loss_fn = ALL_PARTS["dropout"](K, seed=net_seed)
         net = il.ComponentNet(blocks=blocks, heads=heads)
-        return DistributedEngine(net, strategy, optimizer=sgd, loss_fn=loss_fn, lr_scheduler=step_lr, rng_seed=5, timeout_s=60)
+        return Engine(net, strategy, runtime="ranks", optimizer=sgd, loss_fn=loss_fn, lr_scheduler=step_lr, rng_seed=5, timeout_s=60)
 
     def train(engine, part):
         return [engine.step(bx if engine.rank == 0 else None, by).losses[engine.rank] for bx, by in part]
@@ -246,7 +246,7 @@ def resume(K: int, seed: int) -> dict:
     out = {
         "full_state": full_state, "full_losses": full_losses, "resumed_state": own_state(resumed),
         "tail_losses": tail_losses, "step_after_load": step_after_load,
-        "lr": resumed.worker.optimizer.param_groups[0]["lr"], "full_lr": full.worker.optimizer.param_groups[0]["lr"],
+        "lr": resumed.worker(resumed.rank).optimizer.param_groups[0]["lr"], "full_lr": full.worker(full.rank).optimizer.param_groups[0]["lr"],
     }
     resumed.close()
     return out
@@ -256,7 +256,7 @@ def pipeline(K: int, seed: int, schedule: str, microbatches: int, steps: int = 2
     """End to end through torch.distributed.pipelining: this rank's parameters, losses, eval prediction."""
     blocks, heads, x, y, loss_fn = PARTS["mlp"](K, seed=seed)
     net = il.ComponentNet(blocks=blocks, heads=heads)
-    engine = PipelineEngine(net, optimizer=sgd, loss_fn=loss_fn, microbatches=microbatches, schedule=schedule, timeout_s=60)
+    engine = Engine(net, EndToEnd(), runtime="ranks", optimizer=sgd, loss_fn=loss_fn, microbatches=microbatches, pipeline=schedule, timeout_s=60)
     losses = [engine.step(bx if engine.rank == 0 else None, by).losses for bx, by in batches_for(x, y, steps)]
     prediction = engine.heads_forward(x if engine.rank == 0 else None)[engine.rank]
     out = {"state": own_state(engine), "losses": losses, "prediction": prediction}
@@ -282,7 +282,7 @@ def fail_mid_run(fail_rank: int, fail_step: int, steps: int) -> None:
     """End-to-end training in which ``fail_rank`` raises before step ``fail_step``; the others block on it."""
     blocks, heads, x, y, loss_fn = PARTS["mlp"](3, seed=0)
     net = il.ComponentNet(blocks=blocks, heads=heads)
-    engine = DistributedEngine(net, il.EndToEnd(), optimizer=sgd, loss_fn=loss_fn, timeout_s=10)
+    engine = Engine(net, il.EndToEnd(), runtime="ranks", optimizer=sgd, loss_fn=loss_fn, timeout_s=10)
     for s, (bx, by) in enumerate(batches_for(x, y, steps)):
         if engine.rank == fail_rank and s == fail_step:
             raise ValueError(f"deliberate failure on rank {fail_rank} at step {s}")
@@ -294,10 +294,10 @@ def pipeline_bn_counts(K: int, seed: int, microbatches: int) -> int:
     """One pipeline step on a BatchNorm network: how often did this rank's BatchNorm run?"""
     blocks, heads, x, y, loss_fn = PARTS["bn"](K, seed=seed)
     net = il.ComponentNet(blocks=blocks, heads=heads)
-    engine = PipelineEngine(net, optimizer=sgd, loss_fn=loss_fn, microbatches=microbatches, timeout_s=60)
+    engine = Engine(net, EndToEnd(), runtime="ranks", pipeline="gpipe", optimizer=sgd, loss_fn=loss_fn, microbatches=microbatches, timeout_s=60)
     engine.step(x if engine.rank == 0 else None, y)
     engine.close()
-    return int(engine.block[1].num_batches_tracked)
+    return int(engine.policy.block[1].num_batches_tracked)
 
 
 # -- the transport on its own ------------------------------------------------------------------
@@ -348,7 +348,7 @@ def tag_mismatch() -> None:
 def engine_lifecycle() -> dict:
     """An engine that initialises the process group itself destroys it on close()."""
     blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=0)
-    engine = DistributedEngine(il.ComponentNet(blocks=blocks, heads=heads), il.Local(), optimizer=sgd, loss_fn=loss_fn)
+    engine = Engine(il.ComponentNet(blocks=blocks, heads=heads), il.Local(), runtime="ranks", optimizer=sgd, loss_fn=loss_fn)
     engine.step(x if engine.rank == 0 else None, y)
     during = dist.is_initialized()
     engine.close()
@@ -362,28 +362,28 @@ def with_backend(strategy_name: str, device: str | None, backend: str | None) ->
     from interlock.measure.timing import Mark
 
     blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=7)
-    engine = DistributedEngine(il.ComponentNet(blocks=blocks, heads=heads), parse_strategy(strategy_name), optimizer=sgd,
+    engine = Engine(il.ComponentNet(blocks=blocks, heads=heads), parse_strategy(strategy_name), runtime="ranks", optimizer=sgd,
                                loss_fn=loss_fn, device=device, backend=backend, static_shapes=True, total_steps=STEPS)
     records = []
     for bx, by in batches_for(x, y):
         records += engine.step(bx if engine.rank == 0 else None, by).records
-    out = {"state": {k: v.cpu() for k, v in own_state(engine).items()}, "staged": engine.group.staged,
+    out = {"state": {k: v.cpu() for k, v in own_state(engine).items()}, "staged": engine.runtime.group.staged,
            "device": str(engine.device), "marks": bool(records) and all(isinstance(r.start_s, Mark) for r in records),
-           "backend": engine.group.backend}
+           "backend": engine.runtime.group.backend}
     engine.close()
     return out
 
 
 def wrong_world_size() -> None:
     blocks, heads, x, y, loss_fn = PARTS["mlp"](3, seed=0)
-    DistributedEngine(il.ComponentNet(blocks=blocks, heads=heads), il.Local(), optimizer=sgd, loss_fn=loss_fn)
+    Engine(il.ComponentNet(blocks=blocks, heads=heads), il.Local(), runtime="ranks", optimizer=sgd, loss_fn=loss_fn)
 
 
 def hang_on_rank_1(timeout_s: float) -> None:
     """Rank 1 stops sending (stuck, not dead): rank 0 fails at the process-group timeout."""
     blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=0)
-    engine = DistributedEngine(
-        il.ComponentNet(blocks=blocks, heads=heads), il.EndToEnd(), optimizer=sgd, loss_fn=loss_fn, timeout_s=timeout_s
+    engine = Engine(
+        il.ComponentNet(blocks=blocks, heads=heads), il.EndToEnd(), runtime="ranks", optimizer=sgd, loss_fn=loss_fn, timeout_s=timeout_s
     )
     if engine.rank == 1:
         time.sleep(600)

@@ -27,7 +27,7 @@ def batches_for(x, y, steps=STEPS):
 def engine_train(blocks, heads, batches, loss_fn, strategy, **kw):
     blocks, heads = copy.deepcopy(blocks), copy.deepcopy(heads)
     net = il.ComponentNet(blocks=blocks, heads=heads)
-    engine = il.SimulatedEngine(net, strategy, optimizer=sgd, loss_fn=loss_fn, **kw)
+    engine = il.Engine(net, strategy, optimizer=sgd, loss_fn=loss_fn, **kw)
     history = [engine.step(x, y).losses for x, y in batches]
     return net, history, engine
 
@@ -123,7 +123,7 @@ def test_every_block_runs_forward_once_per_step():
         b.register_forward_hook(lambda *_, k=k: calls.__setitem__(k, calls[k] + 1))
     steps = 0
     for strategy in (il.EndToEnd(), il.Local(), il.Interlocking(2), il.Interlocking(3, "sum")):
-        engine = il.SimulatedEngine(net, strategy, optimizer=sgd, loss_fn=loss_fn, sample_input=x)
+        engine = il.Engine(net, strategy, optimizer=sgd, loss_fn=loss_fn, sample_input=x)
         before = list(calls)  # the shape check above ran on the meta device; count from here
         engine.step(x, y)
         engine.step(x, y)
@@ -138,14 +138,14 @@ def test_trains_the_given_modules_in_place():
     net = il.ComponentNet(blocks=blocks, heads=heads)
     w = blocks[0][0].weight
     before = w.detach().clone()
-    il.SimulatedEngine(net, il.Interlocking(2), optimizer=sgd, loss_fn=loss_fn).step(x, y)
+    il.Engine(net, il.Interlocking(2), optimizer=sgd, loss_fn=loss_fn).step(x, y)
     assert net.blocks[0][0].weight is w and not torch.equal(w, before)
 
 
 def test_lr_scheduler_per_component_is_stepped():
     blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=0)
     net = il.ComponentNet(blocks=blocks, heads=heads)
-    engine = il.SimulatedEngine(
+    engine = il.Engine(
         net, il.Local(), optimizer=sgd, loss_fn=loss_fn,
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
     )
@@ -163,7 +163,7 @@ def test_resume_from_component_states_equals_uninterrupted():
     saved = copy.deepcopy([engine.component_state(k) for k in range(3)])
     fresh_blocks, fresh_heads, *_ = PARTS["bn"](3, seed=99)  # different weights, overwritten by the load
     resumed = il.ComponentNet(blocks=fresh_blocks, heads=fresh_heads)
-    engine2 = il.SimulatedEngine(resumed, il.Interlocking(2), optimizer=sgd, loss_fn=loss_fn, lr_scheduler=scheduler)
+    engine2 = il.Engine(resumed, il.Interlocking(2), optimizer=sgd, loss_fn=loss_fn, lr_scheduler=scheduler)
     for k, state in enumerate(saved):
         engine2.load_component_state(k, state)
     tail = [engine2.step(bx, by).losses for bx, by in batches[2:]]
@@ -178,12 +178,12 @@ def test_predicted_time_of_local_is_the_slowest_component_pipelined():
     # component's time per step (plus the pipeline fill), far less than the sum over components.
     blocks, heads, x, y, loss_fn = PARTS["bn"](4, seed=3)
     net = il.ComponentNet(blocks=blocks, heads=heads)
-    engine = il.SimulatedEngine(net, il.Local(), optimizer=sgd, loss_fn=loss_fn)
+    engine = il.Engine(net, il.Local(), optimizer=sgd, loss_fn=loss_fn)
     records = [r for _ in range(6) for r in engine.step(x, y).records]
     span = engine.predicted_time(records)
     busy = span.busy_s
     assert span.makespan_s < sum(busy) and span.makespan_s >= max(busy)
-    e2e = il.SimulatedEngine(net, il.EndToEnd(), optimizer=sgd, loss_fn=loss_fn)
+    e2e = il.Engine(net, il.EndToEnd(), optimizer=sgd, loss_fn=loss_fn)
     e2e_records = [r for _ in range(6) for r in e2e.step(x, y).records]
     e2e_span = e2e.predicted_time(e2e_records)
     # End-to-end cannot overlap forward and backward of different components within a step.

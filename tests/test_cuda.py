@@ -27,7 +27,7 @@ two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs 
 def _train(device: str, strategy, steps: int = 3):
     blocks, heads, x, y, loss_fn = PARTS["bn"](3, seed=5)
     net = il.ComponentNet(blocks=blocks, heads=heads).to(device)
-    engine = il.SimulatedEngine(net, strategy, optimizer=H.sgd, loss_fn=loss_fn, rng_seed=1)
+    engine = il.Engine(net, strategy, optimizer=H.sgd, loss_fn=loss_fn, rng_seed=1)
     records = []
     for bx, by in H.batches_for(x, y, steps):
         records += engine.step(bx.to(device), by.to(device)).records
@@ -54,7 +54,7 @@ def _assert_ranks_equal_the_simulated_engine(ranks: list[dict], strategy: str) -
 
     blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=7)
     net = il.ComponentNet(blocks=blocks, heads=heads)
-    sim = il.SimulatedEngine(net, parse_strategy(strategy), optimizer=H.sgd, loss_fn=loss_fn)
+    sim = il.Engine(net, parse_strategy(strategy), optimizer=H.sgd, loss_fn=loss_fn)
     for bx, by in H.batches_for(x, y, 3):
         sim.step(bx, by)
     for k, got in enumerate(ranks):

@@ -67,7 +67,7 @@ def spawned(request):
 
 def simulate(K: int, parts: str, seed: int, strategy, *, steps: int = H.STEPS, **opts):
     net, x, y, loss_fn, opts = H.case_net(parts, K, seed, opts)
-    engine = il.SimulatedEngine(net, strategy, optimizer=H.sgd, loss_fn=loss_fn, **opts)
+    engine = il.Engine(net, strategy, optimizer=H.sgd, loss_fn=loss_fn, **opts)
     losses = [engine.step(bx, by).losses for bx, by in H.batches_for(x, y, steps)]
     return net, losses, engine, x
 
@@ -129,8 +129,8 @@ def test_messages_match_the_simulated_transport_and_local_sends_no_streams(spawn
         sent = sum((Counter(r["bn"][name]["sent_by_kind"]) for r in ranks), Counter())
         eval_messages = K - 1  # heads_forward sends one activation across each boundary
         assert sent.pop("eval_activation") == eval_messages
-        assert sent == sim.transport.sent_by_kind, name
-        assert sum(r["bn"][name]["received"] for r in ranks) == sim.transport.messages_sent + eval_messages
+        assert sent == sim.runtime.channel.sent_by_kind, name
+        assert sum(r["bn"][name]["received"] for r in ranks) == sim.runtime.channel.messages_sent + eval_messages
         if name == "local":
             assert sent["stream"] == 0 and sent["activation"] == (K - 1) * H.STEPS
         # Static shapes: one header per (channel, tag), sent with its first message; without, one per message.
@@ -177,11 +177,11 @@ def test_microbatched_distributed_equals_simulated_and_the_whole_batch(spawned):
     for name, strategy, opts, heads_none in H.microbatch_cases(K):
         blocks, heads, x, y, loss_fn = H.micro_parts(K, seed, heads_none)
         whole_net = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads))
-        whole = il.SimulatedEngine(whole_net, strategy, optimizer=H.sgd, loss_fn=loss_fn, **opts)
+        whole = il.Engine(whole_net, strategy, optimizer=H.sgd, loss_fn=loss_fn, **opts)
         whole_losses = [whole.step(bx, by).losses for bx, by in H.batches_for(x, y, H.MICRO_STEPS)]
         for m in H.MICROBATCHES:
             net = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads))
-            sim = il.SimulatedEngine(net, strategy, optimizer=H.sgd, loss_fn=loss_fn, microbatches=m, **opts)
+            sim = il.Engine(net, strategy, optimizer=H.sgd, loss_fn=loss_fn, microbatches=m, **opts)
             losses = [sim.step(bx, by).losses for bx, by in H.batches_for(x, y, H.MICRO_STEPS)]
             for k in range(K):
                 got = ranks[k]["micro"][name, m]
@@ -257,7 +257,7 @@ def test_pipeline_engine_equals_simulated_end_to_end(spawned):
     seed = SEEDS[K]
     blocks, heads, x, y, loss_fn = H.PARTS["mlp"](K, seed=seed)
     net = il.ComponentNet(blocks=blocks, heads=[None] * (K - 1) + [heads[-1]])  # the pipeline trains no aux head
-    sim = il.SimulatedEngine(net, il.EndToEnd(), optimizer=H.sgd, loss_fn=loss_fn)
+    sim = il.Engine(net, il.EndToEnd(), optimizer=H.sgd, loss_fn=loss_fn)
     losses = [sim.step(bx, by).losses[-1] for bx, by in H.batches_for(x, y, 2)]
     with torch.no_grad():
         want_prediction = net(x)
@@ -320,7 +320,7 @@ def test_an_explicit_gloo_backend_on_the_cpu_and_bad_backends_are_refused_before
     ranks = run_local(H.with_backend, 2, "2-wise", None, "gloo", timeout_s=60)
     blocks, heads, x, y, loss_fn = H.PARTS["mlp"](2, seed=7)
     net = il.ComponentNet(blocks=blocks, heads=heads)
-    sim = il.SimulatedEngine(net, il.Interlocking(2), optimizer=H.sgd, loss_fn=loss_fn)
+    sim = il.Engine(net, il.Interlocking(2), optimizer=H.sgd, loss_fn=loss_fn)
     for bx, by in H.batches_for(x, y):
         sim.step(bx, by)
     for k, got in enumerate(ranks):
@@ -329,7 +329,7 @@ def test_an_explicit_gloo_backend_on_the_cpu_and_bad_backends_are_refused_before
     # Refused in this process, before any process group is looked for.
     def make(**kw):
         b, h, *_ = H.PARTS["mlp"](2, seed=0)
-        return il.DistributedEngine(il.ComponentNet(blocks=b, heads=h), il.Local(), optimizer=H.sgd,
+        return il.Engine(il.ComponentNet(blocks=b, heads=h), il.Local(), runtime="ranks", optimizer=H.sgd,
                                     loss_fn=torch.nn.functional.cross_entropy, **kw)
 
     with pytest.raises(ValueError, match=r"backend='mpi': use 'nccl' \(one GPU per rank\), 'gloo'"):
@@ -344,7 +344,7 @@ def test_an_explicit_gloo_backend_on_the_cpu_and_bad_backends_are_refused_before
 def test_ranks_find_their_gpu_one_each_over_nccl_or_in_turn_over_gloo(monkeypatch):
     # The device rule, with a pretend node of 1 GPU (no GPU is touched): NCCL gives local rank r
     # GPU r, so a second rank is refused with what to change; gloo shares the GPU.
-    from interlock.engines.ranks import _resolve_device
+    from interlock.runtime.ranks import _resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

@@ -33,17 +33,17 @@ def ranks():
     return run_local(A.rank_main, A.K, scenarios, timeout_s=240)
 
 
-def _simulated(engine_cls, strategy, parts, steps, **opts):
+def _simulated(strategy, parts, steps, **opts):
     blocks, heads, x, y, loss_fn = H.ALL_PARTS[parts](A.K, seed=A.SEED)
     net = il.ComponentNet(blocks=blocks, heads=heads)
-    engine = engine_cls(net, strategy, optimizer=H.sgd, loss_fn=loss_fn, lr_scheduler=H.step_lr, total_steps=steps, **opts)
+    engine = il.Engine(net, strategy, optimizer=H.sgd, loss_fn=loss_fn, lr_scheduler=H.step_lr, total_steps=steps, **opts)
     losses = [engine.step(bx, by).losses for bx, by in H.batches_for(x, y, steps)]
     return net, losses, engine, x
 
 
 @pytest.mark.parametrize("parts,flush_every", HOGWILD_CASES)
 def test_hogwild_pipeline_equals_the_simulated_stale_engine(ranks, parts, flush_every):
-    net, losses, engine, x = _simulated(il.StaleEngine, il.HogwildStashed(), parts, A.HOGWILD_STEPS, flush_every=flush_every,
+    net, losses, engine, x = _simulated(il.HogwildStashed(), parts, A.HOGWILD_STEPS, flush_every=flush_every,
                                         rng_seed=A.RNG_SEED)
     net.eval()
     with torch.no_grad():
@@ -59,8 +59,7 @@ def test_hogwild_pipeline_equals_the_simulated_stale_engine(ranks, parts, flush_
 
 def test_hogwild_is_stale_not_end_to_end(ranks):
     # The same batches under plain end-to-end give other weights below the top (the delays matter).
-    net, _, _, _ = _simulated(lambda n, s, **o: il.SimulatedEngine(n, s, **{k: v for k, v in o.items() if k != "total_steps"}),
-                              il.EndToEnd(), "bn", A.HOGWILD_STEPS, rng_seed=A.RNG_SEED)
+    net, _, _, _ = _simulated(il.EndToEnd(), "bn", A.HOGWILD_STEPS, rng_seed=A.RNG_SEED)
     got = ranks[0]["hogwild-bn-0"]["state"]
     want = component_state(net, 0)
     assert any(not torch.equal(got[key], want[key]) for key in want if want[key].is_floating_point())
@@ -69,10 +68,8 @@ def test_hogwild_is_stale_not_end_to_end(ranks):
 @pytest.mark.parametrize("parts,buffer_size", LOCKSTEP_CASES)
 def test_async_in_lockstep_equals_the_simulated_round_robin_and_synchronous_local(ranks, parts, buffer_size):
     strategy = il.AsyncLocal(buffer_size=buffer_size, schedule="round_robin")
-    net, losses, _, _ = _simulated(il.ReplayEngine, strategy, parts, A.ASYNC_STEPS)
-    local_net, local_losses, _, _ = _simulated(
-        lambda n, s, **o: il.SimulatedEngine(n, s, **{k: v for k, v in o.items() if k != "total_steps"}),
-        il.Local(), parts, A.ASYNC_STEPS)
+    net, losses, _, _ = _simulated(strategy, parts, A.ASYNC_STEPS)
+    local_net, local_losses, _, _ = _simulated(il.Local(), parts, A.ASYNC_STEPS)
     assert losses == local_losses
     for k in range(A.K):
         got = ranks[k][f"lockstep-{parts}-{buffer_size}"]
@@ -108,16 +105,16 @@ def test_the_rank_engines_refuse_what_they_cannot_run():
     blocks, heads, _, _, loss_fn = H.ALL_PARTS["mlp"](2, seed=0)
     net = il.ComponentNet(blocks=blocks, heads=heads)
     with pytest.raises(ValueError, match="total_steps"):
-        il.engines.ReplayRankEngine(copy.deepcopy(net), il.AsyncLocal(), total_steps=0, optimizer=H.sgd, loss_fn=loss_fn)
+        il.Engine(copy.deepcopy(net), il.AsyncLocal(), runtime="ranks", total_steps=0, optimizer=H.sgd, loss_fn=loss_fn)
     with pytest.raises(ValueError, match="split_backward"):
-        il.engines.StaleRankEngine(copy.deepcopy(net), il.HogwildStashed(), total_steps=3, split_backward=True,
+        il.Engine(copy.deepcopy(net), il.HogwildStashed(), runtime="ranks", total_steps=3, split_backward=True,
                                    optimizer=H.sgd, loss_fn=loss_fn)
     with pytest.raises(ValueError, match="flush_every"):
-        il.engines.StaleRankEngine(copy.deepcopy(net), il.HogwildStashed(), total_steps=3, flush_every=-1, optimizer=H.sgd, loss_fn=loss_fn)
-    with pytest.raises(ValueError, match="create_distributed"):
-        il.DistributedEngine(copy.deepcopy(net), il.HogwildStashed(), optimizer=H.sgd, loss_fn=loss_fn)
+        il.Engine(copy.deepcopy(net), il.HogwildStashed(), runtime="ranks", total_steps=3, flush_every=-1, optimizer=H.sgd, loss_fn=loss_fn)
+    with pytest.raises(ValueError, match="needs the run's length: pass total_steps"):
+        il.Engine(copy.deepcopy(net), il.HogwildStashed(), runtime="ranks", optimizer=H.sgd, loss_fn=loss_fn)
     with pytest.raises(ValueError, match="one process only"):
-        il.engines.create_distributed(copy.deepcopy(net), il.Sequential(), total_steps=3, optimizer=H.sgd, loss_fn=loss_fn)
+        il.Engine(copy.deepcopy(net), il.Sequential(), runtime="ranks", total_steps=3, optimizer=H.sgd, loss_fn=loss_fn)
 
 
 # -- through the training program (interlock train --engine distributed) ----------------------------

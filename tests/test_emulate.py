@@ -131,7 +131,7 @@ def test_batch_is_seeded_and_shaped():
 def test_engine_measurements_follow_the_clock(strategy):
     K, fwd, bwd = 3, 0.02, 0.02
     net = emulated_net(K, forward_s=fwd, backward_s=bwd, split=0.5)
-    engine = il.SimulatedEngine(net, strategy, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), loss_fn=F.cross_entropy)
+    engine = il.Engine(net, strategy, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), loss_fn=F.cross_entropy)
     x, y = emulated_batch(8, seed=0)
     engine.step(x, y)  # warm-up (first calls of the head and optimizer)
     # A loaded machine can stretch any one sleep, so each action's upper limit is checked on its
@@ -166,7 +166,7 @@ def test_pipeline_stage_costs_come_from_an_end_to_end_runs_actions():
 
     K, m, steps = 3, 2, 2
     net = emulated_net(K, forward_s=0.02 / m, backward_s=0.04 / m, split=0.5)
-    engine = il.SimulatedEngine(net, il.EndToEnd(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+    engine = il.Engine(net, il.EndToEnd(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
                                 loss_fn=F.cross_entropy, split_backward=True, microbatches=m)
     x, y = emulated_batch(8, seed=0)
     engine.step(x, y)

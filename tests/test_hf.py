@@ -50,7 +50,7 @@ def test_three_end_to_end_steps_equal_a_plain_loop_on_the_unsplit_tied_model(nam
     plain = copy.deepcopy(model)
     assert plain.get_output_embeddings().weight is plain.get_input_embeddings().weight  # tied
     net = adapt(model, components=3, heads=None)
-    engine = il.SimulatedEngine(net, il.EndToEnd(), optimizer=T.sgd, loss_fn=T.token_loss)
+    engine = il.Engine(net, il.EndToEnd(), optimizer=T.sgd, loss_fn=T.token_loss)
     opt = T.sgd(plain.parameters())
     for x, y in T.token_batches():
         engine.step(x, y)
@@ -67,7 +67,7 @@ def test_three_end_to_end_steps_equal_a_plain_loop_on_the_unsplit_tied_model(nam
 def test_interlocking_with_paper_heads_keeps_every_tied_copy_equal():
     model = T.tiny_gpt2(layers=3)
     net = adapt(model, components=3, heads="transformer", head_kw={"n_head": 4})
-    engine = il.SimulatedEngine(net, il.Interlocking(2), optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2), loss_fn=T.token_loss)
+    engine = il.Engine(net, il.Interlocking(2), optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2), loss_fn=T.token_loss)
     for x, y in T.token_batches():
         engine.step(x, y)
     wte = model.get_input_embeddings().weight
@@ -87,7 +87,7 @@ def test_adapt_refuses_what_it_cannot_split():
 def test_distributed_equals_simulated_on_an_adapted_gpt2():
     ranks = run_local(T.rank_main, 2, 2, timeout_s=180)
     net = adapt(T.tiny_gpt2(), components=2, heads="lm")
-    engine = il.SimulatedEngine(net, il.Interlocking(2), optimizer=T.sgd, loss_fn=T.token_loss)
+    engine = il.Engine(net, il.Interlocking(2), optimizer=T.sgd, loss_fn=T.token_loss)
     for x, y in T.token_batches():
         engine.step(x, y)
     want = T.states(net)

@@ -11,7 +11,7 @@ from torch import nn
 
 import interlock as il
 from interlock.training.config import load_config
-from interlock.engines.stale import hogwild_timeline, hogwild_versions
+from interlock.engine.policies.hogwild import hogwild_timeline, hogwild_versions
 from interlock.core.strategies import mismatch
 from reference import PARTS, scalar_net, state_of, weights
 
@@ -49,7 +49,7 @@ def test_two_scalar_components_by_hand():
     # w1 stays 1 until step 2, and the three gradients 0.5, 0.32, 0.2048 (each 2 r w2 at the top's
     # weights of that batch) land at step 2 and at the drain.
     net = scalar_net([1.0, 0.5])
-    engine = il.HogwildEngine(net, il.Hogwild(), optimizer=sgd(0.1), loss_fn=F.mse_loss, total_steps=3)
+    engine = il.Engine(net, il.Hogwild(), optimizer=sgd(0.1), loss_fn=F.mse_loss, total_steps=3)
     x, y = torch.ones(1, 1), torch.zeros(1, 1)
     engine.step(x, y)  # r = 0.5: top gradient 1.0 -> w2 = 0.4; g_1 = 2 r w2 = 0.5 sent down
     assert weights(net) == pytest.approx([1.0, 0.4])
@@ -57,7 +57,7 @@ def test_two_scalar_components_by_hand():
     assert weights(net) == pytest.approx([1.0, 0.32])
     engine.step(x, y)  # r = 0.32: w2 = 0.256; w1 applies 0.5 -> 0.95, then the drain 0.32 and 0.2048
     assert weights(net) == pytest.approx([0.89752, 0.256])
-    assert not any(engine.inputs) and not any(engine.grads)
+    assert not any(engine.policy.inputs) and not any(engine.policy.grads)
 
 
 def test_three_scalar_components_by_hand_show_the_mismatch():
@@ -67,23 +67,24 @@ def test_three_scalar_components_by_hand_show_the_mismatch():
     # runs batch 0 at step 2: gradient 0.5 x stored input 1 -> w2 = 0.95, sends 0.5 x w2 (1, its weight
     # when the backward reached it).
     net = scalar_net([1.0, 1.0, 0.5])
-    engine = il.HogwildEngine(net, il.Hogwild(), optimizer=sgd(0.1), loss_fn=F.mse_loss, track_versions=True)
+    engine = il.Engine(net, il.Hogwild(), optimizer=sgd(0.1), loss_fn=F.mse_loss)
+    engine.policy.track_versions()
     x, y = torch.ones(1, 1), torch.zeros(1, 1)
     for _ in range(3):
         engine.step(x, y)
     assert weights(net) == pytest.approx([1.0, 0.95, 0.256])
-    assert engine.grads[0][0].item() == pytest.approx(0.5)  # 0.5 (from above) x w2 = 1 at the backward
+    assert engine.policy.grads[0][0].item() == pytest.approx(0.5)  # 0.5 (from above) x w2 = 1 at the backward
     engine.step(x, y)
     # Step 3: batch 3's forward meets w2 = 0.95, so a2 = 0.95 and r = 0.95 x 0.256 = 0.2432: w3 = 0.256 -
     # 0.1 x 2 x 0.2432 x 0.95 = 0.209792. Component 2 runs batch 1: output gradient 0.32 (from step 1),
     # stored input 1 -> w2 = 0.95 - 0.032 = 0.918, and sends 0.32 x 0.95: the w2 the backward met, while
     # batch 1's forward had used w2 = 1 (the mismatch of Fig. 3).
     assert weights(net) == pytest.approx([1.0, 0.918, 0.209792])
-    assert engine.grads[0][1].item() == pytest.approx(0.32 * 0.95)
+    assert engine.policy.grads[0][1].item() == pytest.approx(0.32 * 0.95)
     engine.step(x, y)
     # Step 4: component 1 runs batch 0 (D_1 = 4): its gradient 0.5 x stored input 1 -> w1 = 0.95.
     assert weights(net)[0] == pytest.approx(0.95)
-    assert engine.versions[1][1] == (0, 1)  # batch 1 at component 2: forward at w2^(0), backward at w2^(1)
+    assert engine.policy.versions[1][1] == (0, 1)  # batch 1 at component 2: forward at w2^(0), backward at w2^(1)
 
 
 def reference_hogwild(ws, batches, *, lr):
@@ -123,8 +124,8 @@ def test_scalar_chains_follow_the_definition(K):
     ws = [0.9, 1.1, 0.8, 1.05][:K]
     batches = [(v, 0.5 * v) for v in (1.0, -0.5, 2.0, 0.3, -1.2, 0.7, 1.5, -0.9, 0.4)]
     net = scalar_net(ws)
-    engine = il.HogwildEngine(net, il.Hogwild(), optimizer=sgd(0.05), loss_fn=F.mse_loss, total_steps=len(batches),
-                              track_versions=True)
+    engine = il.Engine(net, il.Hogwild(), optimizer=sgd(0.05), loss_fn=F.mse_loss, total_steps=len(batches))
+    engine.policy.track_versions()
     for x, y in batches:
         engine.step(torch.tensor([[x]]), torch.tensor([[y]]))
     assert weights(net) == pytest.approx(reference_hogwild(ws, batches, lr=0.05), rel=1e-5)
@@ -132,22 +133,22 @@ def test_scalar_chains_follow_the_definition(K):
     fig = hogwild_versions(K, 4 * len(batches))
     for k in range(K):
         for s in range(len(batches) - mismatch(K)[k]):
-            assert engine.versions[k][s] == fig[k][s], (K, k, s)
+            assert engine.policy.versions[k][s] == fig[k][s], (K, k, s)
 
 
 def test_it_differs_from_the_stashing_variant_and_one_component_is_end_to_end():
     x, y = torch.ones(1, 1), torch.zeros(1, 1)
     paper, stashed = scalar_net([1.0, 1.0, 0.5]), scalar_net([1.0, 1.0, 0.5])
-    a = il.HogwildEngine(paper, il.Hogwild(), optimizer=sgd(0.1), loss_fn=F.mse_loss, total_steps=6)
-    b = il.StaleEngine(stashed, il.HogwildStashed(), optimizer=sgd(0.1), loss_fn=F.mse_loss, total_steps=6)
+    a = il.Engine(paper, il.Hogwild(), optimizer=sgd(0.1), loss_fn=F.mse_loss, total_steps=6)
+    b = il.Engine(stashed, il.HogwildStashed(), optimizer=sgd(0.1), loss_fn=F.mse_loss, total_steps=6)
     for _ in range(6):
         a.step(x, y), b.step(x, y)
     assert weights(paper) != pytest.approx(weights(stashed), rel=1e-3)
     blocks, heads, bx, by, loss_fn = PARTS["bn"](1, seed=3)
     one = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads))
     e2e = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads))
-    ha = il.HogwildEngine(one, il.Hogwild(), optimizer=sgd(0.1), loss_fn=loss_fn)
-    hb = il.SimulatedEngine(e2e, il.EndToEnd(), optimizer=sgd(0.1), loss_fn=loss_fn)
+    ha = il.Engine(one, il.Hogwild(), optimizer=sgd(0.1), loss_fn=loss_fn)
+    hb = il.Engine(e2e, il.EndToEnd(), optimizer=sgd(0.1), loss_fn=loss_fn)
     for s in range(3):
         la, lb = ha.step(bx.roll(s, 0), by.roll(s, 0)).losses, hb.step(bx.roll(s, 0), by.roll(s, 0)).losses
         assert list(la) == pytest.approx(list(lb))
@@ -167,7 +168,7 @@ def test_a_recomputed_backward_draws_its_forwards_dropout_mask():
     net = il.ComponentNet(blocks=blocks, heads=heads)
     seen = []
     net.blocks[0].register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()) if o.device.type != "meta" else None)
-    engine = il.HogwildEngine(net, il.Hogwild(), optimizer=sgd(0.1), loss_fn=loss_fn)
+    engine = il.Engine(net, il.Hogwild(), optimizer=sgd(0.1), loss_fn=loss_fn)
     for s in range(3):
         engine.step(x.roll(s, 0), y.roll(s, 0))
     assert len(seen) == 4  # forwards of batches 0, 1, 2 and the recomputation of batch 0
@@ -181,7 +182,7 @@ def test_resume_keeps_the_batches_in_flight_and_batchnorm_moves_once_per_forward
     blocks, heads, x, y, loss_fn = build(K, seed=4)
     opt = lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9)
     data = [(x.roll(s, 0), y.roll(s, 0)) for s in range(7)]
-    make = lambda b, h: il.HogwildEngine(il.ComponentNet(blocks=b, heads=h), il.Hogwild(), optimizer=opt, loss_fn=loss_fn,
+    make = lambda b, h: il.Engine(il.ComponentNet(blocks=b, heads=h), il.Hogwild(), optimizer=opt, loss_fn=loss_fn,
                                          total_steps=7, rng_seed=5)
     full = make(copy.deepcopy(blocks), copy.deepcopy(heads))
     for bx, by in data:
@@ -192,7 +193,7 @@ def test_resume_keeps_the_batches_in_flight_and_batchnorm_moves_once_per_forward
     for bx, by in data[:3]:
         part.step(bx, by)
     saved = copy.deepcopy([part.component_state(k) for k in range(K)])
-    assert [len(s["hogwild"]["inputs"]) for s in saved] == [3, 2, 0]  # batches 0-2 in flight on component 1
+    assert [len(s["policy"]["inputs"]) for s in saved] == [3, 2, 0]  # batches 0-2 in flight on component 1
     resumed = make(*build(K, seed=9)[:2])
     for k, s in enumerate(saved):
         resumed.load_component_state(k, s)
@@ -207,5 +208,3 @@ def test_hogwild_from_the_config_runs_in_one_process_only():
     assert load_config(None, ["steps=2", "strategy=hogwild-stashed"]).strategy_obj == il.HogwildStashed()
     with pytest.raises(ValueError, match="hogwild runs in one process only"):
         load_config(None, ["steps=2", "strategy=hogwild", "engine=distributed"])
-    with pytest.raises(ValueError, match="HogwildEngine runs the paper's Hogwild"):
-        il.HogwildEngine(scalar_net([1.0]), il.HogwildStashed(), optimizer=sgd(0.1), loss_fn=F.mse_loss)

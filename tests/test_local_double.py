@@ -40,7 +40,7 @@ def test_a_step_matches_the_brute_force_reference_on_the_merged_network():
     blocks, heads, x, y, loss_fn = PARTS["bn"](K, seed=3)
     data = [(x.roll(s, 0), y.roll(s, 0)) for s in range(2)]
     net = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads))
-    engine = il.SimulatedEngine(net, il.LocalDouble(), optimizer=sgd, loss_fn=loss_fn)
+    engine = il.Engine(net, il.LocalDouble(), optimizer=sgd, loss_fn=loss_fn)
     assert engine.num_components == 3 and len(engine.workers) == 3
     losses = [engine.step(bx, by).losses for bx, by in data]
     # The reference: local learning (n = 1) of the network written by hand with pairs merged.

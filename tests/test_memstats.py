@@ -31,7 +31,7 @@ def chain(K: int) -> il.ComponentNet:
 
 
 def engine(net, strategy, **kw):
-    return il.SimulatedEngine(net, strategy, optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+    return il.Engine(net, strategy, optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
                               loss_fn=F.cross_entropy, **kw)
 
 

@@ -37,7 +37,7 @@ def train(K, strategy, *, parts="mlp", seed=0, heads_none=(), weights=None, **op
     blocks, heads, x, y, loss_fn = PARTS[parts](K, seed=seed)
     heads = [None if k in heads_none else h for k, h in enumerate(heads)]
     net = il.ComponentNet(blocks=blocks, heads=heads)
-    engine = il.SimulatedEngine(net, strategy, optimizer=sgd, loss_fn=loss_fn, loss_weights=weights, **opts)
+    engine = il.Engine(net, strategy, optimizer=sgd, loss_fn=loss_fn, loss_weights=weights, **opts)
     losses = [engine.step(bx, by).losses for bx, by in batches_for(x, y)]
     return net, losses, engine
 
@@ -74,7 +74,7 @@ def test_microbatched_equals_whole_batch_on_every_strategy(K):
             assert_close_losses(losses, whole_losses, f"{name} m={m}")
             if m > 1:
                 assert all(w.schedule.count(S.Update()) == 1 for w in engine.workers)  # one update per step
-                assert engine.transport.pending() == 0
+                assert engine.runtime.transport.pending() == 0
 
 
 @pytest.mark.parametrize("strategy,heads_none", [(il.EndToEnd(), (0, 1)), (il.Interlocking(2), (0,)), (il.Interlocking(3, "sum"), ())])
@@ -145,16 +145,16 @@ def test_microbatches_are_validated():
     net = il.ComponentNet(blocks=blocks, heads=heads)
     for bad in (0, -1, True, 2.0, "2"):
         with pytest.raises(ValueError, match=r"microbatches=.*: give an integer m >= 1"):
-            il.SimulatedEngine(net, il.Local(), optimizer=sgd, loss_fn=loss_fn, microbatches=bad)
-    engine = il.SimulatedEngine(net, il.Interlocking(2), optimizer=sgd, loss_fn=loss_fn, microbatches=4)
+            il.Engine(net, il.Local(), optimizer=sgd, loss_fn=loss_fn, microbatches=bad)
+    engine = il.Engine(net, il.Interlocking(2), optimizer=sgd, loss_fn=loss_fn, microbatches=4)
     before = copy.deepcopy(state_of([net]))
     with pytest.raises(ValueError, match=r"a batch of 6 examples does not split into 4 equal micro-batches; use a batch size divisible by microbatches=4"):
         engine.step(x, y)
     assert all(torch.equal(before[k], v) for k, v in state_of([net]).items())  # nothing moved
-    with pytest.raises(ValueError, match=r"async-local runs an engine of its own.*leave microbatches=1"):
-        il.engines.create(net, il.AsyncLocal(), total_steps=3, optimizer=sgd, loss_fn=loss_fn, microbatches=2)
+    with pytest.raises(ValueError, match=r"async-local does not cut batches into micro-batches.*leave microbatches=1"):
+        il.Engine(net, il.AsyncLocal(), total_steps=3, optimizer=sgd, loss_fn=loss_fn, microbatches=2)
     with pytest.raises(ValueError, match=r"split_backward='yes'"):
-        il.SimulatedEngine(net, il.Local(), optimizer=sgd, loss_fn=loss_fn, split_backward="yes")
+        il.Engine(net, il.Local(), optimizer=sgd, loss_fn=loss_fn, split_backward="yes")
 
 
 # -- the schedules ----------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ def test_weight_pass_from_kept_gradients_equals_a_full_pass(parts, n, mix):
 def test_microbatched_emulated_actions_cost_what_the_clock_charges(m):
     K, fwd, bwd = 3, 0.02, 0.02
     net = emulated_net(K, forward_s=fwd / m, backward_s=bwd / m, split=0.5)
-    engine = il.SimulatedEngine(net, il.Interlocking(3, "sum"), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+    engine = il.Engine(net, il.Interlocking(3, "sum"), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
                                 loss_fn=F.cross_entropy, microbatches=m)
     x, y = emulated_batch(8, seed=0)
     engine.step(x, y)  # warm-up

@@ -77,7 +77,7 @@ class RecordingSGD(torch.optim.SGD):
 
 def gradient_magnitudes(net: il.ComponentNet, strategy, x, y, loss_fn) -> tuple[dict[str, float | None], list[float]]:
     seen: dict[int, float | None] = {}
-    engine = il.SimulatedEngine(net, strategy, optimizer=lambda ps: RecordingSGD(ps, seen), loss_fn=loss_fn)
+    engine = il.Engine(net, strategy, optimizer=lambda ps: RecordingSGD(ps, seen), loss_fn=loss_fn)
     losses = engine.step(x, y).losses
     return {name: seen.get(id(p)) for name, p in net.named_parameters()}, losses
 
@@ -317,7 +317,7 @@ def test_gpt_heads_share_the_embedding_in_its_component_and_copy_it_elsewhere():
     assert models.create("gpt", components=3, heads="transformer", head_kw={"n_head": 8}, **TOKENS).heads[1].blocks[0].attn.n_head == 8
     net.check(torch.zeros(2, 8, dtype=torch.long))  # no parameter shared across components
     x, y, loss_fn = batch("gpt", TOKENS)
-    engine = il.SimulatedEngine(net, il.EndToEnd(), optimizer=lambda ps: torch.optim.SGD(ps, lr=0.5), loss_fn=loss_fn)
+    engine = il.Engine(net, il.EndToEnd(), optimizer=lambda ps: torch.optim.SGD(ps, lr=0.5), loss_fn=loss_fn)
     engine.step(x, y)
     assert not torch.equal(net.heads[-1].proj.weight, wte)  # copies, so they train apart
     assert net.heads[0].lm.proj.weight is wte
@@ -339,7 +339,7 @@ def test_tied_embedding_gradient_is_the_sum_of_its_roles():
                         seen[id(p)] = p.grad.clone()
             return super().step(closure)
 
-    engine = il.SimulatedEngine(net, il.Interlocking(2), optimizer=lambda ps: Capture(ps, lr=0.0), loss_fn=loss_fn)
+    engine = il.Engine(net, il.Interlocking(2), optimizer=lambda ps: Capture(ps, lr=0.0), loss_fn=loss_fn)
     engine.step(x, y)
     wte = net.blocks[0][0][0].wte.weight
     # Brute force: L_1 with the block's output detached (the head's role), plus L_2 through everything.

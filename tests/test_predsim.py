@@ -109,7 +109,7 @@ def test_predsim_heads_train_under_the_gradient_contract(n):
     ref_blocks, ref_heads = copy.deepcopy(blocks), copy.deepcopy(heads)
     net = il.ComponentNet(blocks=blocks, heads=heads)
     sim_before = heads[0].sim.weight.detach().clone()
-    engine = il.SimulatedEngine(net, il.Interlocking(n), optimizer=lambda p: torch.optim.SGD(p, lr=lr),
+    engine = il.Engine(net, il.Interlocking(n), optimizer=lambda p: torch.optim.SGD(p, lr=lr),
                                 loss_fn=F.cross_entropy)
     engine.step(x, y)
     brute_force_step(ref_blocks, ref_heads, x, y, n, lr)

@@ -184,10 +184,10 @@ def test_distributed_async_dgl_logs_every_component_without_sync_points_and_boun
             assert r[f"busy_s_per_step_{k}"] > 0
     folder = latest_checkpoint(run_dir)
     for k in (2, 3):  # no entry was read more than once while the rank below still sent
-        replay = torch.load(folder / f"component_{k}.pt", weights_only=False)["replay_rank"]
+        replay = torch.load(folder / f"component_{k}.pt", weights_only=False)["policy"]
         assert replay["bounded_reads"] == 1, (k, replay)
     # Component 2 reads what the 3x slower component 1 sends: without the bound it rereads, with it it waits.
-    assert torch.load(folder / "component_2.pt", weights_only=False)["replay_rank"]["waits_for_reuse"] > 0
+    assert torch.load(folder / "component_2.pt", weights_only=False)["policy"]["waits_for_reuse"] > 0
 
 
 def test_simulated_async_dgl_skips_overused_draws_as_the_reference_code_does(tmp_path):
@@ -195,7 +195,7 @@ def test_simulated_async_dgl_skips_overused_draws_as_the_reference_code_does(tmp
                          "replay.slow_component=1", "checkpoint_every=20"))
     free = run(config(tmp_path / "f", "steps=20", "strategy=async-local", "replay.slowdown=4", "replay.slow_component=1",
                       "checkpoint_every=20"))
-    reads = lambda d, k: torch.load(latest_checkpoint(d) / f"component_{k}.pt", weights_only=False)["replay"]["buffer"]["most_reads"]
+    reads = lambda d, k: torch.load(latest_checkpoint(d) / f"component_{k}.pt", weights_only=False)["policy"]["buffer"]["most_reads"]
     assert reads(tmp_path / "b", 1) == 1 and reads(tmp_path / "f", 1) > 1  # B_1, read by component 2
     assert bounded.history[-2]["skipped_draws"] > free.history[-2]["skipped_draws"]
     with pytest.raises(ValueError, match="replay.max_reuse=-1"):

@@ -9,8 +9,8 @@ import torch
 
 import interlock as il
 from interlock.training.config import load_config
-from interlock.engines.buffer import ReplayBuffer
-from interlock.engines.replay import ComponentSampler
+from interlock.engine.policies.buffer import ReplayBuffer
+from interlock.engine.policies.replay import ComponentSampler
 from reference import PARTS, state_of
 
 
@@ -117,14 +117,14 @@ def test_buffer_of_one_round_robin_equals_synchronous_local_bit_for_bit(parts):
     blocks, heads, x, y, loss_fn = PARTS[parts](K, seed=11)
     data = batches(x, y, steps)
     local_net = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads))
-    local = il.SimulatedEngine(local_net, il.Local(), optimizer=sgd, loss_fn=loss_fn)
+    local = il.Engine(local_net, il.Local(), optimizer=sgd, loss_fn=loss_fn)
     local_losses = [local.step(bx, by).losses for bx, by in data]
 
     net = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads))
-    engine = il.ReplayEngine(net, il.AsyncLocal(buffer_size=1, schedule="round_robin"), optimizer=sgd,
+    engine = il.Engine(net, il.AsyncLocal(buffer_size=1, schedule="round_robin"), optimizer=sgd,
                              loss_fn=loss_fn, total_steps=steps)
     losses = [engine.step(bx, by).losses for bx, by in data]
-    assert engine.finished and not engine.wants_more and engine.updates == [steps] * K
+    assert engine.policy.finished and not engine.wants_more and engine.policy.updates == [steps] * K
     assert losses == local_losses
     a, b = state_of([net]), state_of([local_net])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # BatchNorm statistics included
@@ -136,7 +136,7 @@ def run_to_quota(engine, data, quota):
     while i < quota or engine.wants_more:
         bx, by = data[i % len(data)]
         steps.append(engine.step(bx, by))
-        assert all(u <= quota for u in engine.updates)
+        assert all(u <= quota for u in engine.policy.updates)
         i += 1
     return steps
 
@@ -146,7 +146,7 @@ def test_quota_every_component_makes_exactly_its_updates_and_a_finished_one_stop
     blocks, heads, x, y, loss_fn = PARTS["bn"](K, seed=4)
     net = il.ComponentNet(blocks=blocks, heads=heads)
     # Component 2 is drawn 4x less often: components 1 and 3 make their quota long before it.
-    engine = il.ReplayEngine(net, il.AsyncLocal(buffer_size=2, slowdown=4.0, slow_component=2, seed=3),
+    engine = il.Engine(net, il.AsyncLocal(buffer_size=2, slowdown=4.0, slow_component=2, seed=3),
                              optimizer=sgd, loss_fn=loss_fn, total_steps=quota)
     data = batches(x, y, 5)
     frozen = None
@@ -154,29 +154,29 @@ def test_quota_every_component_makes_exactly_its_updates_and_a_finished_one_stop
     while i < quota or engine.wants_more:
         result = engine.step(*data[i % len(data)])
         i += 1
-        if engine.updates[0] == quota and frozen is None:
+        if engine.policy.updates[0] == quota and frozen is None:
             frozen = copy.deepcopy(state_of([net.blocks[0], net.heads[0]]))  # component 1 just finished
         assert result.updated[0] == (i <= quota)  # component 1 trains on each of the first `quota` batches only
-    assert engine.updates == [quota] * K and engine.finished
+    assert engine.policy.updates == [quota] * K and engine.policy.finished
     assert i > quota  # component 2 needed more batches, fed through the finished component 1
     after = state_of([net.blocks[0], net.heads[0]])
     assert all(torch.equal(after[k], frozen[k]) for k in after)  # parameters and BatchNorm statistics
-    assert engine.skipped > 0  # component 3's draws once it finished (and any before B_2 held something)
+    assert engine.policy.skipped > 0  # component 3's draws once it finished (and any before B_2 held something)
     row = engine.counters()
-    assert [row[f"updates_{k}"] for k in (1, 2, 3)] == [quota] * 3 and row["draws"] == engine.sampler.draws
+    assert [row[f"updates_{k}"] for k in (1, 2, 3)] == [quota] * 3 and row["draws"] == engine.policy.sampler.draws
 
 
 def test_starved_components_are_skipped_until_something_is_written_below():
     K = 4
     blocks, heads, x, y, loss_fn = PARTS["mlp"](K, seed=2)
-    engine = il.ReplayEngine(il.ComponentNet(blocks=blocks, heads=heads), il.AsyncLocal(seed=5), optimizer=sgd,
+    engine = il.Engine(il.ComponentNet(blocks=blocks, heads=heads), il.AsyncLocal(seed=5), optimizer=sgd,
                              loss_fn=loss_fn, total_steps=50)
     result = engine.step(x, y)
     # Before component 1's first batch every buffer is empty; afterwards component j can only have
     # trained if component j-1 trained before it.
     assert result.updated[0]
     for j in range(1, K):
-        assert engine.updates[j] <= engine.updates[j - 1] or engine.updates[j - 1] > 0
+        assert engine.policy.updates[j] <= engine.policy.updates[j - 1] or engine.policy.updates[j - 1] > 0
 
 
 def test_resume_from_component_states_continues_the_same_draws():
@@ -184,7 +184,7 @@ def test_resume_from_component_states_continues_the_same_draws():
     blocks, heads, x, y, loss_fn = PARTS["bn"](K, seed=8)
     data = batches(x, y, 4)
     strategy = il.AsyncLocal(buffer_size=3, slowdown=2.0, slow_component=3, seed=1)
-    make = lambda b, h: il.ReplayEngine(il.ComponentNet(blocks=b, heads=h), strategy, optimizer=sgd, loss_fn=loss_fn,
+    make = lambda b, h: il.Engine(il.ComponentNet(blocks=b, heads=h), strategy, optimizer=sgd, loss_fn=loss_fn,
                                         total_steps=quota)
     full = make(copy.deepcopy(blocks), copy.deepcopy(heads))
     full_losses = [r.losses for r in run_to_quota(full, data, quota)]
@@ -197,10 +197,10 @@ def test_resume_from_component_states_continues_the_same_draws():
         resumed.load_component_state(k, state)
     rest = [resumed.step(*data[i % len(data)]).losses for i in range(3, len(full_losses))]
     torch.testing.assert_close(torch.tensor(first + rest), torch.tensor(full_losses), rtol=0, atol=0, equal_nan=True)
-    assert resumed.updates == full.updates and resumed.sampler.draws == full.sampler.draws
+    assert resumed.policy.updates == full.policy.updates and resumed.policy.sampler.draws == full.policy.sampler.draws
     a, b = state_of([resumed.net]), state_of([full.net])
     assert all(torch.equal(a[k], b[k]) for k in a)
-    local_state = il.SimulatedEngine(il.ComponentNet(blocks=blocks, heads=heads), il.Local(), optimizer=sgd,
+    local_state = il.Engine(il.ComponentNet(blocks=blocks, heads=heads), il.Local(), optimizer=sgd,
                                      loss_fn=loss_fn).component_state(0)
     with pytest.raises(ValueError, match="not written by async-local"):
         resumed.load_component_state(0, local_state)

@@ -26,11 +26,11 @@ def test_plan_matches_the_contract_table(K, mix):
 def _messages(strategy, K):
     blocks, heads, x, y, loss_fn = PARTS["mlp"](K, seed=0)
     net = il.ComponentNet(blocks=blocks, heads=heads)
-    engine = il.SimulatedEngine(net, strategy, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), loss_fn=loss_fn)
+    engine = il.Engine(net, strategy, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), loss_fn=loss_fn)
     engine.step(x, y)
-    assert engine.transport.pending() == 0
+    assert engine.runtime.transport.pending() == 0
     sends = [r.action for r in engine.step(x, y).records if isinstance(r.action, S.SendStream)]
-    return engine.transport.messages_sent // 2, sends
+    return engine.runtime.transport.messages_sent // 2, sends
 
 
 def test_local_sends_no_backward_messages():
@@ -82,7 +82,7 @@ def test_the_simulated_engine_runs_one_pass_by_default_and_the_distributed_rule_
     sgd = lambda p: torch.optim.SGD(p, lr=0.1)
 
     def kinds(**kw):
-        engine = il.SimulatedEngine(il.ComponentNet(blocks=blocks, heads=heads), il.EndToEnd(), optimizer=sgd,
+        engine = il.Engine(il.ComponentNet(blocks=blocks, heads=heads), il.EndToEnd(), optimizer=sgd,
                                     loss_fn=loss_fn, **kw)
         return [[a.kind for a in w.schedule] for w in engine.workers]
 

@@ -38,11 +38,11 @@ def test_each_stage_trains_one_component_and_freezes_those_below():
     blocks, heads, x, y, loss_fn = PARTS["bn"](K, seed=5)
     data = batches(x, y, K * per_stage)
     net = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads))
-    engine = il.SequentialEngine(net, il.Sequential(), optimizer=sgd, loss_fn=loss_fn, total_steps=K * per_stage)
+    engine = il.Engine(net, il.Sequential(), optimizer=sgd, loss_fn=loss_fn, total_steps=K * per_stage)
     component = lambda k: copy.deepcopy(state_of([net.blocks[k], net.heads[k]]))
     snapshots = [component(k) for k in range(K)]  # each component's state when its stage starts
     for stage in range(K):
-        assert engine.stage() == stage
+        assert engine.policy.stage() == stage
         start = {k: component(k) for k in range(K)}
         for i in range(per_stage):
             result = engine.step(*data[stage * per_stage + i])
@@ -61,12 +61,12 @@ def test_a_stage_equals_local_training_of_that_component_on_the_frozen_outputs()
     blocks, heads, x, y, loss_fn = PARTS["bn"](K, seed=6)
     data = batches(x, y, K * per_stage)
     net = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads))
-    engine = il.SequentialEngine(net, il.Sequential(), optimizer=sgd, loss_fn=loss_fn, total_steps=K * per_stage)
+    engine = il.Engine(net, il.Sequential(), optimizer=sgd, loss_fn=loss_fn, total_steps=K * per_stage)
     for i in range(per_stage):  # stage 1
         engine.step(*data[i])
     frozen = copy.deepcopy(net.blocks[0]).eval()
     single = il.ComponentNet(blocks=[copy.deepcopy(net.blocks[1])], heads=[copy.deepcopy(net.heads[1])])
-    local = il.SimulatedEngine(single, il.Local(), optimizer=sgd, loss_fn=loss_fn)
+    local = il.Engine(single, il.Local(), optimizer=sgd, loss_fn=loss_fn)
     for i in range(per_stage, 2 * per_stage):  # stage 2, and the reference beside it
         bx, by = data[i]
         seq_loss = engine.step(bx, by).losses[1]

@@ -108,7 +108,7 @@ def test_automatic_split_trains_with_every_tool(balance):
     x, y = torch.randn(6, 2, 4), torch.randint(0, 3, (6,))
     net = split(model, components=3, sample_input=x, balance=balance, heads="linear")
     assert net.num_components == 3 and all(il.parameter_count(b) > 0 for b in net.blocks)
-    engine = il.SimulatedEngine(net, il.Interlocking(2), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+    engine = il.Engine(net, il.Interlocking(2), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
                                 loss_fn=nn.functional.cross_entropy)
     assert len(engine.step(x, y).losses) == 3
     if balance == "flops":  # the two 64-wide products (1024 and 8192 FLOPs per example ...) are kept apart

@@ -39,7 +39,7 @@ def test_tied_gradient_is_the_sum_over_the_untied_copies(name):
     n, mix = CONTRACT[name]
     x, y = batches[0]
     want = reference_step(net, x, y, n=n, mix=mix)
-    engine = il.SimulatedEngine(net, T.STRATEGIES[name], optimizer=T.sgd, loss_fn=T.token_loss)
+    engine = il.Engine(net, T.STRATEGIES[name], optimizer=T.sgd, loss_fn=T.token_loss)
     engine.step(x, y)
     for (key, got), (_, ref) in zip(net.state_dict().items(), want.state_dict().items()):
         torch.testing.assert_close(got, ref, rtol=0, atol=1e-12, msg=f"{name}: {key}")
@@ -52,7 +52,7 @@ def test_copies_stay_equal_and_untied_copies_would_drift():
     net, batches = T.tied_net()
     untied = il.ComponentNet(blocks=copy.deepcopy(list(net.blocks)), heads=copy.deepcopy(list(net.heads)))
     for n_, make in ((net, True), (untied, False)):
-        engine = il.SimulatedEngine(n_, il.Interlocking(2), optimizer=lambda p: torch.optim.Adam(p, lr=0.01), loss_fn=T.token_loss)
+        engine = il.Engine(n_, il.Interlocking(2), optimizer=lambda p: torch.optim.Adam(p, lr=0.01), loss_fn=T.token_loss)
         for x, y in batches:
             engine.step(x, y)
     copies = net.ties[0]
@@ -82,7 +82,7 @@ def test_ties_are_validated():
 def test_engines_that_do_not_sum_tied_gradients_refuse_tied_networks():
     net, _ = T.tied_net()
     with pytest.raises(ValueError, match="tied parameters"):
-        il.engines.create(net, il.Sequential(), optimizer=T.sgd, loss_fn=T.token_loss, total_steps=3)
+        il.Engine(net, il.Sequential(), optimizer=T.sgd, loss_fn=T.token_loss, total_steps=3)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_distributed_tied_gradient_is_the_sum_over_the_untied_copies(ranks3):
 def test_distributed_sums_tied_gradients_as_the_simulated_engine_bit_for_bit(ranks3):
     for name, strategy in T.STRATEGIES.items():
         net, batches = T.tied_net()
-        engine = il.SimulatedEngine(net, strategy, optimizer=T.sgd, loss_fn=T.token_loss)
+        engine = il.Engine(net, strategy, optimizer=T.sgd, loss_fn=T.token_loss)
         for x, y in batches:
             engine.step(x, y)
         for k in range(3):
@@ -119,7 +119,7 @@ def test_distributed_sums_tied_gradients_as_the_simulated_engine_bit_for_bit(ran
 
 def test_local_double_merges_tied_components_and_keeps_the_copies_equal():
     net, batches = T.tied_net(K=4)
-    engine = il.SimulatedEngine(net, il.LocalDouble(), optimizer=T.sgd, loss_fn=T.token_loss)
+    engine = il.Engine(net, il.LocalDouble(), optimizer=T.sgd, loss_fn=T.token_loss)
     for x, y in batches:
         engine.step(x, y)
     merged = engine.net.ties  # the heads of merged members (and the copies they held) are dropped

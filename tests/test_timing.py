@@ -44,7 +44,7 @@ def test_host_clock_on_the_cpu_and_marks_resolve_to_anchor_plus_elapsed():
 
 def test_worker_records_device_marks_that_resolve_into_the_trace_format():
     blocks, heads, x, y, loss_fn = PARTS["mlp"](2, seed=0)
-    engine = il.SimulatedEngine(il.ComponentNet(blocks=blocks, heads=heads), il.Interlocking(2),
+    engine = il.Engine(il.ComponentNet(blocks=blocks, heads=heads), il.Interlocking(2),
                                 optimizer=lambda p: torch.optim.SGD(p, lr=0.1), loss_fn=loss_fn)
     for w in engine.workers:
         w.clock = DeviceClock(torch.device("cuda", 0), event_factory=FakeEvent, synchronize=lambda: None)

@@ -93,7 +93,7 @@ def test_evaluate_matches_a_direct_computation(tmp_path):
     cfg = config(tmp_path, "steps=4")
     task = build_task(cfg.data, seed=0)
     net = build_net(cfg, task)
-    engine = il.SimulatedEngine(net, il.Local(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+    engine = il.Engine(net, il.Local(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
                                 loss_fn=torch.nn.functional.cross_entropy)
     for x, y in list(task.train_batches(epoch=0, start_step=0))[:3]:
         engine.step(x, y)
@@ -118,7 +118,7 @@ def test_evaluation_streams_small_chunks_and_reduces_once_not_per_batch(tmp_path
     # in chunks of EVAL_CHUNK and sum the ensembles' probabilities once per buffer.
     cfg = config(tmp_path, "steps=1", "data.eval_batch_size=50")
     task = build_task(cfg.data, seed=0)
-    engine = il.SimulatedEngine(build_net(cfg, task), il.Local(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+    engine = il.Engine(build_net(cfg, task), il.Local(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
                                 loss_fn=torch.nn.functional.cross_entropy)
     reduced, chunks = [], []
     all_reduce, heads_forward = engine.all_reduce_sum, engine.heads_forward
@@ -327,7 +327,7 @@ def test_heads_command_reports_costs(capsys):
 def test_losses_stay_on_the_device_until_a_log_row_and_divergence_names_the_step_it_happened(tmp_path, monkeypatch):
     # The loop copies the losses to the host once per log row (plus the first step's yardstick),
     # not once per step; a divergence is still reported at the step it happened.
-    from interlock.engines.common import Losses
+    from interlock.engine import Losses
 
     reads = []
     real = Losses._values

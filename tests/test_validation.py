@@ -24,7 +24,7 @@ def test_n_larger_than_K_says_the_limit():
     blocks, heads, *_ = make(4)
     net = il.ComponentNet(blocks=blocks, heads=heads)
     with pytest.raises(ValueError, match=r"n=5 exceeds the 4 components; use n <= 4"):
-        il.SimulatedEngine(net, il.Interlocking(5), optimizer=sgd, loss_fn=F.cross_entropy)
+        il.Engine(net, il.Interlocking(5), optimizer=sgd, loss_fn=F.cross_entropy)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])
@@ -53,13 +53,13 @@ def test_final_head_is_required():
 def test_missing_head_is_fine_for_end_to_end_but_named_for_local():
     blocks, heads, x, y, loss_fn = make(3)
     net = il.ComponentNet(blocks=blocks, heads=[None, heads[1], heads[2]])
-    il.SimulatedEngine(net, il.EndToEnd(), optimizer=sgd, loss_fn=loss_fn).step(x, y)
+    il.Engine(net, il.EndToEnd(), optimizer=sgd, loss_fn=loss_fn).step(x, y)
     with pytest.raises(ValueError, match=r"loss of component 1, but component 1 has no head.*heads\[0\]"):
-        il.SimulatedEngine(net, il.Local(), optimizer=sgd, loss_fn=loss_fn)
+        il.Engine(net, il.Local(), optimizer=sgd, loss_fn=loss_fn)
     # 3-wise "furthest" on 3 components never uses L_1: no head needed there either.
-    il.SimulatedEngine(net, il.Interlocking(3), optimizer=sgd, loss_fn=loss_fn)
+    il.Engine(net, il.Interlocking(3), optimizer=sgd, loss_fn=loss_fn)
     with pytest.raises(ValueError, match="component 1 has no head"):
-        il.SimulatedEngine(net, il.Interlocking(3, "sum"), optimizer=sgd, loss_fn=loss_fn)
+        il.Engine(net, il.Interlocking(3, "sum"), optimizer=sgd, loss_fn=loss_fn)
 
 
 def test_head_that_does_not_fit_is_named_at_construction():
@@ -69,9 +69,9 @@ def test_head_that_does_not_fit_is_named_at_construction():
         il.ComponentNet(blocks=blocks, heads=heads, sample_input=x)
     net = il.ComponentNet(blocks=blocks, heads=heads)
     with pytest.raises(ValueError, match="head 2 does not accept"):
-        il.SimulatedEngine(net, il.Local(), optimizer=sgd, loss_fn=loss_fn, sample_input=x)
+        il.Engine(net, il.Local(), optimizer=sgd, loss_fn=loss_fn, sample_input=x)
     # Without a sample at construction, the first step checks before any parameter moves.
-    engine = il.SimulatedEngine(net, il.Local(), optimizer=sgd, loss_fn=loss_fn)
+    engine = il.Engine(net, il.Local(), optimizer=sgd, loss_fn=loss_fn)
     before = blocks[0][0].weight.detach().clone()
     with pytest.raises(ValueError, match="head 2 does not accept"):
         engine.step(x, y)
@@ -117,18 +117,18 @@ def test_bad_loss_weights(weights, match):
     blocks, heads, *_ = make(3)
     net = il.ComponentNet(blocks=blocks, heads=heads)
     with pytest.raises(ValueError, match=match):
-        il.SimulatedEngine(net, il.Local(), optimizer=sgd, loss_fn=F.cross_entropy, loss_weights=weights)
+        il.Engine(net, il.Local(), optimizer=sgd, loss_fn=F.cross_entropy, loss_weights=weights)
 
 
 def test_optimizer_list_must_match_components():
     blocks, heads, *_ = make(3)
     net = il.ComponentNet(blocks=blocks, heads=heads)
     with pytest.raises(ValueError, match="list of 3 factories"):
-        il.SimulatedEngine(net, il.Local(), optimizer=[sgd, sgd], loss_fn=F.cross_entropy)
+        il.Engine(net, il.Local(), optimizer=[sgd, sgd], loss_fn=F.cross_entropy)
 
 
 def test_not_a_strategy():
     blocks, heads, *_ = make(2)
     net = il.ComponentNet(blocks=blocks, heads=heads)
     with pytest.raises(ValueError, match="strategy must be an interlock strategy"):
-        il.SimulatedEngine(net, "local", optimizer=sgd, loss_fn=F.cross_entropy)
+        il.Engine(net, "local", optimizer=sgd, loss_fn=F.cross_entropy)

@@ -64,13 +64,13 @@ def rank_main(K: int) -> dict:
     from datetime import timedelta
 
     import torch.distributed as dist
-    from interlock.engines.distributed import DistributedEngine
+    from interlock.engine import Engine
 
     dist.init_process_group("gloo", timeout=timedelta(seconds=60))  # once: the engines then leave it open
     out = {}
     for name, strategy in (STRATEGIES.items() if K == 3 else ()):
         net, batches = tied_net(K=K)
-        engine = DistributedEngine(net, strategy, optimizer=sgd, loss_fn=token_loss, timeout_s=60,
+        engine = Engine(net, strategy, runtime="ranks", optimizer=sgd, loss_fn=token_loss, timeout_s=60,
                                    static_shapes=True, total_steps=STEPS)
         for i, (x, y) in enumerate(batches):
             engine.step(x, y)
@@ -82,7 +82,7 @@ def rank_main(K: int) -> dict:
         from interlock.network.hf import adapt
 
         net = adapt(tiny_gpt2(), components=2, heads="lm")
-        engine = DistributedEngine(net, il.Interlocking(2), optimizer=sgd, loss_fn=token_loss, timeout_s=60,
+        engine = Engine(net, il.Interlocking(2), runtime="ranks", optimizer=sgd, loss_fn=token_loss, timeout_s=60,
                                    static_shapes=True, total_steps=STEPS)
         for x, y in token_batches():
             engine.step(x, y)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..checks import count, number
 
@@ -93,14 +93,9 @@ class GradientPlan:
 class Strategy(ABC):
     """How gradients flow; turned into a :class:`GradientPlan` for a given K.
 
-    ``distributed``: whether it runs with one process per component (``--engine distributed``).
-    ``own_engine``: whether its steps are not one pass of a gradient plan over every component,
-    so it has engines of its own (:func:`interlock.engines.create` and ``create_distributed``
-    pick them) instead of :class:`~interlock.engines.SimulatedEngine` / ``DistributedEngine``.
+    What runs a strategy's steps, and on which runtimes, is its registered spec
+    (:mod:`interlock.engine.specs`), not the strategy's.
     """
-
-    distributed: ClassVar[bool] = True
-    own_engine: ClassVar[bool] = False
 
     @abstractmethod
     def plan(self, num_components: int) -> GradientPlan:
@@ -181,7 +176,7 @@ class EndToEnd(Strategy):
         return "end-to-end"
 
 
-# -- strategies that need an engine of their own (interlock.engines.replay, sequential, stale) ----------
+# -- strategies whose steps are their own (interlock.engine.policies: replay, sequential, stashed, hogwild) ----------
 
 
 _SCHEDULES = ("random", "round_robin")
@@ -218,8 +213,8 @@ class AsyncLocal(Strategy):
     batch, component j > 1 reads its input from the replay buffer B_{j-1} of ``buffer_size`` M
     batches written by component j-1. ``schedule="round_robin"`` draws 1, 2, ..., K in turn
     instead (with M = 1 that is synchronous ``Local()``, bit for bit). ``seed`` seeds the draws.
-    Run by :class:`interlock.engines.ReplayEngine` in one process (which documents the buffer
-    policy and quotas) and by :class:`interlock.engines.ReplayRankEngine` with one process per
+    Run by :class:`interlock.engine.policies.replay.ReplayDrawn` in one process (which documents the buffer
+    policy and quotas) and by :class:`~interlock.engine.policies.replay.ReplayRanks` with one process per
     component, where each rank trains at its own real pace and S slows one rank down for real.
     """
 
@@ -230,7 +225,6 @@ class AsyncLocal(Strategy):
     seed: int = 0
     max_reuse: int = 0  # reads of one buffer entry at most (0: no bound, as the reference code's default)
 
-    own_engine: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_async_local(buffer_size=self.buffer_size, slowdown=self.slowdown, slow_component=self.slow_component,
@@ -265,11 +259,9 @@ class Sequential(Strategy):
     component 2 trains on component 1's outputs, and so on: stage k gets ``total_steps / K``
     steps (earlier stages take the remainder). A frozen component runs in eval mode without
     autograd: its parameters and BatchNorm statistics never move again. Run by
-    :class:`interlock.engines.SequentialEngine`.
+    :class:`interlock.engine.policies.sequential.SequentialPolicy`.
     """
 
-    distributed: ClassVar[bool] = False
-    own_engine: ClassVar[bool] = True
 
     def plan(self, num_components: int) -> GradientPlan:
         return Local().plan(num_components)
@@ -303,7 +295,6 @@ class LocalDouble(Strategy):
     them in place.
     """
 
-    distributed: ClassVar[bool] = False
 
     def plan(self, num_components: int) -> GradientPlan:
         return Local().plan(num_components)
@@ -328,11 +319,9 @@ class Hogwild(Strategy):
     *when the backward reaches it*, on the activation its forward computed with older weights:
     :func:`mismatch` gives how many of its own updates lie between the two, 2(K - k) (Fig. 3: the
     fourth batch's forward on component 1 of 3 at theta_0, its backward at theta_3). Run by
-    :class:`interlock.engines.HogwildEngine`, in one process only.
+    :class:`interlock.engine.policies.hogwild.HogwildPolicy`, in one process only.
     """
 
-    distributed: ClassVar[bool] = False
-    own_engine: ClassVar[bool] = True
 
     def plan(self, num_components: int) -> GradientPlan:
         return EndToEnd().plan(num_components)
@@ -349,11 +338,10 @@ class HogwildStashed(Strategy):
     Component k of K applies the gradient of batch t at step t + (K - k), to weights that moved
     since batch t's forward pass, but the gradient itself is computed at the weights that forward
     used (stashed); :func:`staleness` derives the delay. Run by
-    :class:`interlock.engines.StaleEngine` in one process and :class:`interlock.engines.StaleRankEngine`
+    :class:`~interlock.engine.policies.stashed.StashedLocal` in one process and :class:`~interlock.engine.policies.stashed.StashedRanks`
     with one process per component (a real pipeline with weight stashing).
     """
 
-    own_engine: ClassVar[bool] = True
 
     def plan(self, num_components: int) -> GradientPlan:
         return EndToEnd().plan(num_components)

@@ -23,7 +23,7 @@ from ..measure.profiling import recording
 from ..measure.timing import clock_for, resolve
 from ..runtime.transport import Transport
 
-__all__ = ["ComponentWorker", "ActionRecord", "split_microbatches"]
+__all__ = ["ComponentWorker", "ActionRecord", "split_microbatches", "optimizer_update"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -115,8 +115,10 @@ class ComponentWorker:
         self._post_plan, self._post_plan_of = None, None
         self._posted_ahead_for: int | None = None
         self.next_step_follows = False
-        # Called before each update (the engine sums tied copies' gradients there: interlock.network.ties).
+        # Called before each update (the runtime sums tied copies' gradients there: interlock.network.ties).
         self.before_update: Callable[[], None] | None = None
+        # What the Update action does instead of the optimizer step (a policy that applies gradients late).
+        self.apply_update: Callable[[], None] | None = None
         self._state: _StepState | None = None
         self.records: list[ActionRecord] = []
         self._run = {
@@ -186,6 +188,25 @@ class ComponentWorker:
         for action in self.schedule:
             self.run(action)
         return self.end_step()
+
+    def run_alone(self, inp: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """One step of this component on its own, on the input ``inp`` (the batch for component 1, else
+        a_{k-1}): its schedule with the boundary messages served in this process (its transport must
+        be a loopback, :class:`~interlock.runtime.transport.InMemoryTransport`). Returns the detached
+        loss L_k (None without a head) and the output a_k (None for the last component, which sends none).
+
+        The policies whose components train on inputs they did not receive from a neighbour in the
+        same step (async DGL's replay buffers, sequential greedy's frozen components) use this.
+        """
+        k = self.index
+        self.begin_step(inp if k == 0 else None, y, step)
+        if k > 0:
+            self.transport.send(inp, src=k - 1, dst=k, tag=S.activation_tag())
+        for action in self.schedule:
+            self.run(action)
+        sends_up = any(a.send_to(k) == k + 1 for a in self.schedule)
+        out = self.transport.recv(src=k, dst=k + 1, tag=S.activation_tag()) if sends_up else None
+        return self.end_step(), out
 
     def end_step(self) -> torch.Tensor | None:
         """The step's loss L_k (detached; None without a head): the mean over its micro-batches."""
@@ -284,13 +305,23 @@ class ComponentWorker:
     def _update(self, _: S.Update) -> None:
         if self.before_update is not None:
             self.before_update()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.lr_scheduler is not None:
-            self.lr_scheduler.step()
+        if self.apply_update is not None:
+            self.apply_update()
+        else:
+            self.step_optimizer()
         for mb in self._state.micro.values():
             mb.a_in = mb.a_out = mb.kept = None
             mb.streams.clear()
+
+    def step_optimizer(self, grads: "list[torch.Tensor | None] | None" = None) -> None:
+        """The one optimizer update of a component: set ``grads`` (one per parameter of the optimizer, in its
+        order) if given, step the optimizer, zero the gradients, step the LR scheduler."""
+        optimizer_update(self.optimizer, self.lr_scheduler, grads)
+
+    @property
+    def params(self) -> list[nn.Parameter]:
+        """The optimizer's parameters, in its order."""
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -311,6 +342,18 @@ class ComponentWorker:
             return contextlib.nullcontext()
         key = (self.rng_seed, step, self.index, salt) if mb is None else (self.rng_seed, step, self.index, salt, mb)
         return _seeded(hash(key) & 0x7FFF_FFFF_FFFF_FFFF, self._device)
+
+
+def optimizer_update(optimizer: torch.optim.Optimizer, lr_scheduler=None, grads=None) -> None:
+    """One update: the given gradients (one per parameter of ``optimizer``, None to keep ``.grad``), the
+    optimizer's step, gradients zeroed (set to None), the LR scheduler's step. Every policy updates through it."""
+    if grads is not None:
+        for p, g in zip((p for group in optimizer.param_groups for p in group["params"]), grads):
+            p.grad = g
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if lr_scheduler is not None:
+        lr_scheduler.step()
 
 
 def split_microbatches(t: torch.Tensor, m: int) -> tuple[torch.Tensor, ...]:

@@ -4,13 +4,13 @@
     results = run_local(train_one_rank, 4, config)   # calls train_one_rank(config) on ranks 0..3
 
 Each process gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and
-MASTER_PORT (a free port on 127.0.0.1), so a ``DistributedEngine`` made inside ``fn``
+MASTER_PORT (a free port on 127.0.0.1), so an ``Engine(..., runtime="ranks")`` made inside ``fn``
 joins the group as under ``torchrun --standalone --nproc-per-node=K``. ``fn`` must be
 importable (a module-level function) and its arguments picklable: processes start fresh
 ("forkserver" by default: a server process imports torch once and forks each rank from
 it, seconds faster per run than "spawn", which imports torch in every rank). Each rank
 gets the caller's environment as it is at the call. For several machines use torchrun
-(see ``interlock.engines.distributed``).
+(see :mod:`interlock.runtime.ranks`).
 
 If a rank raises or dies, the others are given ``grace_s`` to stop by themselves (a
 rank waiting for a message from a dead peer fails at once, or at the process-group

@@ -36,33 +36,14 @@ __all__ = [
 
 
 def parse_strategy(spec: str, *, replay: "ReplayConfig | None" = None, seed: int = 0) -> Strategy:
-    """'end-to-end' | 'local' | '<n>-wise' | '<n>-wise-sum' | 'async-local' | 'sequential' | 'local-double' | 'hogwild' | 'hogwild-stashed'
-    (the names strategies print).
+    """The strategy a config string names (the registry's names: :func:`interlock.engine.specs.strategy_names`).
 
     ``replay``: the options of async-local (default ``ReplayConfig()``); its draws are seeded by
     ``replay.seed``, or by ``seed`` (the run's) when that is None.
     """
-    s = spec.strip().lower().replace("_", "-")
-    if s in ("end-to-end", "e2e", "endtoend", "backprop"):
-        return EndToEnd()
-    if s in ("local", "1-wise", "greedy", "dgl"):
-        return Local()
-    if s in ("async-local", "async-dgl", "async"):
-        return (replay or ReplayConfig()).strategy(seed)
-    if s in ("sequential", "sequential-greedy"):
-        return Sequential()
-    if s in ("local-double", "1-wise-double", "double"):
-        return LocalDouble()
-    if s in ("hogwild", "stale"):
-        return Hogwild()  # the interlocking paper's (Fig. 3): no weight stashing
-    if s in ("hogwild-stashed", "pipedream"):
-        return HogwildStashed()
-    m = re.fullmatch(r"(\d+)-wise(-sum|-furthest)?", s)
-    if m:
-        return Interlocking(int(m.group(1)), "sum" if m.group(2) == "-sum" else "furthest")
-    raise ValueError(
-        f"unknown strategy {spec!r}; use end-to-end, local, <n>-wise or <n>-wise-sum (e.g. 2-wise), async-local, sequential, local-double, hogwild or hogwild-stashed"
-    )
+    from ..engine.specs import parse_strategy as parse
+
+    return parse(spec, replay=replay, seed=seed)
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -197,14 +178,14 @@ class LRConfig:
 
 @dataclass
 class ReplayConfig:
-    """async-local (asynchronous DGL with replay buffers): see interlock/engines/replay.py."""
+    """async-local (asynchronous DGL with replay buffers): see interlock/engine/policies/replay.py."""
 
     buffer_size: int = 1  # M: batches each replay buffer holds (the reference code's default is 1)
     slowdown: float = 1.0  # S: the slow component is drawn S times less often (1: all equally often)
     slow_component: int = 1  # which component is slow, 1..K
     schedule: str = "random"  # random (draws from the pmf) | round_robin (1, 2, ..., K in turn)
     seed: int | None = None  # seeds the draws; None: the run's seed
-    max_reuse: int = 0  # reads of one buffer entry at most; 0: no bound (the reference code's default); see engines/replay_ranks.py
+    max_reuse: int = 0  # reads of one buffer entry at most; 0: no bound (the reference code's default); see engine/policies/replay.py
 
     def __post_init__(self) -> None:
         check_async_local(buffer_size=self.buffer_size, slowdown=self.slowdown, slow_component=self.slow_component,
@@ -229,13 +210,13 @@ class LossConfig:
 
 @dataclass
 class PipelineConfig:
-    """engine=pipeline: end-to-end training through torch.distributed.pipelining (interlock/engines/pipeline.py)."""
+    """engine=pipeline: end-to-end training through torch.distributed.pipelining (interlock/engine/policies/pipeline.py)."""
 
     schedule: str = "1f1b"  # gpipe | 1f1b | interleaved-1f1b | zb1p (PyTorch's zero-bubble schedule, one stage per rank)
     microbatches: int = 4  # micro-batches per step; must divide data.batch_size (1f1b/zb1p: >= K; zb1p: a multiple of K)
 
     def __post_init__(self) -> None:
-        from ..engines.pipeline import PIPELINE_SCHEDULES
+        from ..engine.policies.pipeline import PIPELINE_SCHEDULES
 
         _check(self.schedule in PIPELINE_SCHEDULES, f"pipeline.schedule={self.schedule!r}: use one of {', '.join(PIPELINE_SCHEDULES)}")
         _check(isinstance(self.microbatches, int) and not isinstance(self.microbatches, bool) and self.microbatches >= 1,
@@ -332,7 +313,10 @@ class TrainConfig:
         except ValueError as err:  # (the strategy's own message knows neither option's name)
             raise ValueError(f"strategy={self.strategy} does not fit model.components={self.model.components}: {err}; "
                              f"choose another strategy or more components") from None
-        _check(self.engine != "distributed" or strategy.distributed,
+        from ..engine.specs import spec_for
+
+        spec = spec_for(strategy)
+        _check(self.engine == "simulated" or spec.supports("ranks"),
                f"strategy {self.strategy} runs in one process only for now; use engine=simulated")
         _check(self.engine != "pipeline" or self.strategy == "end-to-end",
                f"engine=pipeline trains end to end through torch.distributed.pipelining; use strategy=end-to-end "
@@ -345,7 +329,7 @@ class TrainConfig:
                f"microbatches={self.microbatches!r}: use an integer m >= 1 (1: the whole batch at once)")
         _check(self.microbatches == 1 or self.data.batch_size % self.microbatches == 0,
                f"microbatches={self.microbatches} does not divide data.batch_size={self.data.batch_size}; use a divisor of it")
-        _check(self.microbatches == 1 or not strategy.own_engine,
+        _check(self.microbatches == 1 or spec.microbatches,
                f"strategy {self.strategy} trains without micro-batches; leave microbatches=1")
         _check(self.microbatches == 1 or self.engine != "pipeline",
                "engine=pipeline cuts batches with pipeline.microbatches; leave microbatches=1")
@@ -358,13 +342,12 @@ class TrainConfig:
                    f"pipeline.schedule={self.pipeline.schedule} needs pipeline.microbatches a multiple of model.components={K}")
         parse_profile_steps(self.profile_steps)  # a:b or "" (its error names the option)
         _check(self.dist_timeout_s > 0, f"dist_timeout_s={self.dist_timeout_s}: use a positive number of seconds")
-        from ..engines.ranks import BACKENDS  # (the engines' own list; lazy: torch.distributed loads with them)
+        from ..runtime.ranks import BACKENDS  # (the runtime's own list; lazy: torch.distributed loads with it)
 
         _check(self.dist_backend is None or self.dist_backend in BACKENDS,
                f"dist_backend={self.dist_backend!r}: use {', '.join(BACKENDS)} or null (NCCL on GPUs, gloo on the CPU)")
-        _check(self.dist_backend is None or (self.engine == "distributed" and not strategy.own_engine),
-               f"dist_backend={self.dist_backend} applies to engine=distributed with a synchronous strategy "
-               f"(end-to-end, local, n-wise); leave it null")
+        _check(self.dist_backend is None or self.engine == "distributed",
+               f"dist_backend={self.dist_backend} applies to engine=distributed; leave it null")
         _check(self.divergence_ratio == 0 or self.divergence_ratio > 1,
                f"divergence_ratio={self.divergence_ratio}: use a ratio > 1 (e.g. 100), or 0 to stop only on NaN/inf")
         _check(self.threads >= 0, f"threads={self.threads}: use >= 0 (0 leaves PyTorch's default)")

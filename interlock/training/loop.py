@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import engines, heads, models
+from .. import heads, models
 from ..measure import timing
 from ..runtime._memory import release_free_memory
 from .checkpoint import (DamagedCheckpoint, checkpoint_candidates, load_checkpoint, mark_evaluated,
@@ -37,7 +37,7 @@ from ..measure.profiling import StepProfiler
 from .tracking import make_sinks
 from ..data.text import IGNORE_INDEX
 from .tasks import Task, build_task, resolve_data
-from ..engines.common import Losses
+from ..engine import Engine, Losses
 from ..measure.timing import resolve as resolve_times
 
 __all__ = ["run", "RunResult", "TrainingDiverged", "make_optimizer_factory", "make_lr_factory", "evaluate"]
@@ -155,7 +155,11 @@ def build_net(config: TrainConfig, task: Task):
     )
 
 
-def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
+# The config's engine names: which runtime, and for "pipeline" PyTorch's pipeline schedules.
+RUNTIME_OF = {"simulated": "local", "distributed": "ranks", "pipeline": "ranks"}
+
+
+def make_engine(config: TrainConfig, net, task: Task, total_steps: int) -> Engine:
     strategy = config.strategy_obj
     # Each component's LR schedule spans the updates it makes (a sequential stage, or the whole run).
     updates = strategy.updates_per_component(config.model.components, total_steps)
@@ -166,28 +170,22 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int):
         loss_fn=make_loss_fn(task, config.label_smoothing),
         lr_scheduler=lr_scheduler,
         loss_weights=config.loss_weights,
-        rng_seed=config.seed,  # dropout masks depend on (seed, step, component) only: resumable, engine-independent
+        rng_seed=config.seed,  # dropout masks depend on (seed, step, component) only: resumable, runtime-independent
         record=True,  # action timings: per-component busy/wait/comm time, traces, predicted K-device time
+        split_backward=config.split_backward,
+        microbatches=config.microbatches,
+        # The run's length (quotas, stages, the final drain); Hogwild's pipeline drains where checkpoints
+        # are written, so a checkpoint holds no batch in flight.
+        total_steps=total_steps, flush_every=config.checkpoint_every,
     )
+    runtime = RUNTIME_OF[config.engine]
+    if runtime == "local":
+        return Engine(net.to(config.device), strategy, **kw)
     if config.engine == "pipeline":
-        from ..engines.pipeline import PipelineEngine
-
-        return PipelineEngine(net, optimizer=kw["optimizer"], loss_fn=kw["loss_fn"], lr_scheduler=kw["lr_scheduler"],
-                              microbatches=config.pipeline.microbatches, schedule=config.pipeline.schedule,
-                              timeout_s=config.dist_timeout_s, device=config.device)
-    if config.split_backward is not None:
-        kw["split_backward"] = config.split_backward
-    if config.microbatches != 1:  # (the config refuses it for the strategies with engines of their own)
-        kw["microbatches"] = config.microbatches
-    # Hogwild's pipeline drains where checkpoints are written, so a checkpoint holds no batch in flight.
-    kw.update(total_steps=total_steps, flush_every=config.checkpoint_every)
-    if config.engine == "distributed":
-        # Training batches all have one size (the last smaller one is dropped): static shapes.
-        if config.dist_backend is not None:  # (the config allows it for DistributedEngine's strategies only)
-            kw["backend"] = config.dist_backend
-        return engines.create_distributed(net, strategy, device=config.device, timeout_s=config.dist_timeout_s,
-                                          static_shapes=True, **kw)
-    return engines.create(net.to(config.device), strategy, **kw)
+        kw.update(pipeline=config.pipeline.schedule, microbatches=config.pipeline.microbatches)
+    # Training batches all have one size (the last smaller one is dropped): static shapes.
+    return Engine(net, strategy, runtime="ranks", device=config.device, timeout_s=config.dist_timeout_s,
+                  backend=config.dist_backend, static_shapes=True, **kw)
 
 
 # Evaluation runs each batch through the network in chunks (data.eval_chunk; 0 picks these).

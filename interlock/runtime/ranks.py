@@ -1,11 +1,21 @@
-"""What every one-process-per-component engine shares: the process group and the rank's place in it.
+"""The ranks runtime: one process per component, over torch.distributed (gloo or NCCL).
 
-:class:`RankGroup` joins (or finds) the process group and offers the collectives the engines
-need; :class:`RankEngine` is the base of every rank engine (``DistributedEngine``,
-``PipelineEngine``, ``ReplayRankEngine``, ``StaleRankEngine``): joining with one shared
-validation path (:meth:`RankEngine._setup`), keeping only this rank's component, the
-training program's interface (:class:`interlock.engines.base.Engine`) and closing.
-:func:`chain_heads_forward` is the evaluation forward across the ranks.
+Rank k holds component k+1 only. :class:`RankGroup` joins (or finds) the process group and
+offers the collectives; :class:`RanksRuntime` keeps this rank's component, opens the channels
+(training messages on their own point-to-point tags, evaluation's chain on another), sums tied
+copies' gradients among the ranks holding them, and runs the worker's schedule over blocking
+receives. :func:`chain_heads_forward` is the evaluation forward across the ranks.
+
+Running it: every rank runs the same script, builds the same network from the same seed, makes
+the engine with ``runtime="ranks"`` and feeds every rank the same batches (only rank 0 uses the
+inputs ``x``; every rank needs the targets ``y``). Start one process per component with
+``torchrun --nproc-per-node=K script.py`` (it sets RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT and
+LOCAL_RANK), across machines with ``--nnodes``/``--node-rank`` or a c10d rendezvous (component
+k+1 lives on rank k = node_rank * nproc_per_node + local_rank), or without torchrun with
+:func:`interlock.runtime.launch.run_local`. ``device=None`` runs on the CPU over gloo;
+``device="cuda"`` runs each rank on GPU ``LOCAL_RANK`` over NCCL (headers and losses over a gloo
+side group); ``device="cuda", backend="gloo"`` shares GPUs among ranks and stages every message
+through the CPU (a way to run K components on fewer GPUs, not a fast one).
 """
 
 from __future__ import annotations
@@ -13,26 +23,24 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..network.net import ComponentNet
-from ..core.strategies import Strategy
-from ..runtime.transport import TorchDistributedTransport
-from .base import EngineBase
-from ..network.ties import check_engine_supports_ties
-from .common import EngineOptions, validate_engine
 from ..checks import number
+from ..network.net import ComponentNet
+from ..network.ties import check_engine_supports_ties, local_sum, set_grads, sum_in_order, tie_groups
+from .transport import TorchDistributedTransport
 
-__all__ = ["RankGroup", "RankEngine", "keep_component", "chain_heads_forward", "check_backend", "BACKENDS", "EVAL_TAG"]
+__all__ = ["RanksRuntime", "RankGroup", "keep_component", "chain_heads_forward", "check_backend", "BACKENDS", "EVAL_TAG"]
 
 # Evaluation activations travel on the same channels as training messages; their own tag
 # makes a training/evaluation mix-up between ranks a loud TransportError.
 EVAL_TAG = ("eval_activation",)
+_TRAIN_P2P_TAGS = (7303, 7304)  # training messages' own point-to-point tags
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _EVAL_SENDS_IN_FLIGHT = 1
 
@@ -217,14 +225,103 @@ def chain_heads_forward(
     return [out if j == rank else None for j in range(num_components)]
 
 
-class RankEngine(EngineBase):
-    """What every one-component-per-rank engine offers the training program, from its ``group``."""
+class RanksRuntime:
+    """This rank's component, its channels and collectives; see the module docstring.
 
-    group: RankGroup
-    transport: TorchDistributedTransport  # evaluation's chain (and training messages where no channel)
-    channel: TorchDistributedTransport | None = None  # training messages, where they have their own tags
-    _num_components: int
-    sums_ties = False  # whether this engine sums tied copies' gradients (interlock.network.ties); else tied nets are refused
+    ``timeout_s``: the process-group timeout (a rank that waits longer for a message fails);
+    ``device``: None (CPU, gloo) or "cuda" (GPU LOCAL_RANK, NCCL); ``backend``: None (NCCL on
+    GPUs, gloo on the CPU) or "gloo" with ``device="cuda"``; ``max_pending_sends``: sends a rank
+    may have outstanding before it waits for the oldest (bounds how far a component runs ahead
+    under local learning); ``static_shapes``: every batch has one shape, so each message tag's
+    layout is sent once and receives are posted ahead (the policy says whether its messages
+    allow it). Initialises the default process group from the torchrun environment if it is not
+    initialised (and ``close()`` then destroys it).
+    """
+
+    name = "ranks"
+
+    def __init__(self, *, timeout_s: float = 300.0, device: torch.device | str | None = None, backend: str | None = None,
+                 max_pending_sends: int = 32, static_shapes: bool = False) -> None:
+        number(timeout_s, f"timeout_s={timeout_s!r}: give the process-group timeout as a positive number of seconds",
+               low=0, low_open=True, finite=False)
+        check_backend(backend)
+        self.timeout_s, self.requested_device, self.backend = timeout_s, device, backend
+        self.max_pending_sends, self.static_shapes = max_pending_sends, static_shapes
+        self.channel: TorchDistributedTransport | None = None
+        self.transport: TorchDistributedTransport | None = None
+        self._ties: list = []
+        self.epoch_s = 0.0
+
+    # -- placing the network --------------------------------------------------------------
+
+    def place(self, net: ComponentNet, *, sums_ties: bool, engine_name: str, sample_input=None) -> list[int]:
+        """Join the process group (one rank per component), keep this rank's component of ``net`` (moved to
+        the device) and open the channels; the components this process holds ([rank])."""
+        if not sums_ties:
+            check_engine_supports_ties(net, engine_name)  # (before joining: alike on every rank)
+        if sample_input is not None:
+            net.check(sample_input)  # every rank still holds the whole network here
+        ties = tie_groups(net)  # (while every rank holds the whole network)
+        K = net.num_components
+        self.group = RankGroup.join(device=self.requested_device, timeout_s=self.timeout_s, backend=self.backend)
+        self.group.require_world_size(K)
+        self.num_components = K
+        self.device = self.group.device
+        k = self.group.rank
+        keep_component(net, k)
+        net.blocks[k].to(self.device)
+        if net.heads[k] is not None:
+            net.heads[k].to(self.device)
+        self.net = net
+        self._setup_ties(net, ties, k)
+        common = dict(header_group=self.group.control_group, device=self.device, max_pending_sends=self.max_pending_sends,
+                      timeout_s=self.timeout_s, wire_device="cpu" if self.group.staged else None)
+        # Training messages on their own p2p tags, so receives posted ahead for training never meet an
+        # evaluation message; evaluation's chain on the default tags.
+        self.transport = TorchDistributedTransport(**common)
+        self.channel = TorchDistributedTransport(**common, p2p_tags=_TRAIN_P2P_TAGS, static_shapes=self.static_shapes)
+        return [k]
+
+    def _setup_ties(self, net: ComponentNet, ties, k: int) -> None:
+        """A process group per tied tensor among the ranks holding its copies (new_group is collective:
+        every rank makes every group, in one order); this rank keeps only its own copies."""
+        self._ties = []
+        for g in ties:
+            ranks = g.components
+            group = dist.new_group(ranks=ranks, backend="gloo" if self.group.staged or self.device.type == "cpu" else None)
+            if k in ranks:
+                self._ties.append((group, ranks, g.local(k)))
+        net.ties = [params for _, _, params in self._ties]  # the other ranks' copies are freed with their components
+
+    def connect(self, workers: dict) -> None:
+        """Hook the tied copies' gradient sum into this rank's updates; line the ranks' clocks up (``epoch_s``)."""
+        for w in workers.values():
+            if self._ties:
+                w.before_update = self._sum_ties
+        self.epoch_s = self.group.epoch()
+
+    def _sum_ties(self) -> None:
+        for group, ranks, params in self._ties:
+            mine = local_sum(params)
+            wire = mine.cpu() if self.group.staged else mine
+            parts = [torch.empty_like(wire) for _ in ranks]
+            dist.all_gather(parts, wire.contiguous(), group=group)
+            set_grads(params, sum_in_order([p.to(mine.device) for p in parts]))
+
+    # -- running schedules ------------------------------------------------------------------
+
+    def run(self, workers: dict) -> None:
+        """Run this rank's begun step to its end (receives block until their message arrives)."""
+        for w in workers.values():
+            for action in w.schedule:
+                w.run(action)
+
+    def records(self, records: list) -> list:
+        """Action records on the ranks' common time origin (seconds since ``epoch_s``)."""
+        e = self.epoch_s
+        return [replace(r, start_s=r.start_s - e, end_s=r.end_s - e) for r in records]
+
+    # -- collectives -------------------------------------------------------------------------
 
     @property
     def rank(self) -> int:
@@ -234,101 +331,43 @@ class RankEngine(EngineBase):
     def is_main(self) -> bool:
         return self.group.rank == 0
 
-    @property
-    def num_components(self) -> int:
-        return self._num_components
-
-    @property
-    def local_components(self) -> list[int]:
-        return [self.group.rank]
-
     def gather_losses(self, losses: list[float]) -> list[float]:
-        """Every component's loss from a step's ``losses`` (one collective: call it on every rank, at log intervals)."""
+        """Every component's loss from a step's ``losses`` (one collective: call it on every rank)."""
         return self.group.gather_losses(losses)
 
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
-        """The sum of ``t`` over the ranks (call on every rank)."""
         return self.group.all_reduce_sum(t)
+
+    def log_sum(self, table: torch.Tensor) -> torch.Tensor:
+        """A log row's values summed over the ranks (each fills its own component's row): one collective."""
+        return self.group.all_reduce_sum(table)
 
     def barrier(self) -> None:
         self.group.barrier()
 
-    def _join(self, net: ComponentNet, *, device, timeout_s: float, backend: str | None = None) -> int:
-        """Join the process group (one rank per component) and keep only this rank's component of ``net``."""
-        K = net.num_components
-        self.group = RankGroup.join(device=device, timeout_s=timeout_s, backend=backend)
-        self.group.require_world_size(K)
-        self._num_components = K
-        self.device = self.group.device
-        keep_component(net, self.group.rank)
-        return self.group.rank
-
-    def _setup(self, net: ComponentNet, strategy: Strategy, options: EngineOptions, *, device, timeout_s: float,
-               sample_input: torch.Tensor | None, backend: str | None = None) -> int:
-        """What every rank engine does first: validate (alike on every rank, before any joins), join the
-        process group, keep this rank's component and move it to the device. Returns the rank."""
-        plan = validate_engine(net, strategy, options)
-        if not self.sums_ties:
-            check_engine_supports_ties(net, type(self).__name__)
-        if not strategy.distributed:
-            raise ValueError(f"{strategy.name} runs in one process only for now; use the simulated engine (engine=simulated)")
-        self.strategy = strategy
-        self.plan = plan
-        if sample_input is not None:
-            net.check(sample_input)  # every rank still holds the whole network here
-        k = self._join(net, device=device, timeout_s=timeout_s, backend=backend)
-        net.blocks[k].to(self.device)
-        if net.heads[k] is not None:
-            net.heads[k].to(self.device)
-        self.net = net
-        return k
-
-    def _open_channels(self, *, max_pending_sends: int, timeout_s: float, train_tags: tuple[int, int],
-                       static_shapes: bool = False) -> None:
-        """``transport`` for evaluation's chain and ``channel`` for training messages (their own p2p
-        tags, so receives posted ahead for training never meet an evaluation message)."""
-        common = dict(header_group=self.group.control_group, device=self.device, max_pending_sends=max_pending_sends,
-                      timeout_s=timeout_s, wire_device="cpu" if self.group.staged else None)
-        self.transport = TorchDistributedTransport(**common)
-        self.channel = TorchDistributedTransport(**common, p2p_tags=train_tags, static_shapes=static_shapes)
-
-    @property
-    def optimizers(self) -> list[torch.optim.Optimizer | None]:
-        """Indexed by component: this rank's optimizer at ``rank``, None elsewhere."""
-        return [self.worker.optimizer if j == self.rank else None for j in range(self.num_components)]
-
-    def heads_forward(self, x: torch.Tensor | None) -> list[torch.Tensor | None]:
-        """Evaluation forward (no grad; modules in whatever mode the caller set). Call on every rank.
-
-        ``x`` is used on rank 0 only. Entry ``rank`` holds this component's head prediction
-        (None without a head); the other entries are None.
-        """
+    def heads_forward(self, x: torch.Tensor | None, *, block=None, head=None) -> list[torch.Tensor | None]:
+        """Evaluation forward across the ranks (no grad; call on every rank; ``x`` used on rank 0 only):
+        entry ``rank`` is this component's head prediction, the others None."""
+        k = self.rank
         return chain_heads_forward(
-            self.transport, rank=self.rank, num_components=self.num_components,
-            block=self.net.blocks[self.rank], head=self.net.heads[self.rank], x=x, device=self.device,
+            self.transport, rank=k, num_components=self.num_components,
+            block=self.net.blocks[k] if block is None else block, head=self.net.heads[k] if head is None else head,
+            x=x, device=self.device,
         )
 
-    def log_sum(self, table: torch.Tensor) -> torch.Tensor:
-        """A log row's values summed over the ranks (each fills its own component's row, zeros elsewhere): one collective."""
-        return self.group.all_reduce_sum(table)
-
-    def _check_local(self, k: int) -> None:
+    def check_local(self, k: int) -> None:
         if k != self.rank:
             raise ValueError(f"rank {self.rank} holds component {self.rank + 1} only; component {k + 1} lives on rank {k}")
 
     def close(self, *, wait: bool = True) -> None:
-        """Wait for this rank's sends to be received, then destroy the process group if this engine created it.
+        """Wait for this rank's sends to be received, then destroy the process group if it was created here.
 
         ``wait=False`` (after an error): skip the waiting, only tear down.
         """
+        if not hasattr(self, "group"):
+            return
         if wait:
-            if self.channel is not None:
-                self.channel.flush()
-            self.transport.flush()
+            for t in (self.channel, self.transport):
+                if t is not None:
+                    t.flush()
         self.group.close(wait=wait)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *_) -> None:
-        self.close(wait=exc_type is None)

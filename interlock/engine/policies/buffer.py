@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checks import count
+from ...checks import count
 
 __all__ = ["ReplayBuffer"]
 

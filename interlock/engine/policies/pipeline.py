@@ -3,8 +3,7 @@
 The baseline that local learning competes with on wall-clock time: ordinary backprop,
 with the batch cut into ``microbatches`` so that the K ranks overlap (GPipe: all
 forwards then all backwards; 1F1B: one forward, one backward in the steady state, less
-activation memory). Each rank holds one component, as in
-:class:`~interlock.engines.distributed.DistributedEngine`, wrapped in a PyTorch
+activation memory). Each rank holds one component (the ranks runtime), wrapped in a PyTorch
 ``PipelineStage``; the last rank's stage ends with the final head.
 
 The loss of a step is the mean of the micro-batches' mean losses, and the schedule
@@ -14,8 +13,8 @@ batch: BatchNorm normalises each micro-batch with its own statistics (and moves 
 running statistics once per micro-batch).
 
 Auxiliary heads are not trained here (this is plain end-to-end backprop): they are
-dropped from the rank with a warning. Use ``DistributedEngine(net, EndToEnd())`` to train
-watching heads. Launch as the distributed engine (torchrun, one process per component).
+dropped from the rank with a warning. Use ``Engine(net, EndToEnd(), runtime="ranks")`` to train
+watching heads. Select it with ``Engine(net, EndToEnd(), runtime="ranks", pipeline=schedule, microbatches=m)``.
 """
 
 from __future__ import annotations
@@ -28,13 +27,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..measure import memstats
-from ..network.net import ComponentNet
-from ..runtime.transport import TorchDistributedTransport
-from .common import EngineOptions, Losses, LossFn, StepResult, load_component, pack_component_state
-from .ranks import RankEngine, chain_heads_forward
+from ...core.worker import optimizer_update
+from ...measure import memstats
+from ..options import Losses, StepResult
+from .base import Policy
 
-__all__ = ["PipelineEngine", "PIPELINE_SCHEDULES"]
+__all__ = ["TorchPipeline", "PIPELINE_SCHEDULES", "check_pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,72 +53,56 @@ def _pipelining():
     return pipelining
 
 
-class PipelineEngine(RankEngine):
-    """Train ``net`` end to end through a micro-batched pipeline, one process per component.
+def check_pipeline(schedule: str, microbatches: int, num_components: int) -> None:
+    """A ValueError saying what to set, unless ``schedule`` runs ``microbatches`` micro-batches over K components."""
+    K = num_components
+    if schedule not in PIPELINE_SCHEDULES:
+        raise ValueError(f"schedule={schedule!r}: use one of {list(PIPELINE_SCHEDULES)}")
+    if schedule in ("1f1b", "interleaved-1f1b", "zb1p") and microbatches < K:
+        raise ValueError(f"the {schedule} schedule needs microbatches >= the {K} components; use microbatches >= {K} or 'gpipe'")
+    if schedule in _MULTI_STAGE and microbatches % K:
+        raise ValueError(f"the {schedule} schedule needs microbatches divisible by the {K} components (whole rounds); "
+                         f"use microbatches={K * max(1, microbatches // K)}")
 
-    ``optimizer`` / ``lr_scheduler``: factories as for the other engines (one optimizer
-    per component, over its block, and the final head on the last rank);
-    ``microbatches``: micro-batches per step (must divide the batch size; 1F1B needs at
-    least K, the interleaved schedules a multiple of K); ``schedule``: one of
-    :data:`PIPELINE_SCHEDULES` ("gpipe", "1f1b", "interleaved-1f1b", or "zb1p", PyTorch's
-    zero-bubble schedule with one stage per rank); ``timeout_s``, ``device``: as for
-    :class:`~interlock.engines.distributed.DistributedEngine`. ``net`` is modified in place:
-    this rank keeps its own component only.
 
-    The stages are given their micro-batch shapes up front (found with a meta-device dry
-    run passed up the ranks at the first step, and again whenever the target shape
-    changes), so PyTorch does not run a shape-inference forward that would move BatchNorm
-    statistics. Inputs whose targets have the same shape must have the same shape.
+class TorchPipeline(Policy):
+    """End-to-end through a micro-batched pipeline of PyTorch's, one process per component.
+
+    The engine's ``pipeline``: one of :data:`PIPELINE_SCHEDULES` ("gpipe", "1f1b",
+    "interleaved-1f1b", or "zb1p", PyTorch's zero-bubble schedule with one stage per rank);
+    ``microbatches``: micro-batches per step (must divide the batch size; 1F1B needs at least
+    K, the interleaved schedules a multiple of K). The stages are given their micro-batch shapes
+    up front (found with a meta-device dry run passed up the ranks at the first step, and again
+    whenever the target shape changes), so PyTorch does not run a shape-inference forward that
+    would move BatchNorm statistics. Inputs whose targets have the same shape must have the same shape.
     """
 
-    def __init__(
-        self,
-        net: ComponentNet,
-        *,
-        optimizer,
-        loss_fn: LossFn,
-        microbatches: int,
-        schedule: str = "gpipe",
-        lr_scheduler=None,
-        timeout_s: float = 300.0,
-        device: torch.device | str | None = None,
-        max_pending_sends: int = 32,
-    ) -> None:
-        if not isinstance(net, ComponentNet):
-            raise ValueError(f"net must be an interlock.ComponentNet, got {type(net).__name__}")
-        K = net.num_components
-        if schedule not in PIPELINE_SCHEDULES:
-            raise ValueError(f"schedule={schedule!r}: use one of {list(PIPELINE_SCHEDULES)}")
-        if isinstance(microbatches, bool) or not isinstance(microbatches, int) or microbatches < 1:
-            raise ValueError(f"microbatches={microbatches!r}: give an integer >= 1")
-        if schedule in ("1f1b", "interleaved-1f1b", "zb1p") and microbatches < K:
-            raise ValueError(f"the {schedule} schedule needs microbatches >= the {K} components; use microbatches >= {K} or 'gpipe'")
-        if schedule in _MULTI_STAGE and microbatches % K:
-            raise ValueError(f"the {schedule} schedule needs microbatches divisible by the {K} components (whole rounds); "
-                             f"use microbatches={K * max(1, microbatches // K)}")
-        self.options = EngineOptions(optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler)
-        self.options.validate(K)
-        self.microbatches = microbatches
-        self.schedule_name = schedule
-        from ..network.ties import check_engine_supports_ties
+    def check(self) -> None:
+        e = self.engine
+        check_pipeline(e.pipeline, e.options.microbatches, e.plan.num_components)
 
-        check_engine_supports_ties(net, "PipelineEngine")  # (before joining: alike on every rank)
-        k = self._join(net, device=device, timeout_s=timeout_s)
+    def make_workers(self) -> dict:
+        return {}  # PyTorch's schedule runs the stage
+
+    def setup(self) -> None:
+        e = self.engine
+        net, k, K = e.net, e.rank, e.num_components
+        self.rank, self.num_components, self.device = k, K, e.device
+        self.microbatches = e.options.microbatches
+        self.schedule_name = e.pipeline
         if k < K - 1 and net.heads[k] is not None:
             logger.warning(
-                "PipelineEngine trains end to end and does not train auxiliary heads: head %d is dropped on rank %d",
-                k + 1, k,
+                "the pipeline trains end to end and does not train auxiliary heads: head %d is dropped on rank %d", k + 1, k,
             )
             net.heads[k] = None
-        self.net = net
-        self.block: nn.Module = net.blocks[k].to(self.device)
-        self.head: nn.Module | None = None if net.heads[k] is None else net.heads[k].to(self.device)
+        self.block: nn.Module = net.blocks[k]
+        self.head: nn.Module | None = net.heads[k]
         # The stage's module: the block, and on the last rank the final head after it.
         # A middle stage's output is sent as it is: make it contiguous (gloo sends only contiguous
         # tensors, and PyTorch's multi-stage schedules do not copy it), a no-op for most blocks.
         self.stage_module = nn.Sequential(self.block, self.head) if self.head is not None else (
             self.block if k == K - 1 else nn.Sequential(self.block, _Contiguous()))
-        opt_factory, sched_factory, _ = self.options.for_component(k)
+        opt_factory, sched_factory, _ = e.options.for_component(k)
         params = [p for p in self.stage_module.parameters() if p.requires_grad]
         if not params:
             raise ValueError(f"component {k + 1} has no trainable parameters; merge it into a neighbouring component")
@@ -129,28 +111,20 @@ class PipelineEngine(RankEngine):
             raise ValueError(f"the optimizer factory returned a {type(self.optimizer).__name__}, not a torch.optim.Optimizer")
         self.lr_scheduler = None if sched_factory is None else sched_factory(self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
-        self.loss_fn = loss_fn
-        self.transport = TorchDistributedTransport(
-            header_group=self.group.control_group, device=self.device,
-            max_pending_sends=max_pending_sends, timeout_s=timeout_s,
-        )
+        self.loss_fn = e.options.loss_fn
+        self.group = e.runtime.group
         self._schedule = None
         self._shape_key: tuple | None = None
-        self.step_count = 0
-        self.epoch_s = self.group.epoch()
-        logger.info("rank %d of %d: pipeline stage %d (%s, %d micro-batches)", k, K, k + 1, schedule, microbatches)
-
-    # -- the interface shared with the other engines ------------------------------------
-
-    @property
-    def optimizers(self) -> list[torch.optim.Optimizer | None]:
-        return [self.optimizer if j == self.rank else None for j in range(self.num_components)]
+        logger.info("rank %d of %d: pipeline stage %d (%s, %d micro-batches)", k, K, k + 1, self.schedule_name, self.microbatches)
 
     @property
     def is_last(self) -> bool:
         return self.rank == self.num_components - 1
 
-    def step(self, x: torch.Tensor | None, y: torch.Tensor) -> StepResult:
+    def parts(self, k: int) -> dict:
+        return {"block": self.block, "head": self.head, "optimizer": self.optimizer, "lr_scheduler": self.lr_scheduler}
+
+    def step(self, x: torch.Tensor | None, y: torch.Tensor, step: int) -> StepResult:
         """One end-to-end step on the batch (x on rank 0, y on every rank).
 
         ``losses[K-1]`` on the last rank is the step's loss (mean over micro-batches); NaN
@@ -170,7 +144,6 @@ class PipelineEngine(RankEngine):
         if key != self._shape_key:
             self._schedule = self._make_schedule(x, batch // self.microbatches)
             self._shape_key = key
-        step = self.step_count
         args = (x.to(self.device),) if self.rank == 0 else ()
         kwargs = {}
         mb_losses: list[torch.Tensor] = []
@@ -182,11 +155,7 @@ class PipelineEngine(RankEngine):
                 self._schedule.step(*args, return_outputs=False, **kwargs)
         else:
             self._schedule.step(*args, return_outputs=False, **kwargs)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.lr_scheduler is not None:
-            self.lr_scheduler.step()
-        self.step_count += 1
+        optimizer_update(self.optimizer, self.lr_scheduler)
         mean = torch.stack([l.detach() for l in mb_losses]).mean() if self.is_last else None
         # The last rank's loss, NaN elsewhere, left on the device (no host sync per step).
         losses = Losses.of([mean if j == self.num_components - 1 else None for j in range(self.num_components)])
@@ -194,26 +163,7 @@ class PipelineEngine(RankEngine):
 
     def heads_forward(self, x: torch.Tensor | None) -> list[torch.Tensor | None]:
         """Evaluation forward (no grad): the final head's prediction on the last rank, None elsewhere."""
-        return chain_heads_forward(
-            self.transport, rank=self.rank, num_components=self.num_components,
-            block=self.block, head=self.head, x=x, device=self.device,
-        )
-
-    def component_state(self, k: int) -> dict:
-        """As :meth:`DistributedEngine.component_state` (the head is the final head, on the last rank only)."""
-        self._check_local(k)
-        return pack_component_state(
-            k=k, num_components=self.num_components, strategy=f"pipeline-{self.schedule_name}", step_count=self.step_count,
-            block=self.block, head=self.head, optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,
-        )
-
-    def load_component_state(self, k: int, state: dict) -> None:
-        self._check_local(k)
-        load_component(state, k=k, num_components=self.num_components, block=self.block, head=self.head,
-                       optimizer=self.optimizer, lr_scheduler=self.lr_scheduler)
-        self.step_count = int(state["step_count"])
-
-
+        return self.engine.runtime.heads_forward(x, block=self.block, head=self.head)
 
     # -- stage construction ----------------------------------------------------------------
 

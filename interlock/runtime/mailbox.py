@@ -19,7 +19,7 @@ import threading
 
 import torch
 
-from ..runtime.transport import TorchDistributedTransport, TransportError
+from .transport import TorchDistributedTransport, TransportError
 
 __all__ = ["Mailbox", "END_TAG"]
 

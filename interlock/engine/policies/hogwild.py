@@ -1,132 +1,25 @@
-"""Stale end-to-end gradients, simulated exactly in one process: the paper's Hogwild and the stashing variant.
+"""The interlocking paper's Hogwild (sec. 2, Fig. 3): stale end-to-end gradients without weight stashing.
 
-:class:`HogwildEngine` (``Hogwild()``, strategy ``hogwild``) is the interlocking paper's Hogwild
-(sec. 2, Fig. 3): no weight stashing, so a batch's backward on a component uses the weights the
-component holds when the backward reaches it; see its docstring for exactly what it computes and
-:func:`hogwild_timeline` for the pipeline it follows. :class:`StaleEngine` (``HogwildStashed()``,
-``hogwild-stashed``) stashes weights, as PipeDream does:
-
-A pipeline that never waits: every component applies the gradient of a batch when it arrives,
-to weights that have moved since that batch's forward pass. ``strategies.staleness`` derives the
-delay from the paper's time model: component k of K applies the gradient of batch t at step
-t + (K - k) (the top component at once, component 1 K-1 steps late).
-
-Step t here: (1) batch t's forward and end-to-end backward with every component's current
-weights (the ordinary end-to-end schedules, without their updates), giving the exact gradient at
-the weights batch t's forward used, as a pipeline that stashes weights (PipeDream) computes it;
-(2) each component queues that gradient and applies the one of batch t - (K - k), if any, with
-its optimizer. The weights batch t+1 meets are then exactly those the pipeline's forward of
-batch t+1 would meet. Auxiliary heads (which only watch under end-to-end) are part of their
-component, so their gradients wait as long. BatchNorm statistics move at the forward, as in the
-pipeline. At the end of a run of ``total_steps`` steps the pipeline drains: every component
-applies its remaining gradients in order (``flush``), so each applies one gradient per batch.
-With ``flush_every`` = n it drains after every n steps as well (the training program passes
-``checkpoint_every``: the distributed :class:`~interlock.engines.StaleRankEngine` checkpoints
-only where its pipeline is drained, and both engines drain at the same steps).
-
-Checkpoints add each component's queued gradients, so resumed equals uninterrupted.
+A batch's backward on a component uses the weights the component holds when the backward
+reaches it; :class:`HogwildPolicy` says exactly what it computes and :func:`hogwild_timeline`
+gives the pipeline it follows. One process only (the local runtime). The stashing variant
+(PipeDream's) is :mod:`interlock.engine.policies.stashed`.
 """
 
 from __future__ import annotations
 
-from collections import deque
-
 import torch
 
-from ..core import schedule as S
-from ..network.net import ComponentNet
-from ..core.strategies import Hogwild, HogwildStashed, mismatch, staleness
-from ..core.worker import ActionRecord
-from .common import Losses, StepResult, strategy_state
+from ...core import schedule as S
+from ...core.strategies import Hogwild, mismatch
+from ...core.worker import ActionRecord, _seeded
+from ..options import Losses, StepResult
+from ..specs import StrategySpec, register_strategy
+from .base import Policy
 from .replay import no_wait_makespan
-from .simulated import SimulatedEngine
-from .stale_ranks import _validate_flush_every
-from ..core.worker import _seeded
+from .stashed import check_flush_every, drains_at
 
-__all__ = ["StaleEngine", "HogwildEngine", "hogwild_timeline", "hogwild_versions"]
-
-
-class StaleEngine(SimulatedEngine):
-    """Train ``net`` with :class:`~interlock.core.strategies.HogwildStashed`; see the module docstring.
-
-    ``total_steps``: flush the queued gradients after that many steps (None: call :meth:`flush`);
-    ``flush_every``: flush after every that many steps too (0: never).
-    """
-
-    def __init__(self, net: ComponentNet, strategy: HogwildStashed, *, total_steps: int | None = None, flush_every: int = 0,
-                 **options) -> None:
-        if not isinstance(strategy, HogwildStashed):
-            raise ValueError(f"StaleEngine runs HogwildStashed() (hogwild-stashed); got {strategy!r}; "
-                             f"the paper's Hogwild() runs on HogwildEngine")
-        _validate_flush_every(flush_every)
-        super().__init__(net, strategy, **options)
-        self.flush_every = flush_every
-        self.delays = staleness(self.num_components)
-        self.total_steps = total_steps
-        for w in self.workers:
-            # The engine applies (late) what the schedule's own Update would apply at once.
-            assert isinstance(w.schedule[-1], S.Update)
-            w.schedule = w.schedule[:-1]
-        self.pending: list[deque[list[torch.Tensor | None]]] = [deque() for _ in self.workers]
-
-    def _params(self, k: int) -> list[torch.nn.Parameter]:
-        return [p for group in self.workers[k].optimizer.param_groups for p in group["params"]]
-
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
-        """Batch t's end-to-end gradient now; each component applies the one of batch t - (K - k)."""
-        if not self._checked:
-            self._check(x)
-        step = self.step_count
-        for k, w in enumerate(self.workers):
-            w.begin_step(x if k == 0 else None, y, step)
-        self._run_all()
-        losses = [w.end_step() for w in self.workers]
-        records = [r for w in self.workers for r in w.records]
-        for k in range(self.num_components):
-            params = self._params(k)
-            self.pending[k].append([p.grad for p in params])
-            for p in params:
-                p.grad = None
-            if len(self.pending[k]) > self.delays[k]:
-                records.append(self._apply(k, self.pending[k].popleft()))
-        self.step_count += 1
-        if self.step_count == self.total_steps or (self.flush_every and self.step_count % self.flush_every == 0):
-            records.extend(self.flush())
-        return StepResult(step=step, losses=Losses.of(losses), records=records)
-
-    def _apply(self, k: int, grads: list[torch.Tensor | None]) -> ActionRecord:
-        """One optimizer step (and LR-scheduler step) of component k with the given gradients."""
-        w = self.workers[k]
-        start = w.clock.now()
-        for p, g in zip(self._params(k), grads):
-            p.grad = g
-        w.optimizer.step()
-        w.optimizer.zero_grad(set_to_none=True)
-        if w.lr_scheduler is not None:
-            w.lr_scheduler.step()
-        return ActionRecord(k, S.Update(), start, w.clock.now())
-
-    def flush(self) -> list[ActionRecord]:
-        """The pipeline drains: every component applies its queued gradients, oldest first."""
-        return [self._apply(k, q.popleft()) for k, q in enumerate(self.pending) for _ in range(len(q))]
-
-    def predicted_time(self, records, *, latency_s: float = 0.0):
-        """The pipeline never waits: each device does one forward and one backward per batch, so K devices
-        need the busiest component's time."""
-        return no_wait_makespan(records, self.num_components)
-
-    def component_state(self, k: int) -> dict:
-        state = super().component_state(k)
-        state["stale"] = {"pending": list(self.pending[k])}
-        return state
-
-    def load_component_state(self, k: int, state: dict) -> None:
-        strategy_state(state, k, key="stale", holds="queued gradients", strategy="hogwild-stashed")
-        super().load_component_state(k, state)
-        self.pending[k] = deque(state["stale"]["pending"])
-
-
-# -- the paper's Hogwild: no weight stashing ------------------------------------------------------
+__all__ = ["HogwildPolicy", "hogwild_timeline", "hogwild_versions"]
 
 
 def hogwild_timeline(num_components: int, slots: int) -> list[list[int]]:
@@ -175,8 +68,8 @@ def _pipeline(K: int, slots: int):
     return grid, both
 
 
-class HogwildEngine(SimulatedEngine):
-    """Train ``net`` with the paper's :class:`~interlock.core.strategies.Hogwild`: stale gradients without weight stashing.
+class HogwildPolicy(Policy):
+    """The paper's :class:`~interlock.core.strategies.Hogwild`: stale gradients without weight stashing.
 
     What a pipeline without weight stashing computes, exactly. Let D_k = 2(K - k)
     (:func:`~interlock.core.strategies.mismatch`, 1-based k). At step t every component runs the
@@ -206,23 +99,31 @@ class HogwildEngine(SimulatedEngine):
     (weight version at its forward, at its backward) in :attr:`versions` (tests, Fig. 3).
     """
 
-    def __init__(self, net: ComponentNet, strategy: Hogwild, *, total_steps: int | None = None, flush_every: int = 0,
-                 track_versions: bool = False, **options) -> None:
-        if not isinstance(strategy, Hogwild):
-            raise ValueError(f"HogwildEngine runs the paper's Hogwild() (hogwild); got {strategy!r}; "
-                             f"the stashing variant HogwildStashed() runs on StaleEngine")
-        if options.get("split_backward"):
-            raise ValueError("HogwildEngine recomputes each backward in one pass; leave split_backward unset")
-        _validate_flush_every(flush_every)
-        super().__init__(net, strategy, **options)
-        K = self.num_components
+    has_state = True
+    holds = "batches in flight"
+    uses_channel = False  # the policy runs the pipeline's forwards and backwards itself
+
+    def check(self) -> None:
+        check_flush_every(self.engine.flush_every)
+        if self.engine.options.split_backward:
+            raise ValueError("hogwild recomputes each backward in one pass; leave split_backward unset")
+
+    def setup(self) -> None:
+        e = self.engine
+        K = e.num_components
+        self.options = e.options
+        self.device = e.device
+        self.workers = e.workers
+        self.num_components = K
         self.delays = mismatch(K)
-        self.total_steps = total_steps
-        self.flush_every = flush_every
         self.updates = [0] * K  # weight version of each component
         self.inputs: list[dict[int, tuple]] = [{} for _ in range(K)]  # batch -> (stored input, targets, forward version)
         self.grads: list[dict[int, torch.Tensor]] = [{} for _ in range(K)]  # batch -> output gradient from above
-        self.versions: list[dict[int, tuple[int, int]]] | None = [{} for _ in range(K)] if track_versions else None
+        self.versions: list[dict[int, tuple[int, int]]] | None = None
+
+    def track_versions(self) -> None:
+        """Record, per component, each batch's (weight version at its forward, at its backward) in :attr:`versions`."""
+        self.versions = [{} for _ in range(self.num_components)]
 
     def _rng(self, k: int, batch: int):
         # The same dropout masks in a batch's forward and its recomputed backward (seeded by batch and component).
@@ -233,11 +134,9 @@ class HogwildEngine(SimulatedEngine):
         w = self.workers[k]
         return [b for m in (w.block, w.head) if m is not None for b in m.buffers()]
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
+    def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> StepResult:
         """The forwards of batch t, then each component's backward of batch t - D_k (see the class docstring)."""
-        if not self._checked:
-            self._check(x)
-        t = self.step_count
+        t = step
         K = self.num_components
         records: list[ActionRecord] = []
         losses: list[torch.Tensor | None] = [None] * K
@@ -255,10 +154,9 @@ class HogwildEngine(SimulatedEngine):
             else:
                 records.append(self._backward(k, t, forward_loss=losses))
         for k in range(K - 2, -1, -1):
-            if t - self.delays[k] >= 0:
+            if t - self.delays[k] in self.inputs[k]:  # (after a drain the pipeline refills: no backward of a drained batch)
                 records.append(self._backward(k, t - self.delays[k]))
-        self.step_count += 1
-        if self.step_count == self.total_steps or (self.flush_every and self.step_count % self.flush_every == 0):
+        if drains_at(self.engine, t + 1):
             records.extend(self.flush())
         return StepResult(step=t, losses=Losses.of(losses), records=records)
 
@@ -289,10 +187,7 @@ class HogwildEngine(SimulatedEngine):
             self.grads[k - 1][s] = inp.grad
         if self.versions is not None:
             self.versions[k][s] = (v_forward, self.updates[k])
-        w.optimizer.step()
-        w.optimizer.zero_grad(set_to_none=True)
-        if w.lr_scheduler is not None:
-            w.lr_scheduler.step()
+        w.step_optimizer()
         self.updates[k] += 1
         return ActionRecord(k, S.Update(), start, w.clock.now())
 
@@ -311,14 +206,15 @@ class HogwildEngine(SimulatedEngine):
         """The pipeline never waits: K devices need the busiest component's time."""
         return no_wait_makespan(records, self.num_components)
 
-    def component_state(self, k: int) -> dict:
-        state = super().component_state(k)
-        state["hogwild"] = {"inputs": dict(self.inputs[k]), "grads": dict(self.grads[k]), "updates": self.updates[k]}
-        return state
+    def state(self, k: int) -> dict:
+        return {"inputs": dict(self.inputs[k]), "grads": dict(self.grads[k]), "updates": self.updates[k]}
 
-    def load_component_state(self, k: int, state: dict) -> None:
-        part = strategy_state(state, k, key="hogwild", holds="batches in flight", strategy="hogwild")
-        super().load_component_state(k, state)
+    def load_state(self, k: int, part: dict) -> None:
         self.inputs[k] = dict(part["inputs"])
         self.grads[k] = dict(part["grads"])
         self.updates[k] = int(part["updates"])
+
+
+register_strategy(StrategySpec(
+    "hogwild", Hogwild, HogwildPolicy, lambda m, **_: Hogwild(), aliases=("stale",), runtimes=("local",),
+    summary="the interlocking paper's Hogwild (Fig. 3): stale gradients without weight stashing", example=Hogwild))

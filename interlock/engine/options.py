@@ -1,4 +1,4 @@
-"""What every engine shares: option validation, per-component optimisers, worker construction."""
+"""The engine's options, its step result, worker construction and the one checkpoint format of a component."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from ..runtime.transport import Transport
 from ..core.worker import ActionRecord, ComponentWorker, LossFn
 from ..checks import count
 
-__all__ = ["StepResult", "Losses", "EngineOptions", "make_worker", "check_heads", "validate_engine", "pack_component_state", "strategy_state",
-           "load_component"]
+__all__ = ["StepResult", "Losses", "EngineOptions", "make_worker", "check_heads", "validate_engine", "pack_component_state",
+           "load_component", "check_total_steps"]
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], object]
@@ -244,14 +244,3 @@ def load_component(state: dict, *, k: int, num_components: int, block, head, opt
     optimizer.load_state_dict(state["optimizer"])
     if lr_scheduler is not None:
         lr_scheduler.load_state_dict(state["lr_scheduler"])
-
-
-def strategy_state(state: dict, k: int, *, key: str, holds: str, strategy: str):
-    """``state[key]``, the part of component k's checkpoint that only ``strategy``'s engines write
-    (``holds`` says what it holds); a ValueError naming the strategy that wrote the file if it is missing."""
-    if key not in state:
-        raise ValueError(
-            f"the checkpoint of component {k + 1} has no {holds}: it was not written by {strategy}; "
-            f"resume it with the strategy that wrote it ({state.get('strategy')})"
-        )
-    return state[key]
