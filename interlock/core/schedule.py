@@ -58,8 +58,9 @@ def stream_tag(j: int, hops_left: int, mb: int | None = None) -> tuple:
 
 
 # The cost categories an action is priced (timemodel.clock), drawn and counted (measure.trace)
-# under, in the trace's legend order. A new action kind picks one of these; a new category also
-# needs a charge in ComputeCosts.durations and a colour in measure.trace.
+# under, in the trace's legend order. A new action kind picks one of these (a "weight gradient"
+# one has WeightGrad's ``reuse``, which its price depends on); a new category also needs a charge
+# in ComputeCosts.charge (and may get a colour in measure.trace: grey without one).
 CATEGORIES = (
     "forward",
     "head",  # the head's forward, loss and backward: cheap next to a block
