@@ -347,3 +347,49 @@ def test_pipeline_schedules_on_the_clock_match_their_closed_forms():
     link = dict(num_components=2, microbatches=2, steps=1, latency_s=1.0)
     assert predict_pipeline("gpipe", costs, **link) == pytest.approx(5.0)
     assert predict_pipeline("gpipe", costs, **link, store_and_forward=True) == pytest.approx(6.0)
+
+
+def test_a_new_action_kind_needs_only_its_metadata():
+    # An action kind defined outside the time model and the trace (as a new one in schedule.py would
+    # be): a checksum sent up after the activation. The clock pairs it, prices it and the trace
+    # draws it by its fields alone.
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from interlock.measure.trace import category, component_times
+
+    @dataclass(frozen=True)
+    class SendChecksum(S.Action):
+        comm: ClassVar[str | None] = "send"
+        peer_offset: ClassVar[int] = 1
+        category: ClassVar[str | None] = "communication"
+
+        @property
+        def tag(self) -> tuple:
+            return ("checksum",)
+
+    @dataclass(frozen=True)
+    class RecvChecksum(SendChecksum):
+        comm: ClassVar[str | None] = "recv"
+        peer_offset: ClassVar[int] = -1
+
+    @dataclass(frozen=True)
+    class Verify(S.Action):
+        category: ClassVar[str | None] = "head"
+
+    below = [S.Forward(), S.SendActivation(), SendChecksum(), S.Update()]
+    above = [S.RecvActivation(), RecvChecksum(), Verify(), S.Forward(), S.Update()]
+    costs = ComputeCosts(forward_s=1.0, input_grad_s=0.0, weight_grad_s=0.0, head_s=0.5, message_s=0.25)
+    assert costs.durations(below) == (1.0, 0.25, 0.25, 0.0) and costs.durations(above) == (0.25, 0.25, 0.5, 1.0, 0.0)
+    run = predict([below, above], costs, steps=1, latency_s=1.0)
+    # The checksum lands at 1.5 + 1; the activation at 1.25 + 1: Verify [2.75, 3.25], Forward [3.25, 4.25].
+    spans = {r.action.kind: (r.start_s, r.end_s) for r in run.records if r.component == 1}
+    assert spans["RecvChecksum"] == (2.5, 2.75) and spans["Verify"] == (2.75, 3.25) and run.makespan_s == 4.25
+    assert [category(r.action) for r in run.records if r.component == 1] == [
+        "communication", "communication", "head", "forward", "update"]
+    t1, t2 = component_times(list(run.records))
+    # Sends count as communication, receives as waiting (here only their local cost), the rest as busy.
+    assert (t1["comm_s"], t1["busy_s"], t2["wait_s"], t2["busy_s"], t2["steps"]) == (0.5, 1.0, 0.5, 1.5, 1)
+    # A checksum whose tag the receiver does not expect is caught as any other mismatch.
+    with pytest.raises(ValueError, match="the schedules disagree"):
+        predict([[S.Forward(), SendChecksum(), S.SendActivation(), S.Update()], above], costs, steps=1)

@@ -91,3 +91,51 @@ def test_the_simulated_engine_runs_one_pass_by_default_and_the_distributed_rule_
     split = [[a.kind for a in S.build_schedule(il.EndToEnd().plan(3), k, has_head=True)] for k in range(3)]
     assert kinds() == one_pass and "FullGrad" in one_pass[2]
     assert kinds(split_backward=True) == split and "FullGrad" not in split[2] and "InputGrad" in split[2]
+
+
+_ACTION_CLASSES = [S.RecvActivation, S.Forward, S.SendActivation, S.HeadLoss, S.RecvStream, S.InputGrad,
+                   S.FullGrad, S.WeightGrad, S.SendStream, S.Update]
+
+
+def test_every_action_class_declares_its_metadata():
+    assert set(S.BACKWARD_CATEGORIES) <= set(S.CATEGORIES)
+    for cls in _ACTION_CLASSES:
+        assert cls.category in S.CATEGORIES, cls
+        assert cls.comm in (None, "recv", "send"), cls
+        assert (cls.comm is None) == (cls.peer_offset == 0) == (cls.category != "communication"), cls
+    assert S.Action.category is None  # the base class is no action of a schedule
+    # A message's peer and tag come from the fields; compute has neither.
+    recv, send, fwd = S.RecvStream(2, 1, mb=3), S.SendActivation(mb=0), S.Forward()
+    assert (recv.peer(4), recv.recv_from(4), recv.send_to(4), recv.tag) == (5, 5, None, ("stream", 2, 1, 3))
+    assert recv.incoming(4) == (5, ("stream", 2, 1, 3)) and recv.outgoing(4) is None
+    assert (send.peer(4), send.send_to(4), send.recv_from(4), send.tag) == (5, 5, None, ("activation", 0))
+    assert send.outgoing(4) == (5, ("activation", 0)) and send.incoming(4) is None
+    assert (fwd.peer(4), fwd.tag, fwd.incoming(4), fwd.outgoing(4)) == (None, None, None, None)
+    assert S.SendStream(0, 0).send_to(1) == 0 and S.RecvActivation().recv_from(1) == 0
+
+
+@pytest.mark.parametrize("strategy", [il.Local(), il.Interlocking(2), il.Interlocking(3, "sum"), il.EndToEnd()])
+@pytest.mark.parametrize("split,m,batch", [(False, 1, False), (None, 1, False), (None, 3, False), (None, 2, True)])
+def test_every_receive_pairs_with_a_send_of_its_neighbour_by_fields_alone(strategy, split, m, batch):
+    # The pairing every consumer (clock, pre-posting, runtimes) relies on, derived only from
+    # recv_from / send_to / tag: per ordered channel, the receives take exactly the sends, in order.
+    K = 4
+    plan = strategy.plan(K)
+    scheds = [S.build_schedule(plan, k, has_head=True, split_backward=split, microbatches=m, batch_streams=batch)
+              for k in range(K)]
+    sent: dict[tuple[int, int], list[tuple]] = {}
+    taken: dict[tuple[int, int], list[tuple]] = {}
+    for k, sched in enumerate(scheds):
+        for a in sched:
+            assert a.category in S.CATEGORIES
+            if (out := a.outgoing(k)) is not None:
+                assert 0 <= out[0] < K and abs(out[0] - k) == 1 and out[1] is not None
+                sent.setdefault((k, out[0]), []).append(out[1])
+            if (inc := a.incoming(k)) is not None:
+                assert 0 <= inc[0] < K and abs(inc[0] - k) == 1 and inc[1] is not None
+                taken.setdefault((inc[0], k), []).append(inc[1])
+    assert sent == taken
+    # Activations up on every boundary, m per step; the stream count is the plan's boundary crossings.
+    assert all(sent[(k, k + 1)][:m] == [S.activation_tag(None if m == 1 else i) for i in range(m)] for k in range(K - 1))
+    crossings = sum(len(plan.continuing(k)) for k in range(1, K))
+    assert sum(len(v) for (src, dst), v in sent.items() if dst < src) == crossings * m

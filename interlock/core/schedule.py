@@ -39,6 +39,8 @@ __all__ = [
     "activation_tag",
     "check_microbatches",
     "ACTIVATION_TAG",
+    "CATEGORIES",
+    "BACKWARD_CATEGORIES",
 ]
 
 # Message tags. An activation crossing a boundary upwards has this tag; a stream crossing
@@ -55,6 +57,23 @@ def stream_tag(j: int, hops_left: int, mb: int | None = None) -> tuple:
     return ("stream", j, hops_left) if mb is None else ("stream", j, hops_left, mb)
 
 
+# The cost categories an action is priced (timemodel.clock), drawn and counted (measure.trace)
+# under, in the trace's legend order. A new action kind picks one of these (a "weight gradient"
+# one has WeightGrad's ``reuse``, which its price depends on); a new category also needs a charge
+# in ComputeCosts.charge (and may get a colour in measure.trace: grey without one).
+CATEGORIES = (
+    "forward",
+    "head",  # the head's forward, loss and backward: cheap next to a block
+    "input gradient",
+    "weight gradient",
+    "full backward",
+    "communication",
+    "update",
+)
+# The passes backwards through the block's graph of one micro-batch (the last one frees it).
+BACKWARD_CATEGORIES = ("input gradient", "weight gradient", "full backward")
+
+
 # Every action but Update belongs to one micro-batch: ``mb`` is its index (0..m-1), or None when
 # the step is not cut into micro-batches (the whole batch is the one micro-batch).
 
@@ -67,13 +86,16 @@ class Action:
 
     ``kind`` names the action (traces, records); ``comm``: "recv" or "send" for a message to or
     from a neighbour, None for compute; ``peer_offset``: where that neighbour is (-1 the component
-    below, +1 the one above); ``category``: the cost category of the time model and the trace
-    ("forward", "backward", "update", "comm"); :attr:`tag`: the message's tag.
+    below, +1 the one above); ``category``: the cost category of the time model and the trace (one
+    of :data:`CATEGORIES`; None on this base class, which is no action of a schedule);
+    :attr:`tag`: the message's tag. A message is paired by fields alone: component k's receive
+    ``(recv_from(k), tag)`` takes the send of component ``recv_from(k)`` whose ``(send_to, tag)``
+    is ``(k, tag)``.
     """
 
     comm: ClassVar[str | None] = None
     peer_offset: ClassVar[int] = 0
-    category: ClassVar[str] = "forward"
+    category: ClassVar[str | None] = None
 
     @property
     def kind(self) -> str:
@@ -96,6 +118,16 @@ class Action:
         """The tag of this action's message (None for compute)."""
         return None
 
+    def incoming(self, k: int) -> tuple[int, tuple] | None:
+        """(source component, tag) of the message component ``k`` waits for in this action, or None."""
+        src = self.recv_from(k)
+        return None if src is None else (src, self.tag)
+
+    def outgoing(self, k: int) -> tuple[int, tuple] | None:
+        """(destination component, tag) of the message component ``k`` sends in this action, or None."""
+        dst = self.send_to(k)
+        return None if dst is None else (dst, self.tag)
+
 
 @dataclass(frozen=True)
 class RecvActivation(Action):
@@ -103,7 +135,7 @@ class RecvActivation(Action):
 
     comm: ClassVar[str | None] = "recv"
     peer_offset: ClassVar[int] = -1
-    category: ClassVar[str] = "comm"
+    category: ClassVar[str | None] = "communication"
 
     mb: int | None = None
 
@@ -116,6 +148,8 @@ class RecvActivation(Action):
 class Forward(Action):
     """Run the component's blocks once on its input (x for the first component)."""
 
+    category: ClassVar[str | None] = "forward"
+
     mb: int | None = None
 
 
@@ -125,7 +159,7 @@ class SendActivation(Action):
 
     comm: ClassVar[str | None] = "send"
     peer_offset: ClassVar[int] = 1
-    category: ClassVar[str] = "comm"
+    category: ClassVar[str | None] = "communication"
 
     mb: int | None = None
 
@@ -138,7 +172,7 @@ class SendActivation(Action):
 class HeadLoss(Action):
     """Head k on the detached a_k, L_k, head weight gradient; ``stream``: also dL_k/da_k."""
 
-    category: ClassVar[str] = "forward"
+    category: ClassVar[str | None] = "head"
 
     stream: bool
     mb: int | None = None
@@ -150,7 +184,7 @@ class RecvStream(Action):
 
     comm: ClassVar[str | None] = "recv"
     peer_offset: ClassVar[int] = 1
-    category: ClassVar[str] = "comm"
+    category: ClassVar[str | None] = "communication"
 
     loss: int
     hops_left: int
@@ -169,7 +203,7 @@ class InputGrad(Action):
     enter, for a later ``WeightGrad(reuse=True)`` (one stream only, never batched).
     """
 
-    category: ClassVar[str] = "backward"
+    category: ClassVar[str | None] = "input gradient"
 
     losses: tuple[int, ...]
     last: bool  # the last backward through this step's graph: free it afterwards
@@ -181,7 +215,7 @@ class InputGrad(Action):
 class FullGrad(Action):
     """One backward pass of stream j giving both its input gradient and theta_k's gradient."""
 
-    category: ClassVar[str] = "backward"
+    category: ClassVar[str | None] = "full backward"
 
     loss: int
     last: bool
@@ -197,7 +231,7 @@ class WeightGrad(Action):
     otherwise it is one backward pass of the streams' sum from the block's output.
     """
 
-    category: ClassVar[str] = "backward"
+    category: ClassVar[str | None] = "weight gradient"
 
     losses: tuple[int, ...]
     last: bool
@@ -211,7 +245,7 @@ class SendStream(Action):
 
     comm: ClassVar[str | None] = "send"
     peer_offset: ClassVar[int] = -1
-    category: ClassVar[str] = "comm"
+    category: ClassVar[str | None] = "communication"
 
     loss: int
     hops_left: int
@@ -226,7 +260,7 @@ class SendStream(Action):
 class Update(Action):
     """Optimizer step (block and head parameters), LR scheduler step, zero the gradients."""
 
-    category: ClassVar[str] = "update"
+    category: ClassVar[str | None] = "update"
 
 
 def check_microbatches(microbatches) -> int:
@@ -305,15 +339,12 @@ def _indices(m: int) -> list[int | None]:
     return [None] if m == 1 else list(range(m))
 
 
-_PASSES = (InputGrad, FullGrad, WeightGrad)
-
-
 def _mark_last(acts: list[Action]) -> list[Action]:
     """Mark each micro-batch's final pass through its graph, so the worker can free it."""
     seen: set[int | None] = set()
     for idx in reversed(range(len(acts))):
         act = acts[idx]
-        if isinstance(act, _PASSES) and act.mb not in seen:
+        if act.category in BACKWARD_CATEGORIES and act.mb not in seen:
             seen.add(act.mb)
             acts[idx] = replace(act, last=True)
     return acts
@@ -362,7 +393,7 @@ def _backward(plan: GradientPlan, k: int, batch_streams: bool, split: bool, m: i
     if k < K - 1:
         above_own, above_rest, _ = _backward(plan, k + 1, batch_streams, split, m)
         sent = [a for i in mbs for a in above_own[i]] + list(above_rest)
-        arriving = [(a.loss, a.mb) for a in sent if isinstance(a, SendStream)]
+        arriving = [(a.loss, a.mb) for a in sent if a.send_to(k + 1) == k]
     rest: list[Action] = []
     if batch_streams and not full:
         last_arrival = {i: -1 for i in mbs}
@@ -383,7 +414,7 @@ def _backward(plan: GradientPlan, k: int, batch_streams: bool, split: bool, m: i
     weights: list[Action] = []
     if trained and not full:
         weights = [WeightGrad(trained, last=False, reuse=reuse, mb=i) for i in mbs]
-    if weights and m > 1 and arriving and not any(isinstance(a, SendStream) for a in rest):
+    if weights and m > 1 and arriving and not any(a.send_to(k) is not None for a in rest):
         # Nothing waits for this component's backward after its forwards (it sends no stream it
         # receives), so a micro-batch's weight pass runs as soon as its last stream has arrived,
         # in the time it would otherwise wait for the next one. (With streams to forward, a weight
@@ -394,7 +425,7 @@ def _backward(plan: GradientPlan, k: int, batch_streams: bool, split: bool, m: i
             n = 0
             for a in rest:
                 interleaved.append(a)
-                if isinstance(a, RecvStream):
+                if a.recv_from(k) is not None:
                     if last_arrival[a.mb] == n:
                         interleaved.append(weights[mbs.index(a.mb)])
                     n += 1

@@ -24,8 +24,8 @@ __all__ = ["CATEGORIES", "category", "chrome_trace", "gantt_png", "component_tim
 
 logger = logging.getLogger(__name__)
 
-# Action categories, in legend order, with their Gantt colours.
-CATEGORIES = {
+# The Gantt colour of each action category (interlock.core.schedule.CATEGORIES names them).
+_COLOURS = {
     "forward": "#4c72b0",
     "head": "#8c8c8c",
     "input gradient": "#dd8452",
@@ -34,29 +34,19 @@ CATEGORIES = {
     "communication": "#ccb974",
     "update": "#8172b3",
 }
-
-_CATEGORY_OF = {
-    S.Forward: "forward",
-    S.HeadLoss: "head",  # the head's forward, loss and backward: cheap next to a block
-    S.InputGrad: "input gradient",
-    S.WeightGrad: "weight gradient",
-    S.FullGrad: "full backward",
-    S.RecvActivation: "communication",
-    S.SendActivation: "communication",
-    S.RecvStream: "communication",
-    S.SendStream: "communication",
-    S.Update: "update",
-}
-_RECEIVES = (S.RecvActivation, S.RecvStream)
-_SENDS = (S.SendActivation, S.SendStream)
+# Action categories, in legend order, with their Gantt colours (a category without one is drawn grey).
+CATEGORIES = {cat: _COLOURS.get(cat, "#bbbbbb") for cat in S.CATEGORIES}
 
 
 def category(action: S.Action) -> str:
-    """The category (a key of :data:`CATEGORIES`) an action is drawn and counted under."""
-    try:
-        return _CATEGORY_OF[type(action)]
-    except KeyError:
-        raise ValueError(f"no trace category for action {action!r}; add its type to interlock.measure.trace._CATEGORY_OF") from None
+    """The category (a key of :data:`CATEGORIES`) an action is drawn and counted under: its own ``category``."""
+    cat = getattr(action, "category", None)
+    if cat not in CATEGORIES:
+        raise ValueError(
+            f"no trace category for action {action!r} (category {cat!r}); give its class one of "
+            f"interlock.core.schedule.CATEGORIES"
+        )
+    return cat
 
 
 def _check(records: Sequence[ActionRecord]) -> list[ActionRecord]:
@@ -204,11 +194,11 @@ def component_times(records: Sequence[ActionRecord]) -> list[dict]:
     out = []
     for k in sorted(by_component):
         rs = by_component[k]
-        busy = sum(r.duration_s for r in rs if not isinstance(r.action, _RECEIVES + _SENDS))
-        wait = sum(r.duration_s for r in rs if isinstance(r.action, _RECEIVES))
-        comm = sum(r.duration_s for r in rs if isinstance(r.action, _SENDS))
+        busy = sum(r.duration_s for r in rs if r.action.comm is None)
+        wait = sum(r.duration_s for r in rs if r.action.comm == "recv")
+        comm = sum(r.duration_s for r in rs if r.action.comm == "send")
         span = max(r.end_s for r in rs) - min(r.start_s for r in rs)
-        steps = sum(isinstance(r.action, S.Update) for r in rs)
+        steps = sum(r.action.category == "update" for r in rs)
         out.append(
             {
                 "component": k + 1,

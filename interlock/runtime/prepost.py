@@ -39,33 +39,17 @@ class PostPlan:
         return [r for j in sorted(self.next) for r in self.next[j]]
 
 
-def _recv(action: S.Action, k: int) -> tuple[int, tuple] | None:
-    """(source component, tag) of a receive action, None for any other (the tags the worker receives with)."""
-    if isinstance(action, S.RecvActivation):
-        return k - 1, S.activation_tag(action.mb)
-    if isinstance(action, S.RecvStream):
-        return k + 1, S.stream_tag(action.loss, action.hops_left, action.mb)
-    return None
-
-
-def _send_peer(action: S.Action, k: int) -> int | None:
-    if isinstance(action, S.SendActivation):
-        return k + 1
-    if isinstance(action, S.SendStream):
-        return k - 1
-    return None
-
-
 def post_plan(schedule: Sequence[S.Action], k: int) -> PostPlan:
     """Component ``k``'s post points for ``schedule`` (one step's actions); see the module docstring."""
     n = len(schedule)
     points: dict[int, int] = {}  # receive position -> post time (negative: in the previous step)
-    receives = [(i, r) for i, a in enumerate(schedule) if (r := _recv(a, k)) is not None]
+    # (source, tag) of each receive, as the action states it: the tags the worker receives with.
+    receives = [(i, r) for i, a in enumerate(schedule) if (r := a.incoming(k)) is not None]
     for i, (src, tag) in receives:
         t = None
         for back in range(1, n):  # the last send to src before position i, cyclically
             j = i - back
-            if _send_peer(schedule[j % n], k) == src:
+            if schedule[j % n].send_to(k) == src:
                 t = j
                 break
         if t is None:

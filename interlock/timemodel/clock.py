@@ -142,27 +142,29 @@ class ComputeCosts:
         )
 
     def durations(self, schedule: Sequence[S.Action]) -> tuple[float, ...]:
-        """Seconds of each action of one step's ``schedule`` (one component)."""
-        out = []
-        for action in schedule:
-            if isinstance(action, S.Forward):
-                d = self.forward_s
-            elif isinstance(action, S.HeadLoss):
-                d = self.head_s
-            elif isinstance(action, S.InputGrad):
-                d = self.input_grad_s
-            elif isinstance(action, S.FullGrad):
-                d = self.input_grad_s + self.weight_grad_s
-            elif isinstance(action, S.WeightGrad):
-                d = self.weight_grad_s + (0.0 if action.reuse else self.input_grad_s)
-            elif isinstance(action, (S.RecvActivation, S.RecvStream, S.SendActivation, S.SendStream)):
-                d = self.message_s
-            elif isinstance(action, S.Update):
-                d = self.update_s
-            else:
-                raise ValueError(f"ComputeCosts has no charge for action {action!r}; extend ComputeCosts.durations")
-            out.append(d)
-        return tuple(out)
+        """Seconds of each action of one step's ``schedule`` (one component), by its ``category``."""
+        return tuple(self.charge(action) for action in schedule)
+
+    def charge(self, action: S.Action) -> float:
+        """Seconds of one action, by its cost category (:data:`interlock.core.schedule.CATEGORIES`)."""
+        category = action.category
+        if category == "weight gradient":
+            # A weight pass that cannot start from kept gradients walks the block's internal layers too.
+            return self.weight_grad_s + (0.0 if action.reuse else self.input_grad_s)
+        charges = {
+            "forward": self.forward_s,
+            "head": self.head_s,
+            "input gradient": self.input_grad_s,
+            "full backward": self.input_grad_s + self.weight_grad_s,
+            "communication": self.message_s,
+            "update": self.update_s,
+        }
+        if category not in charges:
+            raise ValueError(
+                f"ComputeCosts has no charge for action {action!r} (category {category!r}); give the action one of "
+                f"interlock.core.schedule.CATEGORIES, or extend ComputeCosts.charge"
+            )
+        return charges[category]
 
 
 # Anything with .durations(schedule) (ComputeCosts), or a context-free action -> seconds.
@@ -196,24 +198,6 @@ class Makespan:
         return len(self.busy_s)
 
 
-def _message_in(k: int, action: S.Action) -> tuple[int, tuple] | None:
-    """(source component, tag) of the message this action waits for, or None."""
-    if isinstance(action, S.RecvActivation):
-        return k - 1, S.activation_tag(action.mb)
-    if isinstance(action, S.RecvStream):
-        return k + 1, S.stream_tag(action.loss, action.hops_left, action.mb)
-    return None
-
-
-def _message_out(k: int, action: S.Action) -> tuple[int, tuple] | None:
-    """(destination component, tag) of the message this action sends, or None."""
-    if isinstance(action, S.SendActivation):
-        return k + 1, S.activation_tag(action.mb)
-    if isinstance(action, S.SendStream):
-        return k - 1, S.stream_tag(action.loss, action.hops_left, action.mb)
-    return None
-
-
 def critical_path(work: Sequence[Sequence[tuple[S.Action, float]]], *, latency_s: float = 0.0,
                   store_and_forward: bool = False) -> Makespan:
     """Simulate ``work`` on one device per component and return when it finishes.
@@ -237,7 +221,7 @@ def critical_path(work: Sequence[Sequence[tuple[S.Action, float]]], *, latency_s
             if not isinstance(action, S.Action):
                 raise ValueError(f"work[{k}][{i}] holds {action!r}, not an interlock.core.schedule action")
             _seconds(f"work[{k}][{i}] duration", d)
-            for other, _ in filter(None, (_message_in(k, action), _message_out(k, action))):
+            for other, _ in filter(None, (action.incoming(k), action.outgoing(k))):
                 if not 0 <= other < K:
                     raise ValueError(
                         f"component {k + 1}'s {action.kind} talks to component {other + 1}, "
@@ -258,7 +242,7 @@ def critical_path(work: Sequence[Sequence[tuple[S.Action, float]]], *, latency_s
             while pcs[k] < len(actions):
                 action, d = actions[pcs[k]]
                 start = free[k]
-                need = _message_in(k, action)
+                need = action.incoming(k)
                 if need is not None:
                     src, tag = need
                     queue = channels[(src, k)]
@@ -272,7 +256,7 @@ def critical_path(work: Sequence[Sequence[tuple[S.Action, float]]], *, latency_s
                         )
                     start = max(start, arrival)
                 end = start + float(d)
-                out = _message_out(k, action)
+                out = action.outgoing(k)
                 if out is not None:
                     dst, tag = out
                     arrival = (max(end, link_free[(k, dst)]) if store_and_forward else end) + latency_s
@@ -327,9 +311,6 @@ def work_from_costs(schedules: Sequence[Sequence[S.Action]], costs: Costs, *, st
     return work
 
 
-_RECEIVES = (S.RecvActivation, S.RecvStream)
-
-
 def work_from_records(
     records: Sequence[ActionRecord], *, mode: Literal["replay", "mean"] = "replay", steps: int | None = None
 ) -> Work:
@@ -360,7 +341,7 @@ def work_from_records(
     work: Work = []
     for k in range(K):
         measured = _split_steps(k, sorted(by_component[k], key=lambda r: r.start_s))
-        priced = [[(r.action, 0.0 if isinstance(r.action, _RECEIVES) else max(r.duration_s, 0.0)) for r in step] for step in measured]
+        priced = [[(r.action, 0.0 if r.action.comm == "recv" else max(r.duration_s, 0.0)) for r in step] for step in measured]
         if mode == "replay":
             work.append([pair for step in priced for pair in step])
         else:
@@ -375,7 +356,7 @@ def _split_steps(k: int, records: list[ActionRecord]) -> list[list[ActionRecord]
     steps, current = [], []
     for r in records:
         current.append(r)
-        if isinstance(r.action, S.Update):
+        if r.action.category == "update":
             steps.append(current)
             current = []
     if current or not steps:

@@ -123,18 +123,19 @@ def stage_costs_from_records(records, *, num_components: int, microbatches: int,
     (m times the per-micro-batch times), as :func:`predict_pipeline` takes them.
     """
     K = num_components  # whole-batch costs: the sum over micro-batches needs no m
+    # The ComputeCosts field each action category is charged to; a pipeline schedule trains no auxiliary head.
+    field_of = {"forward": "forward_s", "input gradient": "input_grad_s", "weight gradient": "weight_grad_s"}
     total: dict[tuple[int, str], float] = {}
     for r in records:
-        kind = r.action.kind
-        if kind == "HeadLoss":
+        cat = r.action.category
+        if cat == "head":
             if r.component != K - 1:
                 continue
-            kind = "Forward"
-        if kind in ("Forward", "InputGrad", "WeightGrad"):
-            total[(r.component, kind)] = total.get((r.component, kind), 0.0) + (r.end_s - r.start_s)
+            cat = "forward"
+        if cat in field_of:
+            key = (r.component, field_of[cat])
+            total[key] = total.get(key, 0.0) + (r.end_s - r.start_s)
     if not any(k == K - 1 for k, _ in total):
         raise ValueError(f"the records hold no action of component {K}; pass the records of a {K}-component run")
     # Whole-batch cost = m x (per micro-batch) = (sum over steps and micro-batches) / steps.
-    return [ComputeCosts(**{name: total.get((k, kind), 0.0) / steps for name, kind in
-                            (("forward_s", "Forward"), ("input_grad_s", "InputGrad"), ("weight_grad_s", "WeightGrad"))})
-            for k in range(K)]
+    return [ComputeCosts(**{name: total.get((k, name), 0.0) / steps for name in field_of.values()}) for k in range(K)]
