@@ -6,16 +6,28 @@ one run, so machine noise hits them alike; each prints one JSON line with its me
 step time and its ratio to the plain loop (end-to-end on the unsplit nn.Sequential).
 
     python benchmarks/step_overhead.py            # defaults: K=4, batch 128, 8 rounds
+    python benchmarks/step_overhead.py --baseline a247243   # also the engine of that git revision, side by side
+
+``--baseline REV`` extracts ``interlock/`` of git revision REV into a temporary folder as the
+package ``interlock_baseline`` (its modules import each other relatively, so it loads under
+another name) and measures its end-to-end engine in the same rounds: the ratio of the current
+code to the previous one without the machine's noise between two runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import importlib
+import io
 import json
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -62,6 +74,26 @@ def engine_stepper(blocks, heads, strategy, **kw):
     return lambda x, y: engine.step(x, y)
 
 
+def load_baseline(rev: str):
+    """interlock as it was at git revision ``rev``, imported as ``interlock_baseline``."""
+    repo = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "interlock"], check=True, capture_output=True).stdout
+    folder = Path(tempfile.mkdtemp(prefix="interlock-baseline-"))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    (folder / "interlock").rename(folder / "interlock_baseline")
+    sys.path.insert(0, str(folder))
+    return importlib.import_module("interlock_baseline")
+
+
+def baseline_stepper(base, blocks, heads):
+    """End-to-end on the baseline's engine (its one-process engine class, whatever its name was)."""
+    net = base.ComponentNet(blocks=copy.deepcopy(blocks), heads=[copy.deepcopy(h) for h in heads])
+    cls = getattr(base, "Engine", None) or base.SimulatedEngine
+    engine = cls(net, base.EndToEnd(), optimizer=sgd, loss_fn=F.cross_entropy, record=False)
+    return lambda x, y: engine.step(x, y)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--components", type=int, default=4)
@@ -71,6 +103,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=3, help="steps per variant per round")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--data", default=None, help="data folder (default: $INTERLOCK_DATA or ../shared/data)")
+    p.add_argument("--baseline", default=None, help="a git revision whose engine runs side by side (end-to-end)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -84,6 +117,8 @@ def main(argv=None) -> None:
     K = args.components
     blocks, heads = build(K, args.width, seed=0)
     variants = {"plain": plain_stepper(blocks, heads), "end-to-end": engine_stepper(blocks, heads, il.EndToEnd())}
+    if args.baseline:
+        variants[f"end-to-end@{args.baseline}"] = baseline_stepper(load_baseline(args.baseline), blocks, heads)
     # The plain loop has no auxiliary heads; end-to-end through the engine trains them on their own
     # losses (to watch them). Without them the engine does the plain loop's work: its own cost alone.
     variants["end-to-end-final-head-only"] = engine_stepper(blocks, [None] * (K - 1) + [heads[-1]], il.EndToEnd())
