@@ -38,7 +38,8 @@ import interlock as il
 from interlock.timemodel import clock, emulate
 from interlock.data import find_data_root, read_cifar10_binary
 from interlock.runtime.launch import run_local
-from interlock.runtime.links import slow_links
+from interlock._torch_compat import slow_isend_for_pipelining
+from interlock.runtime.links import SlowLink
 from interlock.timemodel.pipeline_clock import predict_pipeline
 from interlock.core.schedule import build_schedule
 
@@ -124,8 +125,14 @@ def _rank(spec: dict) -> dict:
         engine = il.Engine(net, strategy(), runtime="ranks", optimizer=sgd, loss_fn=F.cross_entropy, record=True,
                                       split_backward=split, microbatches=spec["microbatches"] if mb else 1,
                                       static_shapes=True, total_steps=spec["warmup"] + spec["steps"])
-    link = spec.get("link_latency_s", 0.0)
-    with slow_links(latency_s=link) if link else contextlib.nullcontext():
+    latency_s = spec.get("link_latency_s", 0.0)
+    link = SlowLink(latency_s=latency_s) if latency_s else None
+    if link is not None and variant not in PIPE:  # interlock's transports take the link where they send
+        for transport in (engine.runtime.channel, engine.runtime.transport):
+            if transport is not None:
+                transport.use_link(link)
+    # PyTorch's pipelining schedules send through torch.distributed.isend themselves: only a patch reaches them.
+    with slow_isend_for_pipelining(link) if link is not None and variant in PIPE else contextlib.nullcontext():
         for _ in range(spec["warmup"]):
             engine.step(x if engine.rank == 0 else None, y)
         for transport in (engine.runtime.channel, engine.runtime.transport):

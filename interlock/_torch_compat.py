@@ -9,7 +9,10 @@ PyTorch offers three things interlock needs only through private names:
   clock replays instead of re-deriving PyTorch's schedule;
 - whether the autograd engine will execute a graph node in the backward pass now running
   (``torch._C._will_engine_execute_node``), with which an emulated block sleeps only for the
-  gradients a pass asks for.
+  gradients a pass asks for;
+- the ``isend`` that ``torch.distributed.pipelining``'s schedules call (``torch.distributed.isend``,
+  which ``torch.distributed.distributed_c10d`` also holds), replaced for the duration of
+  :func:`slow_isend_for_pipelining` only: an emulated slow link under the pipeline engine.
 
 Nothing else in interlock touches a private torch name. :func:`check` looks each one up and
 reports the ones missing or changed, naming the function and the torch version;
@@ -19,14 +22,20 @@ rather than somewhere deep in a run.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import types
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
-__all__ = ["TorchCompatError", "check", "pipelining_backward", "zero_bubble_rank_actions", "will_engine_execute_node"]
+if TYPE_CHECKING:
+    from .runtime.links import SlowLink
+
+__all__ = ["TorchCompatError", "check", "pipelining_backward", "zero_bubble_rank_actions", "will_engine_execute_node",
+           "slow_isend_for_pipelining"]
 
 
 class TorchCompatError(RuntimeError):
@@ -86,6 +95,43 @@ def will_engine_execute_node(node) -> bool:
     return bool(fn(node))
 
 
+@contextlib.contextmanager
+def slow_isend_for_pipelining(link: SlowLink):
+    """Within the block, every ``torch.distributed.isend`` of this process crosses the emulated ``link``
+    (:mod:`interlock.runtime.links`).
+
+    Why a patch: ``torch.distributed.pipelining``'s schedules build their sends as
+    ``P2POp(dist.isend, ...)`` and run them themselves; PyTorch offers no hook to put a link in
+    between. So for the pipeline engine alone ``isend`` is replaced, in both modules that hold it
+    (``P2POp`` and ``batch_isend_irecv`` compare ops against ``distributed_c10d.isend``).
+    Interlock's own transports never need this: they take the link where they send
+    (``TorchDistributedTransport(link=...)``); do not give them a link as well inside this block,
+    or their messages are held twice.
+    """
+    import torch.distributed as dist
+    import torch.distributed.distributed_c10d as c10d
+
+    from .runtime.links import LinkSender, SlowLink
+
+    if not isinstance(link, SlowLink):
+        raise TypeError(f"link={link!r}: give an interlock.runtime.links.SlowLink")
+    if c10d.isend is not dist.isend:
+        raise _fail("torch.distributed.distributed_c10d.isend", "is not torch.distributed.isend (already patched?)")
+    real = c10d.isend
+    sender = LinkSender(link)
+
+    def isend(tensor: torch.Tensor, dst=None, group=None, tag=0, group_dst=None):
+        (sent,) = sender.submit((dst, group_dst, id(group)), tensor.numel() * tensor.element_size(),
+                                [lambda: real(tensor, dst=dst, group=group, tag=tag, group_dst=group_dst)])
+        return sent
+
+    c10d.isend = dist.isend = isend
+    try:
+        yield
+    finally:
+        c10d.isend = dist.isend = real
+
+
 def check() -> list[str]:
     """One line per private API that is missing or changed in this torch; empty when all are usable."""
     problems = []
@@ -109,4 +155,14 @@ def check() -> list[str]:
                                   "returns actions without computation_type and microbatch_index")))
     if not callable(getattr(torch._C, "_will_engine_execute_node", None)):
         problems.append(str(_fail("torch._C._will_engine_execute_node", "is missing")))
+    import torch.distributed as dist
+
+    if dist.is_available():
+        import torch.distributed.distributed_c10d as c10d
+
+        isend_params = list(inspect.signature(c10d.isend).parameters)
+        if c10d.isend is not dist.isend or isend_params[:5] != ["tensor", "dst", "group", "tag", "group_dst"]:
+            problems.append(str(_fail("torch.distributed.distributed_c10d.isend",
+                                      f"is not torch.distributed.isend(tensor, dst, group, tag, group_dst) (takes "
+                                      f"{', '.join(isend_params)})")))
     return problems

@@ -218,6 +218,22 @@ def test_initialisation_is_deterministic_given_the_seed():
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+
+def test_shared_init_follows_torchvision_for_convs_batchnorm_and_vgg_linears():
+    from interlock.models.init import init_weights
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(8, 64, 3), nn.BatchNorm2d(64), nn.Linear(256, 128))
+    nn.init.constant_(net[1].weight, 3.0)
+    default_linear = net[2].weight.detach().clone()
+    init_weights(net)  # ResNet's call: linear layers keep PyTorch's default
+    fan_out = 64 * 3 * 3
+    assert abs(net[0].weight.std().item() - math.sqrt(2 / fan_out)) < 0.1 * math.sqrt(2 / fan_out)
+    assert torch.equal(net[1].weight, torch.ones(64)) and torch.equal(net[1].bias, torch.zeros(64))
+    assert torch.equal(net[2].weight, default_linear)
+    init_weights(net, linear_std=0.01)  # VGG's call
+    assert abs(net[2].weight.std().item() - 0.01) < 0.001 and torch.equal(net[2].bias, torch.zeros(128))
+
 # -- partitions ----------------------------------------------------------------------------------------
 
 

@@ -182,25 +182,18 @@ class EndToEnd(Strategy):
 _SCHEDULES = ("random", "round_robin")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check_async_local(*, buffer_size, slowdown, slow_component, schedule, seed, max_reuse=0, prefix: str = "") -> None:
     """Raise a ValueError naming the first bad :class:`AsyncLocal` parameter as ``prefix + name``
     (the config's ``replay.`` section passes ``prefix="replay."``; there ``seed`` may be None)."""
-    if not _is_int(buffer_size) or buffer_size < 1:
-        raise ValueError(f"{prefix}buffer_size={buffer_size!r}: use an integer M >= 1 (batches each replay buffer holds)")
+    count(buffer_size, f"{prefix}buffer_size={buffer_size!r}: use an integer M >= 1 (batches each replay buffer holds)")
     number(slowdown, f"{prefix}slowdown={slowdown!r}: use a finite S > 0 (1 is no slow-down; 4 makes one component 4x slower)",
            low=0, low_open=True)
-    if not _is_int(slow_component) or slow_component < 1:
-        raise ValueError(f"{prefix}slow_component={slow_component!r}: use a component number 1..K")
+    count(slow_component, f"{prefix}slow_component={slow_component!r}: use a component number 1..K")
     if schedule not in _SCHEDULES:
         raise ValueError(f"{prefix}schedule={schedule!r}: use one of {', '.join(_SCHEDULES)}")
-    if not _is_int(seed):
-        raise ValueError(f"{prefix}seed={seed!r}: use an integer")
-    if not _is_int(max_reuse) or max_reuse < 0:
-        raise ValueError(f"{prefix}max_reuse={max_reuse!r}: use an integer r >= 1 (reads of one buffer entry at most), or 0 for no bound")
+    count(seed, f"{prefix}seed={seed!r}: use an integer", minimum=None)
+    count(max_reuse, f"{prefix}max_reuse={max_reuse!r}: use an integer r >= 1 (reads of one buffer entry at most), or 0 for no bound",
+          minimum=0)
 
 
 @dataclass(frozen=True)

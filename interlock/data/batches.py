@@ -107,8 +107,7 @@ def _labels(y, batch_size, order, start_step, steps):
 def _check_start(num: int, batch_size: int, start_step, drop_last: bool) -> int:
     """The epoch's number of batches, after checking that ``start_step`` lies within it."""
     steps = batches_per_epoch(num, batch_size, drop_last=drop_last)
-    if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step <= steps:
-        raise ValueError(f"start_step={start_step!r} must be in 0..{steps} (epoch of {steps} batches of {batch_size})")
+    count(start_step, f"start_step={start_step!r} must be in 0..{steps} (epoch of {steps} batches of {batch_size})", minimum=0, maximum=steps)
     return steps
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..checks import count
 from .cifar import CIFAR10_HOWTO, load_cifar
 from .digits import load_digits
 from .mnist import load_mnist
@@ -91,8 +92,7 @@ class ImageDataset:
         """A copy that trains on the first ``num`` training images only (quick runs), with
         mean/std recomputed from them; validation and test splits unchanged. (The dataset is
         frozen: replacing train_x in place would leave stats of images no longer trained on.)"""
-        if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= len(self.train_x):
-            raise ValueError(f"num={num!r} must be an integer in 1..{len(self.train_x)} (the training split's size)")
+        count(num, f"num={num!r} must be an integer in 1..{len(self.train_x)} (the training split's size)", maximum=len(self.train_x))
         x = self.train_x[:num]
         mean, std = channel_stats(x)
         return replace(self, train_x=x, train_y=self.train_y[:num], mean=mean, std=std, source=f"{self.source}; first {num} training images")
@@ -114,17 +114,17 @@ def channel_stats(x: torch.Tensor, *, chunk: int = 2048) -> tuple[torch.Tensor, 
         hist += torch.bincount(values.flatten(), minlength=C * 256)
     hist = hist.view(C, 256).to(torch.float64)
     levels = torch.arange(256, dtype=torch.float64) / 255.0
-    count = hist.sum(dim=1)
-    mean = (hist * levels).sum(dim=1) / count
-    var = (hist * (levels[None, :] - mean[:, None]) ** 2).sum(dim=1) / count
+    pixels = hist.sum(dim=1)  # per channel
+    mean = (hist * levels).sum(dim=1) / pixels
+    var = (hist * (levels[None, :] - mean[:, None]) ** 2).sum(dim=1) / pixels
     return mean.to(torch.float32), var.sqrt().to(torch.float32)
 
 
 def split_validation(num: int, val_size: int, *, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, val) of a random split of ``num`` examples, each sorted; the same for the
     same (num, val_size, seed)."""
-    if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 <= val_size < num:
-        raise ValueError(f"val_size={val_size!r} must be an integer in 0..{num - 1} (the training split has {num} images)")
+    count(val_size, f"val_size={val_size!r} must be an integer in 0..{num - 1} (the training split has {num} images)",
+          minimum=0, maximum=num - 1)
     order = torch.randperm(num, generator=make_generator(seed, "validation-split"))
     return order[val_size:].sort().values, order[:val_size].sort().values
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checks import count, number
 from .paths import ENV_VAR, find_data_root
 from .seeding import make_generator
 
@@ -135,8 +136,7 @@ class CharCorpus:
     @classmethod
     def from_text(cls, text: str, *, name: str = "text", val_fraction: float = 0.1, source: str = "") -> CharCorpus:
         """The first 1 - ``val_fraction`` of ``text`` for training, the rest for validation."""
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+        number(val_fraction, f"val_fraction={val_fraction} must be in [0, 1)", low=0.0, high=1.0, high_open=True)
         cut = int(len(text) * (1.0 - val_fraction))
         if cut < 2:
             raise ValueError(f"{name}: {len(text)} characters leave no training text with val_fraction={val_fraction}")
@@ -202,8 +202,7 @@ def _check_sizes(tokens: torch.Tensor, batch_size: int, block_size: int) -> None
     if tokens.dim() != 1:
         raise ValueError(f"tokens must be 1-D (L,); got shape {tuple(tokens.shape)}")
     for label, v in (("batch_size", batch_size), ("block_size", block_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{label}={v!r} must be an integer >= 1")
+        count(v, f"{label}={v!r} must be an integer >= 1")
     if len(tokens) < block_size + 1:
         raise ValueError(f"{len(tokens)} tokens are too few for block_size={block_size}; use block_size <= {len(tokens) - 1}")
 
@@ -242,8 +241,7 @@ def iterate_text_batches(
     gives exactly the batches an uninterrupted run gives there.
     """
     _check_sizes(tokens, batch_size, block_size)
-    if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
-        raise ValueError(f"start_step={start_step!r} must be an integer >= 0")
+    count(start_step, f"start_step={start_step!r} must be an integer >= 0", minimum=0)
     make_generator(seed, "text", start_step)  # a bad seed fails here, not at the first batch
     stop = None if num_steps is None else start_step + num_steps
 

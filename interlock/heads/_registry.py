@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from ..checks import count, is_count
 from ..registry import Registry
 
 __all__ = ["register", "names", "create", "takes", "local_loss", "image_shape", "token_shape", "check_options", "positive_int"]
@@ -34,7 +35,7 @@ def create(name: str, *, in_shape: Sequence[int], num_classes: int, **kw) -> nn.
     """
     builder = HEADS.get(name)
     shape = tuple(in_shape)
-    if not shape or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in shape):
+    if not shape or not all(is_count(d) for d in shape):
         raise ValueError(f"head {name!r}: in_shape={tuple(in_shape)} must be positive ints without the batch, e.g. (C, H, W) or (T, C)")
     positive_int(num_classes, "num_classes", f"head {name!r}")
     check_options(builder, kw, f"head {name!r}", reserved=("in_shape", "num_classes"))
@@ -66,9 +67,7 @@ def check_options(builder: Callable, kw: dict, what: str, *, reserved: Sequence[
 
 
 def positive_int(value, name: str, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{what}: {name}={value!r} must be a positive int")
-    return value
+    return count(value, f"{what}: {name}={value!r} must be a positive int")
 
 
 def image_shape(in_shape: tuple[int, ...], head: str) -> tuple[int, int, int]:

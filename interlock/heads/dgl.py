@@ -23,6 +23,7 @@ import math
 
 from torch import nn
 
+from ..checks import count
 from ._registry import image_shape, positive_int, register
 
 __all__ = ["mlp", "mlp_sr", "cnn"]
@@ -47,8 +48,7 @@ def _convs(C: int, *, count: int, kernel: int) -> list[nn.Module]:
 def _options(head: str, in_shape, width, layers, *, count_name: str = "layers") -> tuple[int, int, int, int]:
     C, H, W = image_shape(in_shape, head)
     width = 4 * C if width is None else positive_int(width, "width", f"head {head!r}")
-    if not isinstance(layers, int) or isinstance(layers, bool) or layers < 0:
-        raise ValueError(f"head {head!r}: {count_name}={layers!r} must be an int >= 0")
+    count(layers, f"head {head!r}: {count_name}={layers!r} must be an int >= 0", minimum=0)
     return C, H, W, width
 
 

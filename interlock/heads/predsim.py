@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import number
 from ._registry import image_shape, positive_int, register
 
 __all__ = ["similarity_matrix", "similarity_loss", "PredHead", "PredSimHead", "pred", "predsim"]
@@ -109,8 +110,7 @@ class PredSimHead(nn.Module):
 
 
 def _check_options(sim_weight, max_features, head: str) -> None:
-    if isinstance(sim_weight, bool) or not isinstance(sim_weight, (int, float)) or not 0 <= sim_weight <= 1:
-        raise ValueError(f"head {head!r}: sim_weight={sim_weight!r} must be in [0, 1] (the paper uses 0.99)")
+    number(sim_weight, f"head {head!r}: sim_weight={sim_weight!r} must be in [0, 1] (the paper uses 0.99)", low=0, high=1)
     positive_int(max_features, "max_features", f"head {head!r}")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..checks import number
 from ._registry import image_shape, positive_int, register
 
 __all__ = ["aux", "InvertedResidual"]
@@ -54,8 +55,7 @@ def aux(layers: int, *, in_shape: tuple[int, ...], num_classes: int, width: floa
     """Aux ``layers`` (see the module docstring): (B, C, H, W) -> (B, classes)."""
     name = f"aux{layers}"
     C, H, W = image_shape(in_shape, name)
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-        raise ValueError(f"head {name!r}: width={width!r} must be a positive channel multiplier (0.25 on CIFAR-10)")
+    number(width, f"head {name!r}: width={width!r} must be a positive channel multiplier (0.25 on CIFAR-10)", low=0, low_open=True)
     positive_int(final_width, "final_width", f"head {name!r}")
     positive_int(expand, "expand", f"head {name!r}")
     planes = max(1, round(C * width))

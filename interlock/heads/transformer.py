@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import number
 from ._registry import positive_int, register, token_shape
 
 __all__ = ["CausalSelfAttention", "MLP", "TransformerBlock", "LMHead", "TransformerHead", "init_gpt_weights"]
@@ -189,5 +190,4 @@ def _check_vocab(vocab_size: int | None, num_classes: int, head: str) -> None:
 
 
 def _check_dropout(p: float, head: str) -> None:
-    if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise ValueError(f"head {head!r}: dropout={p!r} must be in [0, 1)")
+    number(p, f"head {head!r}: dropout={p!r} must be in [0, 1)", low=0.0, high=1.0, high_open=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..checks import count, number
 from ..registry import Registry
 
 __all__ = ["Network", "ImageConfig", "register", "names", "build", "config", "positive_int", "scaled", "check_width", "check_choice"]
@@ -62,8 +63,7 @@ def names() -> list[str]:
 def build(name: str, *, components: int = 1, **kw) -> Network:
     """Model ``name`` as a flat :class:`Network` (no components yet); ``create`` groups it."""
     builder = MODELS.get(name)
-    if not isinstance(components, int) or isinstance(components, bool) or components < 1:
-        raise ValueError(f"components={components!r} must be a positive int (the number of components K)")
+    count(components, f"components={components!r} must be a positive int (the number of components K)")
     return builder(components=components, **kw)
 
 
@@ -97,9 +97,7 @@ def config(cls: type, model: str, kw: dict):
 
 
 def positive_int(value, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive int")
-    return value
+    return count(value, f"{name}={value!r} must be a positive int")
 
 
 def scaled(channels: int, width: float) -> int:
@@ -108,8 +106,7 @@ def scaled(channels: int, width: float) -> int:
 
 
 def check_width(width) -> None:
-    if not isinstance(width, (int, float)) or isinstance(width, bool) or not width > 0:
-        raise ValueError(f"width={width!r} must be a positive number (a channel multiplier; 1.0 is the published network)")
+    number(width, f"width={width!r} must be a positive number (a channel multiplier; 1.0 is the published network)", low=0, low_open=True)
 
 
 def check_choice(value, name: str, choices: tuple) -> None:

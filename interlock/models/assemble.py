@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 
 from .. import heads as head_registry
+from ..checks import is_count
 from ..measure.flops import BlockProfile, profile_blocks
 from ..network.net import ComponentNet, group_blocks, partition_balanced, partition_uniform
 from ._registry import Network, build
@@ -61,7 +62,7 @@ def choose_cuts(
             return partition_balanced([p.flops for p in profile], components)
         raise ValueError(f"partition={partition!r}; choose one of {', '.join(PARTITIONS)} or a list of {components - 1} cut indices")
     cuts = tuple(partition)
-    if len(cuts) != components - 1 or any(not isinstance(c, int) or isinstance(c, bool) for c in cuts):
+    if len(cuts) != components - 1 or not all(is_count(c, minimum=None) for c in cuts):
         raise ValueError(f"partition={list(cuts)} for {model}: components={components} needs {components - 1} int cut indices")
     return cuts  # group_blocks checks their range and order
 

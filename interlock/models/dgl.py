@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from .. import heads
+from ..checks import is_count
+
 from ._registry import ImageConfig, Network, check_width, config, positive_int, register, scaled
 
 __all__ = ["DGLCNNConfig", "dgl_cnn"]
@@ -35,7 +37,7 @@ class DGLCNNConfig(ImageConfig):
         positive_int(self.head_layers, "head_layers")
         ds = tuple(self.downsample)
         object.__setattr__(self, "downsample", ds)  # frozen: store lists as tuples
-        if any(not isinstance(i, int) or not 0 < i < self.depth for i in ds) or list(ds) != sorted(set(ds)):
+        if not all(is_count(i, 1, self.depth - 1) for i in ds) or list(ds) != sorted(set(ds)):
             raise ValueError(f"downsample={self.downsample!r} must be increasing block indices in 1..{self.depth - 1}")
         if self.image_size < 2 ** len(ds):
             raise ValueError(f"image_size={self.image_size} is too small for {len(ds)} 2x2 max-pools; use >= {2 ** len(ds)}")

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .. import heads
+from ..checks import count, number
 from ..heads.transformer import TransformerBlock, init_gpt_weights
 from ._registry import Network, config, positive_int, register
 
@@ -49,10 +50,9 @@ class GPTConfig:
             positive_int(getattr(self, name), name)
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-        if not isinstance(self.blocks_per_component, int) or isinstance(self.blocks_per_component, bool) or self.blocks_per_component < 0:
-            raise ValueError(f"blocks_per_component={self.blocks_per_component!r}: use 0 (n_layer in total) or a positive int")
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout!r} must be in [0, 1)")
+        count(self.blocks_per_component, f"blocks_per_component={self.blocks_per_component!r}: use 0 (n_layer in total) or a positive int",
+              minimum=0)
+        number(self.dropout, f"dropout={self.dropout!r} must be in [0, 1)", low=0.0, high=1.0, high_open=True)
 
 
 class Embedding(nn.Module):

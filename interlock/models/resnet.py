@@ -28,6 +28,7 @@ from torch import nn
 
 from .. import heads
 from ._registry import ImageConfig, Network, check_choice, check_width, config, register, scaled
+from .init import init_weights
 
 __all__ = ["BasicBlock", "Bottleneck", "CifarResNetConfig", "ResNetConfig", "StageResNetConfig", "STAGE_LAYOUT"]
 
@@ -93,15 +94,6 @@ class Bottleneck(nn.Module):
         return F.relu(self.residual(x) + self.shortcut(x))
 
 
-def _init(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
 def _stages(c_in: int, widths: list[int], counts: list[int], strides: list[int], block: type, shortcut: str) -> tuple[list[nn.Module], int]:
     blocks: list[nn.Module] = []
     for planes, count, stride in zip(widths, counts, strides):
@@ -113,7 +105,7 @@ def _stages(c_in: int, widths: list[int], counts: list[int], strides: list[int],
 
 def _network(cfg: ImageConfig, blocks: list[nn.Module], c_out: int) -> Network:
     for b in blocks:
-        _init(b)
+        init_weights(b)
     # Pool + linear: the head accepts any spatial size, so the output size needs no arithmetic.
     final = heads.create("pool_linear", in_shape=(c_out, 1, 1), num_classes=cfg.num_classes)
     return Network(blocks=blocks, final_head=final, sample_input=cfg.sample_input(), num_classes=cfg.num_classes)

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from .. import heads
+from ..checks import number
 from ._registry import ImageConfig, Network, check_choice, check_width, config, register, scaled
+from .init import init_weights
 
 __all__ = ["VGGConfig", "LAYOUTS"]
 
@@ -49,8 +51,7 @@ class VGGConfig(ImageConfig):
         super().__post_init__()
         check_width(self.width)
         check_choice(self.classifier, "classifier", ("cifar", "imagenet", "mlp"))
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout!r} must be in [0, 1)")
+        number(self.dropout, f"dropout={self.dropout!r} must be in [0, 1)", low=0.0, high=1.0, high_open=True)
         pools = sum(1 for v in LAYOUTS["vgg19_bn"] if v == M)
         if self.image_size < 2**pools:
             raise ValueError(f"image_size={self.image_size} is too small for {pools} 2x2 max-pools; use image_size >= {2**pools}")
@@ -89,20 +90,8 @@ def _vgg(name: str, kw: dict) -> Network:
             nn.Linear(hidden, cfg.num_classes),
         )
     for m in [*blocks, final]:
-        _init(m)
+        init_weights(m, linear_std=0.01)
     return Network(blocks=blocks, final_head=final, sample_input=cfg.sample_input(), num_classes=cfg.num_classes)
-
-
-def _init(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01)
-            nn.init.zeros_(m.bias)
 
 
 def _register(name: str) -> None:

@@ -40,6 +40,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..checks import count
 from .net import ComponentNet, group_blocks
 
 __all__ = ["adapt", "CausalLMHead", "GPT2Embedding", "LlamaEmbedding", "DecoderLayer"]
@@ -172,8 +173,7 @@ def adapt(
     tied = lm_head.weight is wte
     blocks: list[nn.Module] = [nn.Sequential(embed, layers[0]), *layers[1:]]
     K = components
-    if isinstance(K, bool) or not isinstance(K, int) or not 1 <= K <= len(blocks):
-        raise ValueError(f"components={K!r}: the model has {len(blocks)} decoder layers; use 1 <= components <= {len(blocks)}")
+    count(K, f"components={K!r}: the model has {len(blocks)} decoder layers; use 1 <= components <= {len(blocks)}", maximum=len(blocks))
     sample = torch.zeros(2, sample_length, dtype=torch.long, device=wte.device)
     if isinstance(partition, str):
         from .split import balanced_cuts, block_costs, uniform_cuts

@@ -13,6 +13,8 @@ from itertools import chain
 import torch
 from torch import nn
 
+from ..checks import count
+
 __all__ = [
     "ComponentNet",
     "partition_uniform",
@@ -245,8 +247,7 @@ def merge_adjacent(net: ComponentNet, size: int = 2) -> ComponentNet:
     final head); the other members' heads are dropped. The modules are ``net``'s own: training
     the merged network trains them in place. Used by 1-wise double size (``LocalDouble``).
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size={size!r}: merge groups of an integer number >= 1 of components")
+    count(size, f"size={size!r}: merge groups of an integer number >= 1 of components")
     K = net.num_components
     blocks, heads = [], []
     for start in range(0, K, size):
@@ -289,7 +290,6 @@ def check_ties(net: ComponentNet, ties, *, one_component_ok: bool = False) -> li
 
 
 def _check_k(num_blocks: int, components: int) -> None:
-    if components < 1:
-        raise ValueError(f"components={components}: need at least one component")
+    count(components, f"components={components}: need at least one component")
     if components > num_blocks:
         raise ValueError(f"components={components} exceeds the {num_blocks} blocks; use components <= {num_blocks}")

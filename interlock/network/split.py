@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..checks import count
 from .net import ComponentNet, group_blocks, parameter_count
 
 __all__ = ["split", "SplitPlan", "flatten_blocks", "balanced_cuts", "uniform_cuts", "block_costs", "BALANCES"]
@@ -210,8 +211,7 @@ def balanced_cuts(costs: Sequence[float], components: int, *, has_params: Sequen
     block with parameters (``has_params``; None: every block has). Exact dynamic program, O(K n^2)."""
     n = len(costs)
     has = [True] * n if has_params is None else list(has_params)
-    if components < 1:
-        raise ValueError(f"components={components}: need at least one component")
+    count(components, f"components={components}: need at least one component")
     if sum(has) < components:
         raise ValueError(f"components={components}, but only {sum(has)} of the {n} blocks have parameters: every "
                          f"component needs some; use components <= {sum(has)}")

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..checks import count
 from ..training.config import load_config
 from ..training.metrics import atomic_write_text, read_metrics, summarise
 from ..training.runs import RunState, run_state
@@ -145,8 +146,7 @@ def reproduce(
         pair = ["epochs=0"] if "steps" in keys and "epochs" not in keys else ["steps=0"] if "epochs" in keys and "steps" not in keys else []
         base = [*base, *pair, *overrides]
         note += f"; with {' '.join(overrides)} on every run"
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"--jobs {jobs!r}: use a positive number of runs trained at once")
+    count(jobs, f"--jobs {jobs!r}: use a positive number of runs trained at once")
     seeds = list(seeds) if seeds else list(table.default_seeds[scale])
     if only:
         unknown = sorted(set(only) - {r.key for r in runs})

@@ -1,32 +1,53 @@
 """An emulated slow link between processes: what users who outgrow one machine see.
 
-:func:`slow_links` replaces ``torch.distributed.isend`` in this process by one that hands each
-message to a *link* thread per destination, which holds it for ``latency_s + bytes /
-bytes_per_s`` and only then starts the real send: a store-and-forward link that carries one
-message at a time (a message queues behind the ones before it on the same link). The sender
-does not wait (as with a NIC), the receiver sees the data late. Every ``isend`` goes through
-it, interlock's transports and ``torch.distributed.pipelining``'s schedules alike (they build
-their sends from ``torch.distributed.isend``), so all of them meet the same link.
+A :class:`SlowLink` is the link's model: each message is held ``latency_s + bytes / bytes_per_s``
+before its real send starts. :class:`LinkSender` applies it: a *link* thread per destination rank
+holds each message for that long and only then starts the real send, a store-and-forward link that
+carries one message at a time (a message queues behind the ones before it on the same link). The
+sender does not wait (as with a NIC); the receiver sees the data late.
+
+Interlock's own transport applies the model where it sends
+(``TorchDistributedTransport(link=...)`` or :meth:`~interlock.runtime.transport.TorchDistributedTransport.use_link`),
+one message (header and payload) per hold, so nothing else in the process changes.
+``torch.distributed.pipelining``'s schedules build their sends from ``torch.distributed.isend``
+themselves and offer no hook; for them alone :func:`interlock._torch_compat.slow_isend_for_pipelining`
+routes that function through the same link.
 
 Used by ``benchmarks/schedule.py --slow-link``; emulation only, never in training.
 """
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-import torch
-import torch.distributed as dist
-import torch.distributed.distributed_c10d as c10d
+from ..checks import number
 
-__all__ = ["slow_links"]
+__all__ = ["SlowLink", "LinkSender"]
 
 
-class _Sent:
-    """The Work of an emulated send: complete once the link has started the real send and that has completed."""
+@dataclass(frozen=True)
+class SlowLink:
+    """A link that holds each message ``latency_s + bytes / bytes_per_s`` (``bytes_per_s`` 0: unlimited bandwidth)."""
+
+    latency_s: float
+    bytes_per_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        message = f"latency_s={self.latency_s!r}, bytes_per_s={self.bytes_per_s!r}: give non-negative numbers"
+        number(self.latency_s, message, low=0)
+        number(self.bytes_per_s, message, low=0)
+
+    def hold_s(self, nbytes: int) -> float:
+        """How long a message of ``nbytes`` waits on the link before its send starts."""
+        return self.latency_s + (nbytes / self.bytes_per_s if self.bytes_per_s else 0.0)
+
+
+class Sent:
+    """The Work of one send on a link: complete once the link has started the real send and that has completed."""
 
     def __init__(self) -> None:
         self._started = threading.Event()
@@ -45,48 +66,39 @@ class _Sent:
 
 
 class _Link(threading.Thread):
-    def __init__(self, send, latency_s: float, bytes_per_s: float) -> None:
+    def __init__(self, model: SlowLink) -> None:
         super().__init__(daemon=True, name="slow-link")
-        self._send, self._latency_s, self._bytes_per_s = send, latency_s, bytes_per_s
+        self._model = model
         self.messages: queue.Queue = queue.Queue()
 
     def run(self) -> None:
         while True:
-            tensor, args, kwargs, sent = self.messages.get()
-            nbytes = tensor.numel() * tensor.element_size()
-            time.sleep(self._latency_s + (nbytes / self._bytes_per_s if self._bytes_per_s else 0.0))
-            try:
-                sent._work = self._send(tensor, *args, **kwargs)
-            except BaseException as err:  # handed to whoever waits for it
-                sent._error = err
-            sent._started.set()
+            nbytes, sends, handles = self.messages.get()
+            time.sleep(self._model.hold_s(nbytes))
+            for send, sent in zip(sends, handles):
+                try:
+                    sent._work = send()
+                except BaseException as err:  # handed to whoever waits for it
+                    sent._error = err
+                sent._started.set()
 
 
-@contextlib.contextmanager
-def slow_links(*, latency_s: float, bytes_per_s: float = 0.0):
-    """Within the block, every ``isend`` of this process crosses an emulated link (see the module docstring).
+class LinkSender:
+    """One store-and-forward link per destination under one :class:`SlowLink` model."""
 
-    ``bytes_per_s`` 0 means unlimited bandwidth (latency only).
-    """
-    if not latency_s >= 0 or not bytes_per_s >= 0:
-        raise ValueError(f"latency_s={latency_s!r}, bytes_per_s={bytes_per_s!r}: give non-negative numbers")
-    real = c10d.isend
-    links: dict[object, _Link] = {}
-    lock = threading.Lock()
+    def __init__(self, model: SlowLink) -> None:
+        self.model = model
+        self._links: dict[object, _Link] = {}
+        self._lock = threading.Lock()  # pipelining's sends may come from more than one thread
 
-    def isend(tensor: torch.Tensor, dst=None, group=None, tag=0, group_dst=None):
-        key = (dst, group_dst, id(group))
-        with lock:
-            link = links.get(key)
+    def submit(self, dst, nbytes: int, sends: Sequence[Callable[[], object]]) -> list[Sent]:
+        """Queue one message of ``nbytes`` to ``dst``: after its hold, ``sends`` start in order (the real
+        sends it is made of). Returns a Work-like handle per send; returns at once."""
+        with self._lock:
+            link = self._links.get(dst)
             if link is None:
-                link = links[key] = _Link(real, latency_s, bytes_per_s)
+                link = self._links[dst] = _Link(self.model)
                 link.start()
-        sent = _Sent()
-        link.messages.put((tensor, (), {"dst": dst, "group": group, "tag": tag, "group_dst": group_dst}, sent))
-        return sent
-
-    c10d.isend = dist.isend = isend
-    try:
-        yield
-    finally:
-        c10d.isend = dist.isend = real
+        handles = [Sent() for _ in sends]
+        link.messages.put((nbytes, list(sends), handles))
+        return handles

@@ -21,7 +21,8 @@ from typing import Protocol
 import torch
 import torch.distributed as dist
 
-from ..checks import count
+from ..checks import count, number
+from .links import LinkSender, SlowLink
 
 __all__ = ["Transport", "InMemoryTransport", "TorchDistributedTransport", "TransportError"]
 
@@ -116,6 +117,8 @@ class TorchDistributedTransport:
     or a send waits before failing (default: the process group's timeout). ``p2p_tags``:
     the (header, payload) point-to-point tags; two transports with different tags between
     the same ranks are independent channels (training messages vs evaluation, for one).
+    ``link``: an emulated slow link (:class:`~interlock.runtime.links.SlowLink`, also settable
+    later with :meth:`use_link`) each message crosses before its sends start; None sends at once.
 
     **Static shapes** (``static_shapes=True``, what the training program uses: its batches
     all have one size): a message's dtype, shape and strides are sent once per (channel,
@@ -144,6 +147,7 @@ class TorchDistributedTransport:
         p2p_tags: tuple[int, int] = (_HEADER_P2P_TAG, _PAYLOAD_P2P_TAG),
         static_shapes: bool = False,
         wire_device: torch.device | str | None = None,
+        link: SlowLink | None = None,
     ) -> None:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError(
@@ -151,8 +155,9 @@ class TorchDistributedTransport:
                 "torch.distributed.init_process_group first (the distributed engine does this for you)"
             )
         count(max_pending_sends, f"max_pending_sends={max_pending_sends!r}: give an integer >= 1")
-        if timeout_s is not None and not timeout_s > 0:
-            raise ValueError(f"timeout_s={timeout_s!r}: give a positive number of seconds, or None for the group's timeout")
+        if timeout_s is not None:
+            number(timeout_s, f"timeout_s={timeout_s!r}: give a positive number of seconds, or None for the group's timeout",
+                   low=0, low_open=True, finite=False)
         self.ranks = tuple(range(dist.get_world_size())) if ranks is None else tuple(int(r) for r in ranks)
         self.group = group
         self.header_group = group if header_group is None else header_group
@@ -176,8 +181,16 @@ class TorchDistributedTransport:
         self.messages_sent = 0
         self.messages_received = 0
         self.sent_by_kind: Counter[str] = Counter()  # tag[0] ("activation", "stream") -> messages
+        self._links: LinkSender | None = None
+        self.use_link(link)
 
     # -- sending -------------------------------------------------------------------------
+
+    def use_link(self, link: SlowLink | None) -> None:
+        """Send every later message across an emulated slow ``link`` (None: straight to ``isend``)."""
+        if link is not None and not isinstance(link, SlowLink):
+            raise TypeError(f"link={link!r}: give an interlock.runtime.links.SlowLink, or None for no emulated link")
+        self._links = None if link is None else LinkSender(link)
 
     def send(self, tensor: torch.Tensor, *, src: int, dst: int, tag: tuple) -> None:
         """Start sending ``tensor`` from component ``src`` to ``dst``; returns without waiting for ``dst``."""
@@ -185,11 +198,10 @@ class TorchDistributedTransport:
         payload, stride = _dense_flat(tensor.detach())
         payload = payload.to(self.wire_device)  # (no copy unless staged)
         layout = (tensor.dtype, tuple(tensor.shape), stride)
-        header = header_work = None
+        header = None
         known = self._sent_layout.get((dst, tuple(tag))) if self.static_shapes else None
         if known is None:
             header = _encode_header(tag, *layout)
-            header_work = dist.isend(header, dst=peer, group=self.header_group, tag=self._header_tag)
             self.headers_sent += 1
             if self.static_shapes:
                 self._sent_layout[(dst, tuple(tag))] = layout
@@ -199,10 +211,7 @@ class TorchDistributedTransport:
                 f"tag's first message was {known[1]} {known[0]}; with static_shapes every message of a tag keeps its "
                 f"shape (use batches of one size, e.g. drop the last smaller one, or turn static_shapes off)"
             )
-        # An empty tensor has nothing to send (and gloo rejects zero-byte messages).
-        payload_work = (
-            dist.isend(payload, dst=peer, group=self.group, tag=self._payload_tag) if payload.numel() else None
-        )
+        header_work, payload_work = self._start_sends(peer, header, payload)
         self._pending.append((header_work, payload_work, header, payload, src, dst, tag))
         self.messages_sent += 1
         self.sent_by_kind[str(tag[0])] += 1
@@ -210,6 +219,22 @@ class TorchDistributedTransport:
             logger.debug("component %d: %d sends outstanding; waiting for the oldest", src + 1, len(self._pending))
             while len(self._pending) > self.max_pending_sends:
                 self._wait_oldest()
+
+    def _start_sends(self, peer: int, header: torch.Tensor | None, payload: torch.Tensor) -> tuple[object, object]:
+        """The (header, payload) works of one message to rank ``peer`` (None where nothing is sent)."""
+        sends = []
+        if header is not None:
+            sends.append(lambda: dist.isend(header, dst=peer, group=self.header_group, tag=self._header_tag))
+        # An empty tensor has nothing to send (and gloo rejects zero-byte messages).
+        if payload.numel():
+            sends.append(lambda: dist.isend(payload, dst=peer, group=self.group, tag=self._payload_tag))
+        if self._links is None:
+            works = [send() for send in sends]
+        else:  # one message on the link: its header and payload leave together after one hold
+            nbytes = payload.numel() * payload.element_size() + (0 if header is None else header.numel())
+            works = self._links.submit(peer, nbytes, sends)
+        works = iter(works)
+        return (None if header is None else next(works)), (next(works) if payload.numel() else None)
 
     def outstanding_sends(self) -> int:
         """Sends not yet known to be complete (the receiver may already hold some of them)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checks import count
 from ..training.config import TrainConfig, _build
 from ..models import build
 
@@ -39,8 +40,7 @@ def decide(alpha: torch.Tensor, beta: torch.Tensor, head_names: Sequence[str], c
     L = alpha.shape[0] + 1
     if alpha.dim() != 2 or alpha.shape[1] != 2 or tuple(beta.shape) != (L - 1, len(head_names)):
         raise ValueError(f"alpha {tuple(alpha.shape)} and beta {tuple(beta.shape)}: expected (L-1, 2) and (L-1, {len(head_names)})")
-    if isinstance(components, bool) or not isinstance(components, int) or not 1 <= components <= L:
-        raise ValueError(f"components={components!r}: the searched network has {L} blocks; use K in 1..{L}")
+    count(components, f"components={components!r}: the searched network has {L} blocks; use K in 1..{L}", maximum=L)
     local = torch.softmax(alpha, dim=-1)[:, 0]  # (L-1,): the weight of block l's own loss
     order = sorted(range(L - 1), key=lambda l: (-float(local[l]), l))
     chosen = sorted(order[: components - 1])  # 0-based blocks after which to cut

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..checks import count
+
 __all__ = ["Snapshot", "WeightMemory"]
 
 
@@ -38,9 +40,7 @@ class WeightMemory:
     """At most ``size`` snapshots; ``take`` draws one uniformly (and removes it), ``put`` adds one."""
 
     def __init__(self, size: int) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"memory size={size!r}: use N >= 1 snapshots")
-        self.size = size
+        self.size = count(size, f"memory size={size!r}: use N >= 1 snapshots")
         self.entries: list[Snapshot] = []
         self._counter = 0
 

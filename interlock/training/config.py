@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..checks import is_count, is_number
 from ..core.strategies import AsyncLocal, EndToEnd, Hogwild, HogwildStashed, Interlocking, Local, LocalDouble, Sequential, Strategy, check_async_local
 from ..measure.profiling import parse_profile_steps
 from .tracking import TrackConfig
@@ -62,9 +63,9 @@ class ModelConfig:
     factory: str = ""  # module:function returning your model (nn.Module, block list or ComponentNet), called with model.kwargs; "" uses model.name
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.components, int) and self.components >= 1, f"model.components={self.components!r}: use an integer >= 1")
+        _check(is_count(self.components), f"model.components={self.components!r}: use an integer >= 1")
         K1 = self.components - 1
-        if isinstance(self.partition, int) and not isinstance(self.partition, bool):  # model.partition=3 with K = 2
+        if is_count(self.partition, minimum=None):  # model.partition=3 with K = 2
             self.partition = [self.partition]
         if isinstance(self.partition, (list, tuple)) and self.partition and all(isinstance(p, str) for p in self.partition):
             _check(len(self.partition) == K1,
@@ -76,7 +77,7 @@ class ModelConfig:
                    f"model.partition={self.partition!r}: use uniform, params, flops, time (your own model) or a list of {K1} cut indices")
         else:
             cuts = list(self.partition) if isinstance(self.partition, (list, tuple)) else None
-            _check(cuts is not None and len(cuts) == K1 and all(isinstance(c, int) and not isinstance(c, bool) for c in cuts)
+            _check(cuts is not None and len(cuts) == K1 and all(is_count(c, minimum=None) for c in cuts)
                    and all(a < b for a, b in zip([0, *cuts], cuts)),
                    f"model.partition={self.partition!r}: give {K1} strictly increasing positive block indices "
                    f"(component k starts at block cuts[k-1]), one per boundary of model.components={self.components}")
@@ -204,7 +205,7 @@ class LossConfig:
     sim_weight: float = 0.99  # PredSim heads (model.heads=predsim): weight of similarity matching; 1 - it on prediction
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.sim_weight, (int, float)) and not isinstance(self.sim_weight, bool) and 0 <= self.sim_weight <= 1,
+        _check(is_number(self.sim_weight, low=0, high=1),
                f"loss.sim_weight={self.sim_weight!r}: use a weight in [0, 1] (Nøkland & Eidnes use 0.99)")
 
 
@@ -219,7 +220,7 @@ class PipelineConfig:
         from ..engine.policies.pipeline import PIPELINE_SCHEDULES
 
         _check(self.schedule in PIPELINE_SCHEDULES, f"pipeline.schedule={self.schedule!r}: use one of {', '.join(PIPELINE_SCHEDULES)}")
-        _check(isinstance(self.microbatches, int) and not isinstance(self.microbatches, bool) and self.microbatches >= 1,
+        _check(is_count(self.microbatches),
                f"pipeline.microbatches={self.microbatches!r}: use an integer >= 1")
 
 
@@ -254,10 +255,10 @@ class SearchConfig:
                f"search.heads={self.heads!r}: give distinct registered head names, e.g. aux1,aux2,aux3,aux4")
         for name in ("inner_steps", "memory_size", "pretrain_steps", "meta_steps", "val_batch_size", "val_batches", "log_every"):
             v = getattr(self, name)
-            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"search.{name}={v!r}: use an integer >= 1")
+            _check(is_count(v), f"search.{name}={v!r}: use an integer >= 1")
         for name in ("snapshot_every", "checkpoint_every"):
             v = getattr(self, name)
-            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"search.{name}={v!r}: use an integer >= 0")
+            _check(is_count(v, minimum=0), f"search.{name}={v!r}: use an integer >= 0")
         _check(self.meta_lr > 0 and math.isfinite(self.meta_lr), f"search.meta_lr={self.meta_lr}: use a positive learning rate")
         self.meta_betas = tuple(self.meta_betas)
         _check(len(self.meta_betas) == 2 and all(0 <= b < 1 for b in self.meta_betas), f"search.meta_betas={self.meta_betas}: use two numbers in [0, 1)")
@@ -325,7 +326,7 @@ class TrainConfig:
         _check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing}: use 0 <= label_smoothing < 1")
         _check(self.engine in ENGINES, f"engine={self.engine!r}: use one of {', '.join(ENGINES)}")
         _check(self.split_backward in (None, True, False), f"split_backward={self.split_backward!r}: use true, false or null (the default)")
-        _check(isinstance(self.microbatches, int) and not isinstance(self.microbatches, bool) and self.microbatches >= 1,
+        _check(is_count(self.microbatches),
                f"microbatches={self.microbatches!r}: use an integer m >= 1 (1: the whole batch at once)")
         _check(self.microbatches == 1 or self.data.batch_size % self.microbatches == 0,
                f"microbatches={self.microbatches} does not divide data.batch_size={self.data.batch_size}; use a divisor of it")

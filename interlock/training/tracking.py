@@ -13,11 +13,12 @@ Resume: TensorBoard drops the events after the checkpoint's step (``purge_step``
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..checks import is_number
 
 __all__ = ["TrackConfig", "scalars", "TensorBoardSink", "WandbSink", "make_sinks"]
 
@@ -50,7 +51,7 @@ def scalars(row: dict) -> dict[str, float]:
     """The row's numeric fields as ``<kind>/<field>`` scalars (the step, booleans and non-finite values left out)."""
     kind = row.get("kind", "row")
     return {f"{kind}/{k}": float(v) for k, v in row.items()
-            if k not in ("step", "kind") and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+            if k not in ("step", "kind") and is_number(v)}
 
 
 class TensorBoardSink:

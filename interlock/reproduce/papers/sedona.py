@@ -9,6 +9,7 @@ a search (:func:`published_decoupling`). Figures carry no numbers in the text: o
 
 from __future__ import annotations
 
+from ...checks import count
 from . import PaperClaim, PaperValue
 
 __all__ = ["VALUES", "CLAIMS", "DECOUPLINGS", "LAYERS", "published_decoupling"]
@@ -142,9 +143,8 @@ def published_decoupling(arch: str, components: int) -> tuple[tuple[int, ...], t
     if arch not in DECOUPLINGS:
         raise ValueError(f"published_decoupling: arch={arch!r}; the paper publishes {', '.join(DECOUPLINGS)}")
     ranked = DECOUPLINGS[arch]
-    if not isinstance(components, int) or not 2 <= components <= len(ranked) + 1:
-        raise ValueError(f"published_decoupling({arch!r}): components={components!r}; the paper ranks {len(ranked)} "
-                         f"layers, so use K from 2 to {len(ranked) + 1}")
+    count(components, f"published_decoupling({arch!r}): components={components!r}; the paper ranks {len(ranked)} "
+          f"layers, so use K from 2 to {len(ranked) + 1}", minimum=2, maximum=len(ranked) + 1)
     chosen = sorted(ranked[:components - 1])
     return tuple(l for l, _ in chosen), tuple(f"aux{h}" for _, h in chosen)
 
