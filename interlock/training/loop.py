@@ -34,6 +34,8 @@ from .metrics import MetricsWriter, atomic_write_text, read_metrics
 from ..measure import memstats, profiling
 from .rundir import lock_run_dir
 from ..measure.profiling import StepProfiler
+from .devices import check_device
+from .spawn import launch, under_launcher
 from .tracking import make_sinks
 from ..data.text import IGNORE_INDEX
 from .tasks import Task, build_task, resolve_data
@@ -54,13 +56,6 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, message: str, step: int | None = None) -> None:
         super().__init__(message)
         self.step = step
-
-
-def check_device(device: str) -> None:
-    """A CUDA device on a torch without CUDA (or a machine without a GPU) is a config error, said as one."""
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        why = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-        raise ValueError(f"device={device}: {why}; use device=cpu (or install a CUDA build of torch on a machine with a GPU)")
 
 
 @dataclass
@@ -295,13 +290,6 @@ def evaluate(engine, batches, *, num_classes: int, is_text: bool, device: str = 
     return row
 
 
-def _under_launcher() -> bool:
-    """This process is one rank of a run that torchrun or interlock.runtime.launch started."""
-    import os
-
-    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
-
-
 def drop_unfed_inputs(task: Task, engine) -> None:
     """Only the process holding component 1 feeds the network: any other drops the inputs
     (most of its memory) and hands the freed pages back to the system."""
@@ -333,13 +321,11 @@ def run(
     ``stop_after``: stop after that many steps as an interruption would (no final evaluation
     or checkpoint); used to test that resuming equals an uninterrupted run.
     """
-    if config.engine in ("distributed", "pipeline") and not _under_launcher():
-        from ..app.distributed_run import launch
-
-        return launch(config, resume=resume, on_progress=on_progress, stop_after=stop_after, model=model, data=data)
+    if config.engine in ("distributed", "pipeline") and not under_launcher():
+        return launch(run, config, resume=resume, on_progress=on_progress, stop_after=stop_after, model=model, data=data)
     if config.threads:
         torch.set_num_threads(config.threads)
-    from ..network.custom import user_objects
+    from .custom import user_objects
 
     config, model, data = user_objects(config, model, data)
     custom_model = model is not None or bool(config.model.factory)
@@ -369,7 +355,7 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, on_progress, stop_aft
             task = build_task(config.data, seed=config.seed)
         total_steps = config.steps or max(1, math.ceil(config.epochs * task.steps_per_epoch))
         if custom_model:
-            from ..network.custom import build_user_net
+            from .custom import build_user_net
 
             if data is None:  # a registered data set with your model: a sample batch for the split
                 first = next(iter(task.train_batches(epoch=0, start_step=0)))
@@ -378,7 +364,7 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, on_progress, stop_aft
         else:
             net = build_net(config, task)
         if getattr(task, "num_classes", None) is None:  # your data: the classes the network predicts
-            from ..network.custom import infer_num_classes
+            from .custom import infer_num_classes
 
             task.num_classes = infer_num_classes(net, task.sample[0])
         engine = make_engine(config, net, task, total_steps)
