@@ -14,11 +14,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ..errors import REQUEST_ERRORS as _REQUEST_ERRORS
 from ..training.config import TrainConfig, load_config, parse_strategy
 from ..training.metrics import atomic_write_text, read_metrics, summarise
 from ..training.rundir import RunDirError, lock_run_dir
 from .progress import Progress  # noqa: F401  (interlock.app.cli.Progress, as before)
-from .runner import REQUEST_ERRORS as _REQUEST_ERRORS
 from .runner import RunFailed, run_one
 from .runner import failure_line as _failure_line  # noqa: F401  (the private names, as before)
 from .runner import logged_command as _logged_command

@@ -11,6 +11,7 @@ import logging
 import os
 from pathlib import Path
 
+from ..errors import REQUEST_ERRORS, RunFailure
 from ..training.config import TrainConfig
 from ..training.rundir import RunDirError, lock_run_dir
 from .logs import add_file_log, remove_file_log
@@ -27,11 +28,6 @@ class RunFailed(Exception):
     def __init__(self, line: str) -> None:
         super().__init__(line)
         self.line = line
-
-
-# Errors that are about the request (config, paths), not about a run going wrong: their
-# message is the whole story, and main() prints it with exit code 2.
-REQUEST_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
 
 def run_one(config: TrainConfig, *, resume: bool, quiet: bool, label: str):
@@ -94,18 +90,18 @@ def failure_line(err: BaseException, config: TrainConfig, log_path: Path) -> str
     from ..training.loop import TrainingDiverged
     from ..runtime.transport import TransportError
 
-    where = getattr(err, "interlock_where", None)
-    rank = getattr(err, "interlock_rank", None)
-    components = getattr(err, "interlock_components", None)
+    failure = err if isinstance(err, RunFailure) else RunFailure()  # (raised outside the loop: where is not known)
+    err = failure.error if isinstance(err, RunFailure) else err  # what went wrong: the error a RunFailure wraps
     place = f"{config.strategy} run in {config.run_dir} failed"
+    where = failure.where
     if where and where != "setup":
         place += f" at {where}"
     elif where == "setup":
         place += " while starting"
-    if rank is not None:
-        place += f" on rank {rank[0]} of {rank[1]}"
-        if components and len(components) == 1:
-            place += f" (component {components[0]})"
+    if failure.rank is not None:
+        place += f" on rank {failure.rank} of {failure.world_size}"
+        if failure.component is not None:
+            place += f" (component {failure.component})"
     message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if isinstance(err, TrainingDiverged):
         what, hint = message, ""  # the message names the component, the step and what to change

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import engines, heads, models
+from ..errors import REQUEST_ERRORS, RunFailure
 from ..measure import timing
 from ..runtime._memory import release_free_memory
 from .checkpoint import (DamagedCheckpoint, checkpoint_candidates, load_checkpoint, mark_evaluated,
@@ -32,7 +33,7 @@ from .checkpoint import (DamagedCheckpoint, checkpoint_candidates, load_checkpoi
 from .config import LossConfig, LRConfig, OptimConfig, TrainConfig, load_config
 from .metrics import MetricsWriter, atomic_write_text, read_metrics
 from ..measure import memstats, profiling
-from .rundir import lock_run_dir
+from .rundir import RunDirError, lock_run_dir
 from ..measure.profiling import StepProfiler
 from .devices import check_device
 from .spawn import launch, under_launcher
@@ -47,15 +48,15 @@ __all__ = ["run", "RunResult", "TrainingDiverged", "make_optimizer_factory", "ma
 log = logging.getLogger(__name__)
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunFailure):
     """A loss became NaN or infinite, or exploded while finite; the newest checkpoint (if any) is kept.
 
     ``step``: the training step whose loss or weights diverged (losses are checked in batches, a
-    few steps after they were computed: the step the loop had reached is not the one that failed)."""
+    few steps after they were computed: the step the loop had reached is not the one that failed);
+    ``component`` (1-based): the component whose loss or weights diverged."""
 
-    def __init__(self, message: str, step: int | None = None) -> None:
-        super().__init__(message)
-        self.step = step
+    def __init__(self, message: str, step: int | None = None, *, component: int | None = None) -> None:
+        super().__init__(message, phase=None if step is None else "training step", step=step, component=component)
 
 
 @dataclass
@@ -372,16 +373,12 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, on_progress, stop_aft
         return _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop_after, where)
     except BaseException as err:
         failed = True
-        # Where it failed travels with the exception (also from a rank to its launcher), so the
-        # command line can say it in one line.
-        if isinstance(err, Exception) and not hasattr(err, "interlock_where"):
-            # When it failed, before closing the engine makes the peers fail too: the launcher
-            # reports the rank that failed first as the cause.
-            err.interlock_failed_at = time.time()
-            # A divergence is found a few steps after the step it happened in: name that step.
-            step = getattr(err, "step", None) if isinstance(err, TrainingDiverged) else None
-            err.interlock_where = str(where) if step is None else f"training step {step}"
-            err.interlock_components = None if engine is None else [k + 1 for k in engine.local_components]
+        if isinstance(err, Exception) and not isinstance(err, (*REQUEST_ERRORS, RunDirError)):
+            # Where it failed travels with the error (also from a rank to its launcher), so the
+            # command line can say it in one line.
+            failure = _failure(err, run_dir, where, engine)
+            if failure is not err:
+                raise failure from err
         raise
     finally:
         profiling.close_open()  # a failure inside profile_steps keeps what was recorded
@@ -392,6 +389,27 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, on_progress, stop_aft
             # reach the launcher after the ones it causes in its peers; a failing flush would also
             # replace the original error.
             engine.close(wait=not failed)
+
+
+def _failure(err: Exception, run_dir: Path, where: _Where, engine) -> RunFailure:
+    """``err`` as a RunFailure that says where the run was: a RunFailure already keeps what it knows."""
+    local = None if engine is None else engine.local_components
+    context = {
+        "run": str(run_dir), "phase": where.phase, "step": None if where.phase == "setup" else where.step,
+        "component": local[0] + 1 if local is not None and len(local) == 1 else None,
+        # When it failed, before closing the engine makes the peers fail too: the launcher
+        # reports the rank that failed first as the cause.
+        "failed_at": time.time(),
+    }
+    if not isinstance(err, RunFailure):
+        return RunFailure.wrap(err, **context)
+    # A divergence is found a few steps after the step it happened in: it names that step itself.
+    if err.phase is not None:
+        del context["phase"], context["step"]
+    for name, value in context.items():
+        if getattr(err, name) is None:
+            setattr(err, name, value)
+    return err
 
 
 # -- the training loop ---------------------------------------------------------------------------
@@ -631,7 +649,7 @@ def _check_losses(s: _Loop, losses: list[float], step: int, updated: list[bool] 
         if not math.isfinite(value):
             raise TrainingDiverged(
                 f"loss of component {k + 1} is {value} at step {step}; {_kept(s)}. Lower optim.lr "
-                f"(now {config.optim.lr}) or add warm-up (lr.warmup_steps)", step
+                f"(now {config.optim.lr}) or add warm-up (lr.warmup_steps)", step, component=k + 1
             )
         first = None if s.first_losses is None else s.first_losses[k]
         # The first step's loss is the untrained network's (about ln(classes)); a healthy run
@@ -641,7 +659,7 @@ def _check_losses(s: _Loop, losses: list[float], step: int, updated: list[bool] 
             raise TrainingDiverged(
                 f"loss of component {k + 1} is {value:.4g} at step {step}, over {ratio:g} times its first-step "
                 f"loss ({first:.4g}): training diverged; {_kept(s)}. Lower optim.lr (now {config.optim.lr}) or add "
-                f"warm-up (lr.warmup_steps); divergence_ratio=0 turns this check off", step
+                f"warm-up (lr.warmup_steps); divergence_ratio=0 turns this check off", step, component=k + 1
             )
 
 
@@ -721,7 +739,7 @@ def _checkpoint(s: _Loop, **extra) -> None:
             if t.is_floating_point() and not torch.isfinite(t).all():
                 raise TrainingDiverged(
                     f"weights of component {k + 1} ({name}) are not finite after step {step}; {_kept(s)}. "
-                    f"Lower optim.lr (now {s.config.optim.lr}) or add warm-up (lr.warmup_steps)", step
+                    f"Lower optim.lr (now {s.config.optim.lr}) or add warm-up (lr.warmup_steps)", step, component=k + 1
                 )
     first = None if s.first_losses is None else [v if v is not None and math.isfinite(v) else None for v in s.first_losses]
     meta = {"strategy": s.config.strategy, "total_steps": s.total_steps, "first_losses": first, **extra}
