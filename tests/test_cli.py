@@ -191,16 +191,16 @@ def test_a_run_saved_before_newer_options_existed_still_counts_as_the_same_confi
 def test_failure_lines_name_rank_component_step_and_what_to_change(tmp_path):
     from interlock.training.config import load_config
     from interlock.runtime.launch import RankFailedError
+    from interlock.errors import RunFailure
     from interlock.runtime.transport import TransportError
 
     config = load_config(None, BASE + ["steps=4", "engine=distributed", "dist_timeout_s=30", f"run_dir={tmp_path}"])
-    err = TransportError("component 2 waiting for ('activation',) from component 1 (rank 0): Timed out waiting 30000ms")
-    err.interlock_where, err.interlock_rank, err.interlock_components = "training step 7", (1, 3), [2]
+    err = RunFailure.wrap(TransportError("component 2 waiting for ('activation',) from component 1 (rank 0): Timed out waiting 30000ms"),
+                          phase="training step", step=7, rank=1, world_size=3, component=2)
     line = cli._failure_line(err, config, tmp_path / "log.txt")
     assert line.startswith(f"2-wise run in {tmp_path} failed at training step 7 on rank 1 of 3 (component 2): TransportError:")
     assert "dist_timeout_s=30 s" in line and "raise dist_timeout_s" in line and line.endswith(f"(traceback in {tmp_path / 'log.txt'})")
-    killed = RankFailedError("rank 2 of 3 was killed by signal 9 without raising an exception")
-    killed.interlock_rank = (2, 3)
+    killed = RankFailedError("rank 2 of 3 was killed by signal 9 without raising an exception", rank=2, world_size=3)
     line = cli._failure_line(killed, config, tmp_path / "log.txt")
     assert "on rank 2 of 3" in line and "out of memory" in line and "\n" not in line
 

@@ -502,4 +502,5 @@ def test_a_rank_failing_while_its_peers_train_is_reported_at_once_with_its_own_e
     assert time.monotonic() - start < 40  # spawning and data take seconds; nothing waits for the 60 s timeout
     # (Losses are read at log rows, not every step: the NaN of step 7 is caught at the row of step 10,
     # and the failure names step 7, the step it happened at, not two steps; issue 21, item 8.)
-    assert info.value.interlock_rank == (1, 2) and info.value.interlock_where == "training step 7"
+    assert (info.value.rank, info.value.world_size) == (1, 2) and info.value.where == "training step 7"
+    assert info.value.component == 2 and info.value.run == str(tmp_path / "run")

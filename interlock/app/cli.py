@@ -14,55 +14,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ..errors import REQUEST_ERRORS as _REQUEST_ERRORS
 from ..training.config import TrainConfig, load_config, parse_strategy
 from ..training.metrics import atomic_write_text, read_metrics, summarise
-from ..training.rundir import RunDirError, explain_write_error, lock_run_dir
+from ..training.rundir import RunDirError, lock_run_dir
+from .progress import Progress  # noqa: F401  (interlock.app.cli.Progress, as before)
+from .runner import RunFailed, run_one
+from .runner import failure_line as _failure_line  # noqa: F401  (the private names, as before)
+from .runner import logged_command as _logged_command
 
 log = logging.getLogger("interlock")
-
-
-# -- progress -----------------------------------------------------------------------------
-
-
-class Progress:
-    """One status line per logged row: rewritten in place on a terminal, appended otherwise."""
-
-    def __init__(self, label: str, stream=sys.stderr) -> None:
-        self.label, self.stream = label, stream
-        self.tty = stream.isatty()
-        self.last_eval = ""
-        self.t0 = time.perf_counter()
-
-    def __call__(self, row: dict) -> None:
-        if row["kind"] == "eval":
-            split = "test" if row.get("test_final_acc") is not None else "val"
-            acc = row.get(f"{split}_final_acc")
-            self.last_eval = "" if acc is None else f" | {split} acc {100 * acc:.1f}%"
-            if "test_final_ppl" in row:
-                self.last_eval += f" ppl {row['test_final_ppl']:.2f}"
-        else:
-            losses = [row[k] for k in row if k.startswith("loss_")]
-            # The top component's loss, or the highest one that trained in the window (NaN: it made no update).
-            loss = next((l for l in reversed(losses) if l is not None and l == l), float("nan"))
-            width = 24
-            total = row["total_steps"]
-            done = min(width, int(width * row["step"] / total))
-            elapsed = time.perf_counter() - self.t0
-            # Async DGL reads batches past the run's steps until every component has made its quota.
-            count = (f"{row['step']}/{total}" if row["step"] <= total
-                     else f"{total}/{total} +{row['step'] - total} batches until every quota is made")
-            self.line = (f"{self.label} [{'#' * done}{'.' * (width - done)}] {count} "
-                         f"| loss {loss:.3f} | {row['samples_per_s']:.0f} samples/s | {elapsed:.0f}s")
-        text = getattr(self, "line", "") + self.last_eval
-        if self.tty:
-            self.stream.write("\r" + text.ljust(110)[:160])
-            self.stream.flush()
-        else:
-            self.stream.write(text + "\n")
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -114,135 +75,12 @@ def _resolved(config: TrainConfig) -> TrainConfig:
     return replace(config, data=resolve_data(config.data, seed=config.seed))
 
 
-class RunFailed(Exception):
-    """A run failed at run time; ``line`` says where and what to change, the traceback went to the run's log."""
-
-    def __init__(self, line: str) -> None:
-        super().__init__(line)
-        self.line = line
-
-
-# Errors that are about the request (config, paths), not about a run going wrong: their
-# message is the whole story, and main() prints it with exit code 2.
-_REQUEST_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
-
-
-def run_one(config: TrainConfig, *, resume: bool, quiet: bool, label: str):
-    """One run on the configured engine, with a progress line; returns the final evaluation row.
-
-    Everything logged meanwhile also goes to ``<run_dir>/log.txt``; a run-time failure adds its
-    full traceback there and is raised as :class:`RunFailed`, one line for the terminal.
-    """
-    run_dir = Path(config.run_dir)
-    rank = os.environ.get("RANK", "0")
-    if rank == "0":  # the run directory is this run's before anything is written into it (log.txt included)
-        with lock_run_dir(run_dir):
-            return _run_one(config, resume=resume, quiet=quiet, label=label, run_dir=run_dir, rank=rank)
-    return _run_one(config, resume=resume, quiet=quiet, label=label, run_dir=run_dir, rank=rank)
-
-
 class _LogFileOnly(logging.Filter):
     """Keeps records that carry a traceback off the terminal: they go to the run's log.txt, and the
     terminal gets the failure's one line (``interlock: error: ...``) instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.exc_info
-
-
-def _run_one(config: TrainConfig, *, resume: bool, quiet: bool, label: str, run_dir: Path, rank: str):
-    progress = None if quiet else Progress(label)
-    log_path = run_dir / ("log.txt" if rank == "0" else f"log-rank{rank}.txt")
-    handler = _add_file_log(log_path)
-    try:
-        if config.engine in ("distributed", "pipeline"):  # one process per component
-            from .distributed_run import run_distributed
-
-            return run_distributed(config, resume=resume, on_progress=progress)
-        from ..training.loop import run
-
-        return run(config, resume=resume, on_progress=progress).final
-    except (*_REQUEST_ERRORS, RunDirError):
-        raise
-    except Exception as err:
-        log.error("the run in %s failed", run_dir, exc_info=err)
-        raise RunFailed(_failure_line(err, config, log_path)) from err
-    finally:
-        _remove_file_log(handler)
-        if progress is not None:
-            progress.close()
-
-
-def _add_file_log(log_path: Path) -> logging.Handler:
-    """Send what interlock logs to ``log_path`` too (a folder that cannot be written is said in one line)."""
-    try:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_path)
-    except OSError as err:
-        raise explain_write_error(err, log_path) from None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("interlock").addHandler(handler)
-    return handler
-
-
-def _remove_file_log(handler: logging.Handler) -> None:
-    logging.getLogger("interlock").removeHandler(handler)
-    handler.close()
-
-
-def _logged_command(folder: Path, what: str, fn):
-    """``fn()`` for ``search`` and ``reproduce`` as :func:`run_one` runs a training run: what is logged
-    also goes to ``<folder>/log.txt``, and a run-time failure is one line (its traceback in that file)."""
-    log_path = Path(folder) / "log.txt"
-    handler = _add_file_log(log_path)
-    try:
-        return fn()
-    except (*_REQUEST_ERRORS, RunDirError, RunFailed):
-        raise
-    except Exception as err:
-        log.error("%s failed", what, exc_info=err)
-        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise RunFailed(f"{what} failed: {type(err).__name__}: {message} (traceback in {log_path})") from err
-    finally:
-        _remove_file_log(handler)
-
-
-def _failure_line(err: BaseException, config: TrainConfig, log_path: Path) -> str:
-    """Where a run failed (run, step, rank, component), what went wrong, and what to change, in one line."""
-    from ..runtime.launch import RankFailedError
-    from ..training.loop import TrainingDiverged
-    from ..runtime.transport import TransportError
-
-    where = getattr(err, "interlock_where", None)
-    rank = getattr(err, "interlock_rank", None)
-    components = getattr(err, "interlock_components", None)
-    place = f"{config.strategy} run in {config.run_dir} failed"
-    if where and where != "setup":
-        place += f" at {where}"
-    elif where == "setup":
-        place += " while starting"
-    if rank is not None:
-        place += f" on rank {rank[0]} of {rank[1]}"
-        if components and len(components) == 1:
-            place += f" (component {components[0]})"
-    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if isinstance(err, TrainingDiverged):
-        what, hint = message, ""  # the message names the component, the step and what to change
-    elif isinstance(err, (TransportError, TimeoutError)) or "timed out" in message.lower():
-        what = f"{type(err).__name__}: {message}"
-        hint = (f"a rank waited dist_timeout_s={config.dist_timeout_s:g} s for a peer in vain; if another rank failed "
-                f"first, the log says how; if a step legitimately takes longer, raise dist_timeout_s")
-    elif isinstance(err, RankFailedError):
-        what = message
-        # SIGKILL comes from the kernel's out-of-memory killer or from a person or a scheduler: say both.
-        hint = ("signal 9 (SIGKILL) comes from a kill -9, a job scheduler, or the kernel when the machine runs out of "
-                "memory; if nobody killed it, lower data.batch_size or data.eval_batch_size"
-                if "signal 9" in message else "the rank died without a Python error")
-    else:
-        what, hint = f"{type(err).__name__}: {message}", "if the config looks right, this is a bug worth reporting"
-    line = f"{place}: {what}"
-    if hint:
-        line += f"; {hint}"
-    return f"{line} (traceback in {log_path})"
 
 
 def _list_options() -> int:

@@ -1,32 +1,25 @@
 """``interlock train --engine distributed``: one process per component, started here or by torchrun.
 
 Under torchrun (WORLD_SIZE set) this process is one rank: it runs the training program
-directly. Otherwise it starts K local processes itself (interlock.runtime.launch) and waits for
+directly. Otherwise it starts K local processes itself (interlock.training.spawn) and waits for
 them; if one fails, all stop and its error is raised here.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
-from dataclasses import replace
-from pathlib import Path
 
 from ..training.config import TrainConfig
+from ..training.loop import run
+from ..training.spawn import launch, under_launcher
 
 __all__ = ["run_distributed"]
 
 
-def _under_launcher() -> bool:
-    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
-
-
 def run_distributed(config: TrainConfig, *, resume: bool, on_progress: Callable[[dict], None] | None = None) -> dict:
     """Train ``config`` with one process per component; returns the final evaluation row."""
-    if _under_launcher():
-        from ..training.loop import run
-
+    if under_launcher():
         world = int(os.environ["WORLD_SIZE"])
         if world != config.model.components:
             raise ValueError(
@@ -35,101 +28,4 @@ def run_distributed(config: TrainConfig, *, resume: bool, on_progress: Callable[
             )
         rank = int(os.environ["RANK"])
         return run(config, resume=resume, on_progress=on_progress if rank == 0 else None).final
-    return launch(config, resume=resume, on_progress=on_progress).final
-
-
-def launch(config: TrainConfig, *, resume: bool, on_progress: Callable[[dict], None] | None = None,
-           stop_after: int | None = None, model=None, data=None):
-    """Start one local process per component, train ``config`` in them, return rank 0's RunResult.
-
-    ``model`` / ``data``: your own objects (interlock.training.loop.run), pickled to every rank.
-    ``on_progress`` is called here, in a thread of this process, with every row rank 0 emits.
-    """
-    from ..runtime.launch import run_local
-    from ..training.tasks import resolve_data
-    from ..training.loop import check_device
-
-    check_device(config.device)  # a config error, said before any rank starts
-
-    # Resolved once here, so every rank trains on the same data set (and a missing one fails before any rank starts).
-    if data is None:  # (your own data needs no resolving)
-        config = replace(config, data=resolve_data(config.data, seed=config.seed))
-    relay = _ProgressRelay(on_progress) if on_progress is not None else None
-    try:
-        # No wall-clock limit on the run: dist_timeout_s bounds how long a rank waits for a silent
-        # or stuck peer (the process-group timeout of every receive, send and collective), not how
-        # long a healthy run may train. A rank that dies is seen by the launcher at once.
-        results = run_local(_rank_run, config.model.components, config.to_dict(), resume,
-                            None if relay is None else relay.address, None if relay is None else relay.key,
-                            stop_after, model, data, timeout_s=None)
-    finally:
-        if relay is not None:
-            relay.close()
-    return results[0]
-
-
-class _ProgressRelay:
-    """Rows from rank 0 to the launcher's ``on_progress``, over a local authenticated connection."""
-
-    def __init__(self, on_progress: Callable[[dict], None]) -> None:
-        import secrets
-        import threading
-        from multiprocessing.connection import Listener
-
-        self.key = secrets.token_bytes(16)
-        self._listener = Listener(("127.0.0.1", 0), authkey=self.key)
-        self.address = self._listener.address
-        self._on_progress = on_progress
-        self._thread = threading.Thread(target=self._serve, name="interlock-progress", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        try:
-            with self._listener.accept() as conn:
-                while True:
-                    row = conn.recv()
-                    if row is None:
-                        return
-                    self._on_progress(row)
-        except (EOFError, OSError):  # rank 0 ended (or never connected): no more rows
-            return
-
-    def close(self) -> None:
-        self._thread.join(timeout=5.0)  # rank 0 sends None at its end: every row has been delivered
-        self._listener.close()
-
-
-def _rank_run(config_dict: dict, resume: bool, address, key, stop_after, model, data):
-    """Entry point of each started process (module level so that it can be pickled): rank 0's rows go to the launcher."""
-    from ..training.loop import run
-
-    config = TrainConfig(**config_dict)
-    rank = int(os.environ.get("RANK", "0"))
-    conn = None
-    if address is not None and rank == 0:
-        from multiprocessing.connection import Client
-
-        conn = Client(address, authkey=key)
-    # What the rank logs goes to the run's log as under torchrun (rank 0: log.txt, beside its
-    # launcher's lines; rank r: log-rank<r>.txt), e.g. which checkpoint file it found damaged.
-    logger = logging.getLogger("interlock")
-    try:
-        Path(config.run_dir).mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(Path(config.run_dir) / ("log.txt" if rank == 0 else f"log-rank{rank}.txt"))
-    except OSError:
-        handler = None  # (a folder that cannot be written: the run itself says so)
-    if handler is not None:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s rank {rank} %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        if logger.getEffectiveLevel() > logging.INFO:
-            logger.setLevel(logging.INFO)
-    try:
-        return run(config, resume=resume, on_progress=None if conn is None else conn.send, stop_after=stop_after,
-                   model=model, data=data)
-    finally:
-        if conn is not None:
-            conn.send(None)
-            conn.close()
-        if handler is not None:
-            logger.removeHandler(handler)
-            handler.close()
+    return launch(run, config, resume=resume, on_progress=on_progress).final

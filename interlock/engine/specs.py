@@ -7,7 +7,7 @@ and the CLI's name lists, every compatibility check and the engine's choice of p
 nothing else names strategies.
 
 Each policy module registers the strategies it runs (``interlock/engine/policies/*.py``, at
-the bottom); :func:`spec_for` finds the spec of a strategy object, :func:`parse_strategy` the
+the bottom; importing ``interlock.engine`` imports them all); :func:`spec_for` finds the spec of a strategy object, :func:`parse_strategy` the
 strategy of a config string.
 """
 
@@ -108,13 +108,8 @@ def _specs() -> list[StrategySpec]:
     return [STRATEGIES.get(n) for n in STRATEGIES._entries]  # (registration order: the parser's order)
 
 
-def _load() -> None:
-    from . import policies  # noqa: F401  (each policy module registers its strategies)
-
-
 def spec_for(strategy: Strategy) -> StrategySpec:
     """The spec of ``strategy``'s class (a ValueError if it is not an interlock strategy)."""
-    _load()
     if not isinstance(strategy, Strategy):
         raise ValueError(f"strategy must be an interlock strategy (EndToEnd(), Interlocking(n), Local(), ...), got {strategy!r}")
     for s in _specs():
@@ -129,13 +124,11 @@ def spec_for(strategy: Strategy) -> StrategySpec:
 
 def strategy_names() -> list[str]:
     """The strategies' names as a config accepts them, in registration order."""
-    _load()
     return [s.name for s in _specs()]
 
 
 def parse_strategy(text: str, **context) -> Strategy:
     """The strategy a config string names (``context``: ``replay=`` the config's replay section, ``seed=``)."""
-    _load()
     s = text.strip().lower().replace("_", "-")
     for spec in _specs():
         got = spec(s, **context)

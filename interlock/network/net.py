@@ -89,8 +89,6 @@ class ComponentNet(nn.Module):
         if (components is None) == (cuts is None):
             raise ValueError("give exactly one of components=K (uniform partition) or cuts=[...] (explicit boundaries)")
         if cuts is None:
-            from .split import uniform_cuts
-
             cuts = uniform_cuts(blocks, components)
         return cls(blocks=group_blocks(blocks, cuts), heads=heads, sample_input=sample_input)
 
@@ -225,6 +223,26 @@ def partition_balanced(costs: Sequence[float], components: int) -> tuple[int, ..
         i = arg[k][i]
         cuts.append(i)
     return tuple(reversed(cuts))
+
+
+def uniform_cuts(blocks: Sequence[nn.Module], components: int) -> tuple[int, ...]:
+    """Cuts giving each component as equal a number of parameterised blocks as possible; a
+    parameter-free block (ReLU, Flatten) rides with the parameterised block before it (the
+    first such blocks with the first parameterised one)."""
+    has = [parameter_count(b) > 0 for b in blocks]
+    if not any(has):  # nothing to balance by: plain block counts (the engine refuses parameter-free components)
+        return partition_uniform(len(blocks), components)
+    if sum(has) < components:
+        raise ValueError(f"components={components}, but only {sum(has)} of the {len(blocks)} blocks have parameters "
+                         f"(the others, e.g. ReLU or Flatten, cannot train alone): use components <= {sum(has)}")
+    starts = [i for i, h in enumerate(has) if h]  # each parameterised block starts a unit ...
+    starts[0] = 0  # ... and leading parameter-free blocks join the first unit
+    base, extra = divmod(len(starts), components)
+    cuts, at = [], 0
+    for k in range(components - 1):
+        at += base + (1 if k < extra else 0)
+        cuts.append(starts[at])
+    return tuple(cuts)
 
 
 def group_blocks(blocks: Sequence[nn.Module], cuts: Sequence[int]) -> list[nn.Module]:

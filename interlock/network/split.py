@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ..checks import count
-from .net import ComponentNet, group_blocks, parameter_count
+from .net import ComponentNet, group_blocks, parameter_count, uniform_cuts  # (uniform_cuts: re-exported)
 
 __all__ = ["split", "SplitPlan", "flatten_blocks", "balanced_cuts", "uniform_cuts", "block_costs", "BALANCES"]
 
@@ -238,28 +238,6 @@ def balanced_cuts(costs: Sequence[float], components: int, *, has_params: Sequen
         i = arg[k][i]
         cuts.append(i)
     return tuple(reversed(cuts))
-
-
-def uniform_cuts(blocks: Sequence[nn.Module], components: int) -> tuple[int, ...]:
-    """Cuts giving each component as equal a number of parameterised blocks as possible; a
-    parameter-free block (ReLU, Flatten) rides with the parameterised block before it (the
-    first such blocks with the first parameterised one)."""
-    has = [parameter_count(b) > 0 for b in blocks]
-    if not any(has):  # nothing to balance by: plain block counts (the engine refuses parameter-free components)
-        from .net import partition_uniform
-
-        return partition_uniform(len(blocks), components)
-    if sum(has) < components:
-        raise ValueError(f"components={components}, but only {sum(has)} of the {len(blocks)} blocks have parameters "
-                         f"(the others, e.g. ReLU or Flatten, cannot train alone): use components <= {sum(has)}")
-    starts = [i for i, h in enumerate(has) if h]  # each parameterised block starts a unit ...
-    starts[0] = 0  # ... and leading parameter-free blocks join the first unit
-    base, extra = divmod(len(starts), components)
-    cuts, at = [], 0
-    for k in range(components - 1):
-        at += base + (1 if k < extra else 0)
-        cuts.append(starts[at])
-    return tuple(cuts)
 
 
 # -- the split -----------------------------------------------------------------------------------

@@ -159,7 +159,7 @@ def reproduce(
     report_dir = report_folder(root, name, subset=bool(only))
     (report_dir / "configs").mkdir(parents=True, exist_ok=True)
 
-    from ..app.cli import run_one
+    from ..app.runner import run_one
 
     # Check every config (and every existing run) before training anything.
     planned = []

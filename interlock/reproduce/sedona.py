@@ -191,7 +191,7 @@ def reproduce_sedona(*, seeds: Sequence[int], root: str | Path, components: int 
     ``rerun``: a run directory holding another config is moved aside and trained anew (otherwise an error).
     ``continuous``: also train the continuous model (Table 6) per seed.
     """
-    from ..app.cli import run_one
+    from ..app.runner import run_one
     from ..training.runs import RunState, run_state
     from . import _add_wall_time, _summary
 

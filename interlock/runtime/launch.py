@@ -45,6 +45,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ..errors import RunFailure
+
 __all__ = ["run_local", "RankFailedError", "free_port"]
 
 logger = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ logger = logging.getLogger(__name__)
 _DEATH_SEEN_LATE_S = 1.0
 
 
-class RankFailedError(RuntimeError):
+class RankFailedError(RunFailure):
     """A rank failed and its exception could not be brought back as it was (or it died without one)."""
 
 
@@ -212,9 +214,8 @@ def _first_failure(out: Path, exits, terminated: set[int], nprocs: int) -> BaseE
     others = sorted(r for _, r, _ in candidates if r != rank)
     note = f"raised on rank {rank} of {nprocs}" + (f"; ranks {others} failed after it" if others else "")
     if "died" in record:
-        err = RankFailedError(f"rank {rank} of {nprocs} {record['died']} without raising an exception")
-        err.interlock_rank = (rank, nprocs)
-        return err
+        return RankFailedError(f"rank {rank} of {nprocs} {record['died']} without raising an exception",
+                               rank=rank, world_size=nprocs)
     exc = None
     if record["exception"] is not None:
         try:
@@ -222,11 +223,13 @@ def _first_failure(out: Path, exits, terminated: set[int], nprocs: int) -> BaseE
         except Exception:  # the exception class cannot be rebuilt here: fall back to its text
             exc = None
     if not isinstance(exc, BaseException):
-        exc = RankFailedError(f"rank {rank} of {nprocs} failed:\n{record['traceback']}")
-        exc.interlock_rank = (rank, nprocs)
-        return exc
-    exc.interlock_rank = (rank, nprocs)  # for one-line reports (interlock.app.cli)
-    exc.__cause__ = _RemoteTraceback(f"\n\nTraceback on rank {rank} of {nprocs}:\n{record['traceback']}")
+        return RankFailedError(f"rank {rank} of {nprocs} failed:\n{record['traceback']}", rank=rank, world_size=nprocs)
+    remote = _RemoteTraceback(f"\n\nTraceback on rank {rank} of {nprocs}:\n{record['traceback']}")
+    if isinstance(exc, RunFailure):  # where it failed, now with which rank (for one-line reports: interlock.app.cli)
+        exc.rank, exc.world_size = rank, nprocs
+        exc.error.__cause__ = remote  # (under the error a RunFailure wraps, which came along with it)
+    else:
+        exc.__cause__ = remote
     if hasattr(exc, "add_note"):
         exc.add_note(note)
     return exc
@@ -268,9 +271,9 @@ def _rank_main(rank: int, nprocs: int, port: int, fn, args, env: dict, overrides
             dist.destroy_process_group()
         _write(Path(out) / f"result-{rank}.pt", lambda f: torch.save(result, f))
     except BaseException as err:  # noqa: BLE001 - every failure is reported to the launcher
-        # An exception may say when it was raised (interlock_failed_at), before cleanup that
-        # closed connections and so made the peers fail: the launcher ranks failures by time.
-        failed_at = getattr(err, "interlock_failed_at", None) or time.time()
+        # A RunFailure says when it was raised (failed_at), before cleanup that closed
+        # connections and so made the peers fail: the launcher ranks failures by time.
+        failed_at = (err.failed_at if isinstance(err, RunFailure) else None) or time.time()
         try:
             payload = pickle.dumps(err)
         except Exception:

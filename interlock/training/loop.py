@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import heads, models
+from ..errors import REQUEST_ERRORS, RunFailure
 from ..measure import timing
 from ..runtime._memory import release_free_memory
 from .checkpoint import (DamagedCheckpoint, checkpoint_candidates, load_checkpoint, mark_evaluated,
@@ -32,8 +33,10 @@ from .checkpoint import (DamagedCheckpoint, checkpoint_candidates, load_checkpoi
 from .config import LossConfig, LRConfig, OptimConfig, TrainConfig, load_config
 from .metrics import MetricsWriter, atomic_write_text, read_metrics
 from ..measure import memstats, profiling
-from .rundir import lock_run_dir
+from .rundir import RunDirError, lock_run_dir
 from ..measure.profiling import StepProfiler
+from .devices import check_device
+from .spawn import launch, under_launcher
 from .tracking import make_sinks
 from ..data.text import IGNORE_INDEX
 from .tasks import Task, build_task, resolve_data
@@ -45,22 +48,15 @@ __all__ = ["run", "RunResult", "TrainingDiverged", "make_optimizer_factory", "ma
 log = logging.getLogger(__name__)
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunFailure):
     """A loss became NaN or infinite, or exploded while finite; the newest checkpoint (if any) is kept.
 
     ``step``: the training step whose loss or weights diverged (losses are checked in batches, a
-    few steps after they were computed: the step the loop had reached is not the one that failed)."""
+    few steps after they were computed: the step the loop had reached is not the one that failed);
+    ``component`` (1-based): the component whose loss or weights diverged."""
 
-    def __init__(self, message: str, step: int | None = None) -> None:
-        super().__init__(message)
-        self.step = step
-
-
-def check_device(device: str) -> None:
-    """A CUDA device on a torch without CUDA (or a machine without a GPU) is a config error, said as one."""
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        why = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-        raise ValueError(f"device={device}: {why}; use device=cpu (or install a CUDA build of torch on a machine with a GPU)")
+    def __init__(self, message: str, step: int | None = None, *, component: int | None = None) -> None:
+        super().__init__(message, phase=None if step is None else "training step", step=step, component=component)
 
 
 @dataclass
@@ -293,13 +289,6 @@ def evaluate(engine, batches, *, num_classes: int, is_text: bool, device: str = 
     return row
 
 
-def _under_launcher() -> bool:
-    """This process is one rank of a run that torchrun or interlock.runtime.launch started."""
-    import os
-
-    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
-
-
 def drop_unfed_inputs(task: Task, engine) -> None:
     """Only the process holding component 1 feeds the network: any other drops the inputs
     (most of its memory) and hands the freed pages back to the system."""
@@ -331,13 +320,11 @@ def run(
     ``stop_after``: stop after that many steps as an interruption would (no final evaluation
     or checkpoint); used to test that resuming equals an uninterrupted run.
     """
-    if config.engine in ("distributed", "pipeline") and not _under_launcher():
-        from ..app.distributed_run import launch
-
-        return launch(config, resume=resume, on_progress=on_progress, stop_after=stop_after, model=model, data=data)
+    if config.engine in ("distributed", "pipeline") and not under_launcher():
+        return launch(run, config, resume=resume, on_progress=on_progress, stop_after=stop_after, model=model, data=data)
     if config.threads:
         torch.set_num_threads(config.threads)
-    from ..network.custom import user_objects
+    from .custom import user_objects
 
     config, model, data = user_objects(config, model, data)
     custom_model = model is not None or bool(config.model.factory)
@@ -367,7 +354,7 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, on_progress, stop_aft
             task = build_task(config.data, seed=config.seed)
         total_steps = config.steps or max(1, math.ceil(config.epochs * task.steps_per_epoch))
         if custom_model:
-            from ..network.custom import build_user_net
+            from .custom import build_user_net
 
             if data is None:  # a registered data set with your model: a sample batch for the split
                 first = next(iter(task.train_batches(epoch=0, start_step=0)))
@@ -376,7 +363,7 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, on_progress, stop_aft
         else:
             net = build_net(config, task)
         if getattr(task, "num_classes", None) is None:  # your data: the classes the network predicts
-            from ..network.custom import infer_num_classes
+            from .custom import infer_num_classes
 
             task.num_classes = infer_num_classes(net, task.sample[0])
         engine = make_engine(config, net, task, total_steps)
@@ -384,16 +371,12 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, on_progress, stop_aft
         return _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop_after, where)
     except BaseException as err:
         failed = True
-        # Where it failed travels with the exception (also from a rank to its launcher), so the
-        # command line can say it in one line.
-        if isinstance(err, Exception) and not hasattr(err, "interlock_where"):
-            # When it failed, before closing the engine makes the peers fail too: the launcher
-            # reports the rank that failed first as the cause.
-            err.interlock_failed_at = time.time()
-            # A divergence is found a few steps after the step it happened in: name that step.
-            step = getattr(err, "step", None) if isinstance(err, TrainingDiverged) else None
-            err.interlock_where = str(where) if step is None else f"training step {step}"
-            err.interlock_components = None if engine is None else [k + 1 for k in engine.local_components]
+        if isinstance(err, Exception) and not isinstance(err, (*REQUEST_ERRORS, RunDirError)):
+            # Where it failed travels with the error (also from a rank to its launcher), so the
+            # command line can say it in one line.
+            failure = _failure(err, run_dir, where, engine)
+            if failure is not err:
+                raise failure from err
         raise
     finally:
         profiling.close_open()  # a failure inside profile_steps keeps what was recorded
@@ -406,40 +389,160 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, on_progress, stop_aft
             engine.close(wait=not failed)
 
 
+def _failure(err: Exception, run_dir: Path, where: _Where, engine) -> RunFailure:
+    """``err`` as a RunFailure that says where the run was: a RunFailure already keeps what it knows."""
+    local = None if engine is None else engine.local_components
+    context = {
+        "run": str(run_dir), "phase": where.phase, "step": None if where.phase == "setup" else where.step,
+        "component": local[0] + 1 if local is not None and len(local) == 1 else None,
+        # When it failed, before closing the engine makes the peers fail too: the launcher
+        # reports the rank that failed first as the cause.
+        "failed_at": time.time(),
+    }
+    if not isinstance(err, RunFailure):
+        return RunFailure.wrap(err, **context)
+    # A divergence is found a few steps after the step it happened in: it names that step itself.
+    if err.phase is not None:
+        del context["phase"], context["step"]
+    for name, value in context.items():
+        if getattr(err, name) is None:
+            setattr(err, name, value)
+    return err
+
+
+# -- the training loop ---------------------------------------------------------------------------
+#
+# _train reads top to bottom: where the run starts (fresh or resumed), then step after step, with a
+# log row, an evaluation or a checkpoint where one is due, then the final checkpoint and evaluation.
+# What its steps share lives in one _Loop; each piece of work is a function of it below.
+
+
+@dataclass
+class _Start:
+    """Where a run starts: fresh, or from its newest readable checkpoint."""
+
+    first_losses: list | None = None  # the divergence yardstick a resumed run keeps
+    final_eval_due: bool = False  # a checkpoint of the last step whose final evaluation was stopped
+    finished: RunResult | None = None  # the run had already finished: nothing to do
+
+
+@dataclass
+class _Loop:
+    """What the training loop's steps share: the run they belong to, and the state they move on."""
+
+    config: TrainConfig
+    task: Task
+    engine: object
+    run_dir: Path
+    total_steps: int
+    start: int  # the step the run (re)started at
+    end: int  # the step this call stops at (total_steps, or stop_after)
+    stop_after: int | None
+    on_progress: Callable[[dict], None] | None
+    where: _Where
+    metrics: MetricsWriter | None
+    first_losses: list | None  # every component's loss before any update (None: not yet known)
+    saved_step: int | None  # the newest complete checkpoint, for what a divergence message may promise
+    step: int = 0
+    last_eval: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    # Steps whose losses are still on the device: read (one host copy) and checked at the next log
+    # row, evaluation or checkpoint, not at every step (a per-step read would drain a GPU pipeline).
+    unchecked: list[tuple[int, Losses, list[bool] | None]] = field(default_factory=list)
+    window_losses: list[list[float]] = field(default_factory=list)  # the checked losses of the current log window
+    window_records: list = field(default_factory=list)
+    # Log rows waiting for other processes' values (async DGL's ranks report at their own pace):
+    # written in order once complete, never out of order, all of them by the end.
+    held: list[tuple[dict, torch.Tensor, int]] = field(default_factory=list)
+    traced: list = field(default_factory=list)
+    # Step time is wall time per training step, data loading included, evaluation and checkpoints excluded.
+    window_time: float = 0.0
+    window_steps: int = 0
+    train_time: float = 0.0
+    step_end: float | None = None  # when the latest step returned on the host, until its device work is counted
+
+    @property
+    def device(self):
+        # A distributed rank's own device (cuda:LOCAL_RANK under NCCL), else the configured one.
+        return self.engine.device
+
+
 def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop_after, where: _Where) -> RunResult:
-    K = engine.num_components
-    # A distributed rank's own device (cuda:LOCAL_RANK under NCCL), else the configured one.
-    device = engine.device
-    candidates = checkpoint_candidates(run_dir)
-    final_eval_due = False  # a checkpoint of the last step whose final evaluation was stopped
-    if resume:
-        if not candidates:
-            raise FileNotFoundError(f"--resume: {run_dir} has no complete checkpoint to resume from; start the run without --resume")
-        if engine.is_main:
-            for path in remove_stale_temporaries(run_dir):
-                log.info("removed %s, a checkpoint file a stopped run left half-written", path)
-        meta = _load_newest_readable(candidates, engine)
-        if hasattr(task, "check_position"):  # your data: the checkpoint says what it was trained on
-            task.check_position(meta.get("data"))
-        if meta["step"] >= total_steps and not meta.get("final_eval", True):
-            final_eval_due = True
-        elif meta["step"] >= total_steps:
-            # Finished already: report its final evaluation, write nothing (a second evaluation
-            # row would duplicate the first). A longer steps=... continues it instead.
-            log.info("%s already finished at step %d of %d; nothing to do (pass a larger steps= to continue it)",
-                     run_dir, meta["step"], total_steps)
-            evals = [r for r in read_metrics(run_dir) if r.get("kind") == "eval"] if (run_dir / "metrics.jsonl").exists() else []
-            return RunResult(run_dir=run_dir, steps=meta["step"], final=evals[-1] if evals else {}, train_time_s=0.0)
-        log.info("resumed %s at step %d", run_dir, meta["step"])
-        # (A checkpoint written before this yardstick existed has none: only NaN/inf stop that run.)
-        first_losses = meta.get("first_losses") or [None] * K
-    elif candidates:
+    begin = _resume_point(task, engine, run_dir, total_steps) if resume else _fresh_start(run_dir)
+    if begin.finished is not None:
+        return begin.finished
+    s = _open_run(config, task, engine, run_dir, total_steps, resume, begin.first_losses, on_progress, stop_after, where)
+    if begin.final_eval_due:  # stopped during the final evaluation: the training is all in the checkpoint
+        log.info("resumed %s at its last step %d: only the final evaluation is left", run_dir, s.start)
+        s.last_eval = _final_evaluation(s)
+        _close_metrics(s)
+        return RunResult(run_dir=run_dir, steps=s.step, final=s.last_eval, train_time_s=0.0, history=s.history)
+    profiler = StepProfiler(config.profile_steps, run_dir, engine.local_components, s.device)
+    memstats.reset()
+    memstats.enable(config.track.memory)
+    while _more(s):
+        epoch, offset = divmod(s.step, task.steps_per_epoch)
+        tick = time.perf_counter()
+        for x, y in task.train_batches(epoch=epoch, start_step=offset):
+            _train_step(s, profiler, x, y, tick)
+            if s.step % config.log_every == 0 or not _more(s):
+                _log_row(s, batch_size=y.shape[0])
+            if config.eval_every and s.step % config.eval_every == 0 and s.step < total_steps:
+                _catch_up(s)
+                s.last_eval = _evaluate(s, final=False)
+            if config.checkpoint_every and s.step % config.checkpoint_every == 0 and s.step < s.end:
+                _catch_up(s)  # never save the weights of a step whose loss diverged, and keep every row up to it
+                _checkpoint(s)
+            if not _more(s):
+                break
+            tick = time.perf_counter()
+    profiler.close()
+    _check_unchecked(s)
+    _release_rows(s, wait=True)
+    # (stop_after ends a run early as a crash would: no final checkpoint)
+    if s.step >= total_steps and not engine.wants_more:
+        # The last step's checkpoint comes before the final evaluation: a stop during the
+        # evaluation loses no training; --resume then only evaluates (meta.json's final_eval).
+        _checkpoint(s, final_eval=False)
+        s.last_eval = _final_evaluation(s)
+    _close_metrics(s)
+    return RunResult(run_dir=run_dir, steps=s.step, final=s.last_eval, train_time_s=s.train_time, history=s.history)
+
+
+def _fresh_start(run_dir: Path) -> _Start:
+    if checkpoint_candidates(run_dir):
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --run-dir")
-    else:
-        first_losses = None
+    return _Start()
+
+
+def _resume_point(task: Task, engine, run_dir: Path, total_steps: int) -> _Start:
+    """Load the newest readable checkpoint into the engine; say what is left to do."""
+    candidates = checkpoint_candidates(run_dir)
+    if not candidates:
+        raise FileNotFoundError(f"--resume: {run_dir} has no complete checkpoint to resume from; start the run without --resume")
+    if engine.is_main:
+        for path in remove_stale_temporaries(run_dir):
+            log.info("removed %s, a checkpoint file a stopped run left half-written", path)
+    meta = _load_newest_readable(candidates, engine)
+    if hasattr(task, "check_position"):  # your data: the checkpoint says what it was trained on
+        task.check_position(meta.get("data"))
+    final_eval_due = meta["step"] >= total_steps and not meta.get("final_eval", True)
+    if meta["step"] >= total_steps and not final_eval_due:
+        # Finished already: report its final evaluation, write nothing (a second evaluation
+        # row would duplicate the first). A longer steps=... continues it instead.
+        log.info("%s already finished at step %d of %d; nothing to do (pass a larger steps= to continue it)",
+                 run_dir, meta["step"], total_steps)
+        evals = [r for r in read_metrics(run_dir) if r.get("kind") == "eval"] if (run_dir / "metrics.jsonl").exists() else []
+        return _Start(finished=RunResult(run_dir=run_dir, steps=meta["step"], final=evals[-1] if evals else {}, train_time_s=0.0))
+    log.info("resumed %s at step %d", run_dir, meta["step"])
+    # (A checkpoint written before this yardstick existed has none: only NaN/inf stop that run.)
+    return _Start(first_losses=meta.get("first_losses") or [None] * engine.num_components, final_eval_due=final_eval_due)
+
+
+def _open_run(config: TrainConfig, task: Task, engine, run_dir: Path, total_steps: int, resume: bool,
+              first_losses: list | None, on_progress, stop_after: int | None, where: _Where) -> _Loop:
+    """config.json and the metrics writer (the main process's), and the loop's state at the start step."""
     start = engine.step_count
-    # The newest complete checkpoint, for what a divergence message may promise.
-    saved_step = start if resume else None
     if engine.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
@@ -448,224 +551,206 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
     if engine.is_main:
         sinks = make_sinks(config.track, run_dir, config=config.to_dict(), resume_step=start if resume else None)
         metrics = MetricsWriter(run_dir, keep_until_step=start if resume else None, sinks=sinks)
-    history: list[dict] = []
+    return _Loop(config=config, task=task, engine=engine, run_dir=run_dir, total_steps=total_steps, start=start,
+                 end=total_steps if stop_after is None else min(total_steps, stop_after), stop_after=stop_after,
+                 on_progress=on_progress, where=where, metrics=metrics, first_losses=first_losses,
+                 saved_step=start if resume else None, step=start)
 
-    def emit(row: dict) -> None:
-        history.append(row)
-        if metrics is not None:
-            metrics.write(row)
-        if on_progress is not None and engine.is_main:
-            on_progress(row)
 
-    def do_eval(step: int, *, final: bool) -> dict:
-        where.phase, where.step = "evaluation at step", step
-        row = {"kind": "eval", "step": step, "epoch": step / task.steps_per_epoch, "data": config.data.label}
-        splits = task.eval_splits()
-        if not final and "val" in splits:  # the test set is scored at the end only when there is a validation split
-            splits = {"val": splits["val"]}
-        chunk = config.data.eval_chunk or EVAL_CHUNK[config.engine]
-        for split, batches in splits.items():
-            scores = evaluate(engine, batches, num_classes=task.num_classes, is_text=task.is_text, device=device, chunk=chunk)
-            row.update({f"{split}_{k}": v for k, v in scores.items()})
-        emit(row)
-        return row
+def _more(s: _Loop) -> bool:
+    """Whether to train another step. An engine whose components train at their own pace (async DGL)
+    may need batches past total_steps until every component has made its quota (``wants_more``)."""
+    if s.stop_after is not None and s.step >= s.stop_after:
+        return False
+    return s.step < s.total_steps or s.engine.wants_more
 
-    def kept() -> str:
-        if saved_step is None:
-            return (f"the run stops here; no checkpoint was written before it (checkpoint_every={config.checkpoint_every}"
-                    f"{': one is written at the end only' if not config.checkpoint_every else ''})")
-        return f"the run stops here and keeps its checkpoint of step {saved_step}"
 
-    def do_checkpoint(step: int, **extra) -> None:
-        nonlocal saved_step
-        where.phase, where.step = "checkpoint at step", step
-        # A finite loss can still come with an update that overflowed: never save such weights.
-        for k in engine.local_components:
-            for name, t in engine.component_state(k)["block"].items():
-                if t.is_floating_point() and not torch.isfinite(t).all():
-                    raise TrainingDiverged(
-                        f"weights of component {k + 1} ({name}) are not finite after step {step}; {kept()}. "
-                        f"Lower optim.lr (now {config.optim.lr}) or add warm-up (lr.warmup_steps)", step
-                    )
-        first = None if first_losses is None else [v if v is not None and math.isfinite(v) else None for v in first_losses]
-        meta = {"strategy": config.strategy, "total_steps": total_steps, "first_losses": first, **extra}
-        if hasattr(task, "position"):
-            meta["data"] = task.position(step)
-        save_checkpoint(run_dir, engine, meta)
-        saved_step = step
+def _train_step(s: _Loop, profiler: StepProfiler, x, y, tick: float) -> None:
+    """One training step on batch (x, y); ``tick``: when its batch began loading (the step's time starts there)."""
+    config, engine, step = s.config, s.engine, s.step
+    s.where.phase, s.where.step = "training step", step + 1
+    profiler.before_step(step + 1)
+    result = engine.step(None if x is None else x.to(s.device), y.to(s.device))
+    profiler.after_step(step + 1, last=step + 1 >= s.end)
+    s.step_end = time.perf_counter()
+    spent = s.step_end - tick
+    s.window_time += spent
+    s.train_time += spent
+    if s.first_losses is None:
+        # Every component's loss before any update: the yardstick of divergence (saved
+        # with each checkpoint, so a resumed run keeps it). One collective, once.
+        s.first_losses = engine.gather_losses(list(result.losses))
+    s.unchecked.append((step + 1, result.losses, result.updated))
+    s.window_records.extend(result.records)
+    if config.trace_steps and s.start + 1 <= step < s.start + 1 + config.trace_steps:  # (the first step warms up)
+        s.traced.extend(result.records)
+        if step + 1 == s.start + 1 + config.trace_steps:
+            _write_trace(engine, s.traced, s.run_dir,
+                         title=f"{config.strategy}, K={engine.num_components}, steps {s.start + 2}..{step + 1}")
+    s.step += 1
+    s.window_steps += 1
 
-    def check_losses(losses: list[float], step: int, updated: list[bool] | None) -> None:
-        """Stop on a NaN/inf loss, or on a finite one ``divergence_ratio`` times its first-step value.
 
-        ``updated``: which components trained this step (None: all); the others have no loss.
-        """
-        ratio = config.divergence_ratio
-        for k in engine.local_components:
-            value = losses[k]
-            if engine.net.heads[k] is None or (updated is not None and not updated[k]):
-                continue
-            if not math.isfinite(value):
-                raise TrainingDiverged(
-                    f"loss of component {k + 1} is {value} at step {step}; {kept()}. Lower optim.lr "
-                    f"(now {config.optim.lr}) or add warm-up (lr.warmup_steps)", step
-                )
-            first = None if first_losses is None else first_losses[k]
-            # The first step's loss is the untrained network's (about ln(classes)); a healthy run
-            # never comes near 100 times it. max(.., 0.1) keeps a near-zero first loss from
-            # making every later wobble look like an explosion.
-            if ratio and first is not None and math.isfinite(first) and value > ratio * max(first, 0.1):  # (None: no head)
-                raise TrainingDiverged(
-                    f"loss of component {k + 1} is {value:.4g} at step {step}, over {ratio:g} times its first-step "
-                    f"loss ({first:.4g}): training diverged; {kept()}. Lower optim.lr (now {config.optim.lr}) or add "
-                    f"warm-up (lr.warmup_steps); divergence_ratio=0 turns this check off", step
-                )
+def _log_row(s: _Loop, *, batch_size: int) -> None:
+    """Every component's mean loss and action times over the window: one reduction per log row."""
+    engine = s.engine
+    _check_unchecked(s)
+    _settle_time(s)
+    s.window_records = resolve_times(s.window_records)  # GPU event marks -> seconds (one sync)
+    table = _local_table(engine, s.window_losses, s.window_records, s.window_steps)
+    row = {"kind": "train", "step": s.step, "total_steps": s.total_steps, "epoch": s.step / s.task.steps_per_epoch,
+           "step_time_s": s.window_time / s.window_steps, "samples_per_s": s.window_steps * batch_size / s.window_time,
+           "lr": engine_lr(engine)}
+    predicted = engine.predicted_time(s.window_records) if s.window_records else None
+    if predicted is not None:
+        # What K devices would need per step: the critical path of this window's measured actions.
+        row["predicted_parallel_step_time_s"] = predicted.makespan_s / s.window_steps
+    row.update(engine.counters())  # e.g. async DGL's updates per component and skipped draws
+    s.held.append((row, table, s.step))
+    _release_rows(s, wait=not _more(s))
+    s.window_losses, s.window_records, s.window_time, s.window_steps = [], [], 0.0, 0
 
-    def final_evaluation(at: int) -> dict:
-        """The final evaluation, then the last checkpoint marked as evaluated (meta.json's final_eval)."""
-        result = do_eval(at, final=True)
-        if engine.is_main:
-            mark_evaluated(run_dir / "checkpoints" / f"step_{at:08d}")
-        engine.barrier()
-        return result
 
-    step = start
-    if final_eval_due:  # stopped during the final evaluation: the training is all in the checkpoint
-        log.info("resumed %s at its last step %d: only the final evaluation is left", run_dir, start)
-        last_eval = final_evaluation(step)
-        if metrics is not None:
-            metrics.close()
-            metrics.write_csv()
-        return RunResult(run_dir=run_dir, steps=step, final=last_eval, train_time_s=0.0, history=history)
+def _catch_up(s: _Loop) -> None:
+    """Before an evaluation or a checkpoint: every step's loss checked, its device work counted, every row written."""
+    _check_unchecked(s)
+    _settle_time(s)
+    _release_rows(s, wait=True)  # a resumed run keeps the rows up to its checkpoint: all of them written
 
-    def more() -> bool:
-        """Whether to train another step. An engine whose components train at their own pace (async DGL)
-        may need batches past total_steps until every component has made its quota (``wants_more``)."""
-        if stop_after is not None and step >= stop_after:
-            return False
-        return step < total_steps or engine.wants_more
 
-    last_eval: dict = {}
-    window_losses: list[list[float]] = []  # the checked losses of the current log window
-    # Steps whose losses are still on the device: read (one host copy) and checked at the next log
-    # row, evaluation or checkpoint, not at every step (a per-step read would drain a GPU pipeline).
-    unchecked: list[tuple[int, Losses, list[bool] | None]] = []
+def _check_unchecked(s: _Loop) -> None:
+    if not s.unchecked:
+        return
+    values = torch.stack([l.tensor().to(s.device) for _, l, _ in s.unchecked]).tolist()
+    for (at, _, updated), vals in zip(s.unchecked, values):
+        if updated is not None and any(v is None or not math.isfinite(v) for v in s.first_losses):
+            # Components that train at their own pace (async DGL, sequential stages) set theirs at
+            # their first update (None: a NaN saved in a checkpoint).
+            s.first_losses = [vals[k] if (v is None or not math.isfinite(v)) and updated[k] else v
+                              for k, v in enumerate(s.first_losses)]
+        _check_losses(s, vals, at, updated)
+        s.window_losses.append(vals)
+    s.unchecked.clear()
 
-    def check_unchecked() -> None:
-        nonlocal first_losses
-        if not unchecked:
+
+def _check_losses(s: _Loop, losses: list[float], step: int, updated: list[bool] | None) -> None:
+    """Stop on a NaN/inf loss, or on a finite one ``divergence_ratio`` times its first-step value.
+
+    ``updated``: which components trained this step (None: all); the others have no loss.
+    """
+    config = s.config
+    ratio = config.divergence_ratio
+    for k in s.engine.local_components:
+        value = losses[k]
+        if s.engine.net.heads[k] is None or (updated is not None and not updated[k]):
+            continue
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"loss of component {k + 1} is {value} at step {step}; {_kept(s)}. Lower optim.lr "
+                f"(now {config.optim.lr}) or add warm-up (lr.warmup_steps)", step, component=k + 1
+            )
+        first = None if s.first_losses is None else s.first_losses[k]
+        # The first step's loss is the untrained network's (about ln(classes)); a healthy run
+        # never comes near 100 times it. max(.., 0.1) keeps a near-zero first loss from
+        # making every later wobble look like an explosion.
+        if ratio and first is not None and math.isfinite(first) and value > ratio * max(first, 0.1):  # (None: no head)
+            raise TrainingDiverged(
+                f"loss of component {k + 1} is {value:.4g} at step {step}, over {ratio:g} times its first-step "
+                f"loss ({first:.4g}): training diverged; {_kept(s)}. Lower optim.lr (now {config.optim.lr}) or add "
+                f"warm-up (lr.warmup_steps); divergence_ratio=0 turns this check off", step, component=k + 1
+            )
+
+
+def _kept(s: _Loop) -> str:
+    """What a stopped run keeps, for a divergence message."""
+    if s.saved_step is None:
+        return (f"the run stops here; no checkpoint was written before it (checkpoint_every={s.config.checkpoint_every}"
+                f"{': one is written at the end only' if not s.config.checkpoint_every else ''})")
+    return f"the run stops here and keeps its checkpoint of step {s.saved_step}"
+
+
+def _settle_time(s: _Loop) -> None:
+    # A step returns once its kernels are launched; on a GPU they may still be running. Wait for
+    # them where a log row, evaluation or checkpoint needs the results anyway, once per step, and
+    # count the wait as training time, so step times measure the device and not the launches.
+    if s.step_end is None:
+        return
+    timing.settle(s.device)
+    waited = time.perf_counter() - s.step_end
+    s.window_time += waited
+    s.train_time += waited
+    s.step_end = None
+
+
+def _release_rows(s: _Loop, *, wait: bool) -> None:
+    """Write the held log rows whose every process's values have arrived, in order."""
+    while s.held:
+        row, table, at = s.held[0]
+        full = s.engine.log_row(table, at, wait=wait)
+        if full is None:
             return
-        values = torch.stack([l.tensor().to(device) for _, l, _ in unchecked]).tolist()
-        for (at, _, updated), vals in zip(unchecked, values):
-            if updated is not None and any(v is None or not math.isfinite(v) for v in first_losses):
-                # Components that train at their own pace (async DGL, sequential stages) set theirs at
-                # their first update (None: a NaN saved in a checkpoint).
-                first_losses = [vals[k] if (v is None or not math.isfinite(v)) and updated[k] else v
-                                for k, v in enumerate(first_losses)]
-            check_losses(vals, at, updated)
-            window_losses.append(vals)
-        unchecked.clear()
-    window_records: list = []
-    # Log rows waiting for other processes' values (async DGL's ranks report at their own pace):
-    # written in order once complete, never out of order, all of them by the end.
-    held: list[tuple[dict, torch.Tensor, int]] = []
+        s.held.pop(0)
+        row.update(_row_fields(full))
+        _emit(s, row)
 
-    def release_rows(*, wait: bool) -> None:
-        while held:
-            row, table, at = held[0]
-            full = engine.log_row(table, at, wait=wait)
-            if full is None:
-                return
-            held.pop(0)
-            row.update(_row_fields(full))
-            emit(row)
-    traced: list = []
-    # Step time is wall time per training step, data loading included, evaluation and checkpoints excluded.
-    window_time, window_steps, train_time = 0.0, 0, 0.0
-    step_end: float | None = None  # when the latest step returned on the host, until its device work is counted
 
-    def settle_time() -> None:
-        # A step returns once its kernels are launched; on a GPU they may still be running. Wait for
-        # them where a log row, evaluation or checkpoint needs the results anyway, once per step, and
-        # count the wait as training time, so step times measure the device and not the launches.
-        nonlocal window_time, train_time, step_end
-        if step_end is None:
-            return
-        timing.settle(device)
-        waited = time.perf_counter() - step_end
-        window_time += waited
-        train_time += waited
-        step_end = None
-    end = total_steps if stop_after is None else min(total_steps, stop_after)
-    profiler = StepProfiler(config.profile_steps, run_dir, engine.local_components, device)
-    memstats.reset()
-    memstats.enable(config.track.memory)
-    while more():
-        epoch, offset = divmod(step, task.steps_per_epoch)
-        tick = time.perf_counter()
-        for x, y in task.train_batches(epoch=epoch, start_step=offset):
-            where.phase, where.step = "training step", step + 1
-            profiler.before_step(step + 1)
-            result = engine.step(None if x is None else x.to(device), y.to(device))
-            profiler.after_step(step + 1, last=step + 1 >= end)
-            step_end = time.perf_counter()
-            spent = step_end - tick
-            window_time += spent
-            train_time += spent
-            if first_losses is None:
-                # Every component's loss before any update: the yardstick of divergence (saved
-                # with each checkpoint, so a resumed run keeps it). One collective, once.
-                first_losses = engine.gather_losses(list(result.losses))
-            unchecked.append((step + 1, result.losses, result.updated))
-            window_records.extend(result.records)
-            if config.trace_steps and start + 1 <= step < start + 1 + config.trace_steps:  # (the first step warms up)
-                traced.extend(result.records)
-                if step + 1 == start + 1 + config.trace_steps:
-                    _write_trace(engine, traced, run_dir, title=f"{config.strategy}, K={K}, steps {start + 2}..{step + 1}")
-            step += 1
-            window_steps += 1
-            if step % config.log_every == 0 or not more():
-                # Every component's mean loss and action times over the window: one reduction per log row.
-                check_unchecked()
-                settle_time()
-                window_records = resolve_times(window_records)  # GPU event marks -> seconds (one sync)
-                table = _local_table(engine, window_losses, window_records, window_steps)
-                row = {"kind": "train", "step": step, "total_steps": total_steps, "epoch": step / task.steps_per_epoch,
-                       "step_time_s": window_time / window_steps, "samples_per_s": window_steps * y.shape[0] / window_time,
-                       "lr": engine_lr(engine)}
-                predicted = engine.predicted_time(window_records) if window_records else None
-                if predicted is not None:
-                    # What K devices would need per step: the critical path of this window's measured actions.
-                    row["predicted_parallel_step_time_s"] = predicted.makespan_s / window_steps
-                row.update(engine.counters())  # e.g. async DGL's updates per component and skipped draws
-                held.append((row, table, step))
-                release_rows(wait=not more())
-                window_losses, window_records, window_time, window_steps = [], [], 0.0, 0
-            if config.eval_every and step % config.eval_every == 0 and step < total_steps:
-                check_unchecked()
-                settle_time()
-                release_rows(wait=True)
-                last_eval = do_eval(step, final=False)
-            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < end:
-                check_unchecked()  # never save the weights of a step whose loss diverged
-                settle_time()
-                release_rows(wait=True)  # a resumed run keeps the rows up to its checkpoint: all of them written
-                do_checkpoint(step)
-            if not more():
-                break
-            tick = time.perf_counter()
-    profiler.close()
-    check_unchecked()
-    release_rows(wait=True)
-    # (stop_after ends a run early as a crash would: no final checkpoint)
-    if step >= total_steps and not engine.wants_more:
-        # The last step's checkpoint comes before the final evaluation: a stop during the
-        # evaluation loses no training; --resume then only evaluates (meta.json's final_eval).
-        do_checkpoint(step, final_eval=False)
-        last_eval = final_evaluation(step)
-    if metrics is not None:
-        metrics.close()
-        metrics.write_csv()
-    return RunResult(run_dir=run_dir, steps=step, final=last_eval, train_time_s=train_time, history=history)
+def _emit(s: _Loop, row: dict) -> None:
+    s.history.append(row)
+    if s.metrics is not None:
+        s.metrics.write(row)
+    if s.on_progress is not None and s.engine.is_main:
+        s.on_progress(row)
+
+
+def _evaluate(s: _Loop, *, final: bool) -> dict:
+    """One evaluation row at the current step: the validation split during training, every split at the end."""
+    config, task, step = s.config, s.task, s.step
+    s.where.phase, s.where.step = "evaluation at step", step
+    row = {"kind": "eval", "step": step, "epoch": step / task.steps_per_epoch, "data": config.data.label}
+    splits = task.eval_splits()
+    if not final and "val" in splits:  # the test set is scored at the end only when there is a validation split
+        splits = {"val": splits["val"]}
+    chunk = config.data.eval_chunk or EVAL_CHUNK[config.engine]
+    for split, batches in splits.items():
+        scores = evaluate(s.engine, batches, num_classes=task.num_classes, is_text=task.is_text, device=s.device, chunk=chunk)
+        row.update({f"{split}_{k}": v for k, v in scores.items()})
+    _emit(s, row)
+    return row
+
+
+def _final_evaluation(s: _Loop) -> dict:
+    """The final evaluation, then the last checkpoint marked as evaluated (meta.json's final_eval)."""
+    result = _evaluate(s, final=True)
+    if s.engine.is_main:
+        mark_evaluated(s.run_dir / "checkpoints" / f"step_{s.step:08d}")
+    s.engine.barrier()
+    return result
+
+
+def _checkpoint(s: _Loop, **extra) -> None:
+    """An atomic checkpoint of the current step (``extra``: more meta.json fields)."""
+    engine, step = s.engine, s.step
+    s.where.phase, s.where.step = "checkpoint at step", step
+    # A finite loss can still come with an update that overflowed: never save such weights.
+    for k in engine.local_components:
+        for name, t in engine.component_state(k)["block"].items():
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise TrainingDiverged(
+                    f"weights of component {k + 1} ({name}) are not finite after step {step}; {_kept(s)}. "
+                    f"Lower optim.lr (now {s.config.optim.lr}) or add warm-up (lr.warmup_steps)", step, component=k + 1
+                )
+    first = None if s.first_losses is None else [v if v is not None and math.isfinite(v) else None for v in s.first_losses]
+    meta = {"strategy": s.config.strategy, "total_steps": s.total_steps, "first_losses": first, **extra}
+    if hasattr(s.task, "position"):
+        meta["data"] = s.task.position(step)
+    save_checkpoint(s.run_dir, engine, meta)
+    s.saved_step = step
+
+
+def _close_metrics(s: _Loop) -> None:
+    if s.metrics is not None:
+        s.metrics.close()
+        s.metrics.write_csv()
 
 
 def _load_newest_readable(candidates: list[Path], engine) -> dict:

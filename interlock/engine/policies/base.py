@@ -15,15 +15,12 @@ on ranks) overrides how its rows travel.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 
 from ...timemodel.clock import Makespan
 from ..options import StepResult
-
-if TYPE_CHECKING:
-    from ..engine import Engine
 
 __all__ = ["Policy"]
 
@@ -45,7 +42,7 @@ class Policy:
     has_state: ClassVar[bool] = False
     holds: ClassVar[str] = ""  # what that part holds, for errors ("replay state", "queued gradients")
 
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine) -> None:  # (an interlock.engine.Engine; not imported here: it imports the policies)
         self.engine = engine
 
     # -- construction ---------------------------------------------------------------------

@@ -477,6 +477,5 @@ register_strategy(StrategySpec(
 
 
 def _async_local(replay, seed: int) -> AsyncLocal:
-    from ...training.config import ReplayConfig  # (the config section's defaults)
-
-    return (replay or ReplayConfig()).strategy(seed)
+    """From the config's replay section (any object with its fields and a ``strategy(seed)``), or the defaults."""
+    return AsyncLocal(seed=seed) if replay is None else replay.strategy(seed)

@@ -7,7 +7,7 @@ recorded, paraphrased, each cited by the section that makes it.
 
 from __future__ import annotations
 
-from . import PaperClaim, PaperValue
+from .records import PaperClaim, PaperValue
 
 _P = "dgl"
 

@@ -23,7 +23,7 @@ Readings of cells the extracted layout leaves ambiguous:
 
 from __future__ import annotations
 
-from . import PaperClaim, PaperValue
+from .records import PaperClaim, PaperValue
 
 P = "interlocking"
 _T1_COLS = ("end-to-end", "1-wise", "2-wise", "3-wise")

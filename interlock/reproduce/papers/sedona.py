@@ -10,7 +10,7 @@ a search (:func:`published_decoupling`). Figures carry no numbers in the text: o
 from __future__ import annotations
 
 from ...checks import count
-from . import PaperClaim, PaperValue
+from .records import PaperClaim, PaperValue
 
 __all__ = ["VALUES", "CLAIMS", "DECOUPLINGS", "LAYERS", "published_decoupling"]
 

@@ -18,8 +18,8 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from ..training.config import TrainConfig
-from .net import ComponentNet
+from .config import TrainConfig
+from ..network.net import ComponentNet
 
 __all__ = ["load_factory", "user_objects", "build_user_net", "PASSED"]
 
@@ -66,7 +66,7 @@ def build_user_net(model, config: TrainConfig, sample_x: torch.Tensor) -> Compon
     is; a module or a list of blocks split into ``model.components`` by ``model.partition``
     (uniform, params, flops, time, K-1 block indices, or K-1 module paths) with ``model.heads``
     auxiliary heads built from each cut's output shape (interlock.network.split)."""
-    from .split import split
+    from ..network.split import split
 
     mc = config.model
     torch.manual_seed(config.seed)  # the same weights in every process of a distributed run
