@@ -31,3 +31,29 @@ def test_no_decay_group_is_exact(name, kw):
     assert all(p.dim() >= 2 for p in decay)  # only matrices and kernels are decayed
     groups = param_groups([net], 0.1)
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
+
+
+def test_config_factory_wires_no_decay_into_every_component():
+    import torch
+    from interlock import Engine, EndToEnd
+    from interlock.training.config import OptimConfig
+    from interlock.training.loop import _no_decay_ids, make_optimizer_factory
+
+    net = models.create("resnet32", components=2)
+    exempt = _no_decay_ids(net)
+    factory = make_optimizer_factory(OptimConfig(weight_decay=0.1, no_decay=True), exempt)
+    engine = Engine(net, EndToEnd(), optimizer=factory, loss_fn=nn.functional.cross_entropy)
+    for k, w in engine._workers.items():
+        wd = {id(p): g["weight_decay"] for g in w.optimizer.param_groups for p in g["params"]}
+        mine = {id(p) for p in net.component_parameters(k)}
+        assert set(wd) == mine
+        assert {i for i, d in wd.items() if d == 0.0} == exempt & mine
+        assert {i for i, d in wd.items() if d == 0.1} == mine - exempt
+        assert all(n.startswith(("block.", "head.")) for g in w.optimizer.param_groups for n in g["param_names"])
+    # A plain factory still gets the plain parameter list.
+    seen = []
+    Engine(models.create("resnet32", components=2), EndToEnd(), loss_fn=nn.functional.cross_entropy,
+           optimizer=lambda ps: seen.append(ps) or torch.optim.SGD(ps, lr=0.1))
+    assert all(isinstance(p, nn.Parameter) for ps in seen for p in ps)
+    with pytest.raises(ValueError, match="optim.no_decay"):
+        OptimConfig(no_decay="yes")

@@ -18,6 +18,9 @@ from ..checks import count
 __all__ = ["StepResult", "Losses", "EngineOptions", "make_worker", "check_heads", "validate_engine", "pack_component_state",
            "load_component", "check_total_steps"]
 
+# A factory gets the component's trainable parameters as a plain list; one that sets the attribute
+# ``takes_names = True`` gets ``(name, parameter)`` pairs instead (names ``block.<...>`` / ``head.<...>``),
+# which torch optimizers accept as they are (and keep in their state dict) and which parameter groups need.
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], object]
 
@@ -184,7 +187,7 @@ def make_worker(
     params = net.component_parameters(k)
     if not params:
         raise ValueError(f"component {k + 1} has no trainable parameters; merge it into a neighbouring component")
-    optimizer = opt_factory(params)
+    optimizer = opt_factory(named_component_parameters(net, k) if getattr(opt_factory, "takes_names", False) else params)
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ValueError(f"the optimizer factory returned a {type(optimizer).__name__}, not a torch.optim.Optimizer")
     head = net.heads[k]
@@ -206,6 +209,16 @@ def make_worker(
         rng_seed=options.rng_seed,
         record=options.record,
     )
+
+
+def named_component_parameters(net: ComponentNet, k: int) -> list[tuple[str, torch.nn.Parameter]]:
+    """``net.component_parameters(k)`` as ``(name, parameter)`` pairs, in the same order."""
+    names = {}
+    for prefix, module in (("block", net.blocks[k]), ("head", net.heads[k])):
+        if module is not None:
+            for n, p in module.named_parameters():
+                names.setdefault(id(p), f"{prefix}.{n}")
+    return [(names[id(p)], p) for p in net.component_parameters(k)]
 
 
 def pack_component_state(

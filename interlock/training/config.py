@@ -148,6 +148,7 @@ class OptimConfig:
     nesterov: bool = False  # sgd only
     betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
     eps: float = 1e-8  # adam, adamw: the denominator's epsilon (interlocking B.3 uses 1e-9)
+    no_decay: bool = False  # weight decay 0 for norms' weights, biases and embeddings (as nanoGPT, torchtitan)
 
     def __post_init__(self) -> None:
         _check(self.name in ("sgd", "adam", "adamw"), f"optim.name={self.name!r}: use sgd, adam or adamw")
@@ -155,6 +156,7 @@ class OptimConfig:
         _check(0 <= self.momentum < 1, f"optim.momentum={self.momentum}: use 0 <= momentum < 1")
         _check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay}: use >= 0")
         self.betas = tuple(self.betas)
+        _check(isinstance(self.no_decay, bool), f"optim.no_decay={self.no_decay!r}: use true or false")
         _check(self.eps > 0 and math.isfinite(self.eps), f"optim.eps={self.eps}: use a small positive number (e.g. 1e-8)")
 
 

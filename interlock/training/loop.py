@@ -32,6 +32,7 @@ from .checkpoint import (DamagedCheckpoint, checkpoint_candidates, load_checkpoi
                          remove_stale_temporaries, save_checkpoint)
 from .config import LossConfig, LRConfig, OptimConfig, TrainConfig, load_config
 from .metrics import MetricsWriter, atomic_write_text, read_metrics
+from .param_groups import split_no_decay
 from ..measure import memstats, profiling
 from .rundir import RunDirError, lock_run_dir
 from ..measure.profiling import StepProfiler
@@ -79,13 +80,25 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
 
 
-def make_optimizer_factory(cfg: OptimConfig) -> Callable:
-    def factory(params):
+def make_optimizer_factory(cfg: OptimConfig, exempt: "frozenset[int] | set[int]" = frozenset()) -> Callable:
+    """Every component's optimizer. It takes ``(name, parameter)`` pairs (``takes_names``); with
+    ``cfg.no_decay`` the parameters whose ids are in ``exempt`` (norms' weights, biases, embeddings:
+    :func:`interlock.training.param_groups.split_no_decay`) go in a group with weight decay 0."""
+
+    def factory(named):
+        named = list(named)
+        if cfg.no_decay:
+            groups = [{"params": [(n, p) for n, p in named if id(p) not in exempt], "weight_decay": cfg.weight_decay},
+                      {"params": [(n, p) for n, p in named if id(p) in exempt], "weight_decay": 0.0}]
+            params = [g for g in groups if g["params"]]  # a component may hold only one kind
+        else:
+            params = named
         if cfg.name == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
         return cls(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
+    factory.takes_names = True
     return factory
 
 
@@ -151,6 +164,11 @@ def build_net(config: TrainConfig, task: Task):
     )
 
 
+def _no_decay_ids(net) -> frozenset[int]:
+    modules = [m for m in (*net.blocks, *net.heads) if m is not None]
+    return frozenset(id(p) for p in split_no_decay(modules)[1])
+
+
 # The config's engine names: which runtime, and for "pipeline" PyTorch's pipeline schedules.
 RUNTIME_OF = {"simulated": "local", "distributed": "ranks", "pipeline": "ranks"}
 
@@ -162,7 +180,7 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int) -> Engin
     lr_scheduler = (make_lr_factory(config.lr, total_steps) if updates is None
                     else [make_lr_factory(config.lr, n) for n in updates])
     kw = dict(
-        optimizer=make_optimizer_factory(config.optim),
+        optimizer=make_optimizer_factory(config.optim, _no_decay_ids(net) if config.optim.no_decay else frozenset()),
         loss_fn=make_loss_fn(task, config.label_smoothing),
         lr_scheduler=lr_scheduler,
         loss_weights=config.loss_weights,
