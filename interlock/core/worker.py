@@ -17,6 +17,7 @@ from torch import nn
 from ..measure import memstats
 from . import schedule as S
 from .backward import KeptGradients
+from .clipping import WeightEMA, clip_to, squared_grad_norm
 from ..heads._registry import local_loss
 from ..runtime.prepost import post_plan
 from ..measure.profiling import recording
@@ -89,6 +90,8 @@ class ComponentWorker:
         microbatches: int = 1,
         rng_seed: int | None = None,
         record: bool = True,
+        clip_norm: float = 0.0,
+        ema_decay: float = 0.0,
     ) -> None:
         self.index = index
         self.block = block
@@ -121,6 +124,12 @@ class ComponentWorker:
         self.apply_update: Callable[[], None] | None = None
         self._state: _StepState | None = None
         self.records: list[ActionRecord] = []
+        # Clipping by norm (0: off). sum_squares: this component's squared gradient norm -> the one clipped to
+        # (None: its own, the per-component rule; the runtime sets a sum over components for the global rule).
+        self.clip_norm = clip_norm
+        self.sum_squares: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.grad_norm: torch.Tensor | None = None  # the last update's pre-clip norm of this component's gradient
+        self.ema = WeightEMA(self.params, ema_decay) if ema_decay > 0 else None
         self._run = {
             S.RecvActivation: self._recv_activation,
             S.Forward: self._forward,
@@ -316,7 +325,19 @@ class ComponentWorker:
     def step_optimizer(self, grads: "list[torch.Tensor | None] | None" = None) -> None:
         """The one optimizer update of a component: set ``grads`` (one per parameter of the optimizer, in its
         order) if given, step the optimizer, zero the gradients, step the LR scheduler."""
-        optimizer_update(self.optimizer, self.lr_scheduler, grads)
+        optimizer_update(self.optimizer, self.lr_scheduler, grads,
+                         before_step=self._clip if self.clip_norm > 0 else None,
+                         after_step=None if self.ema is None else self.ema.update)
+
+    def _clip(self) -> None:
+        params = self.params
+        sq = squared_grad_norm(params)
+        self.grad_norm = sq.sqrt()
+        clip_to(params, self.clip_norm, sq if self.sum_squares is None else self.sum_squares(sq))
+
+    def grad_squares(self) -> torch.Tensor:
+        """This component's squared gradient norm as it stands (the local runtime's global sum reads it)."""
+        return squared_grad_norm(self.params)
 
     @property
     def params(self) -> list[nn.Parameter]:
@@ -344,13 +365,19 @@ class ComponentWorker:
         return _seeded(hash(key) & 0x7FFF_FFFF_FFFF_FFFF, self._device)
 
 
-def optimizer_update(optimizer: torch.optim.Optimizer, lr_scheduler=None, grads=None) -> None:
-    """One update: the given gradients (one per parameter of ``optimizer``, None to keep ``.grad``), the
-    optimizer's step, gradients zeroed (set to None), the LR scheduler's step. Every policy updates through it."""
+def optimizer_update(optimizer: torch.optim.Optimizer, lr_scheduler=None, grads=None, *,
+                     before_step: Callable[[], None] | None = None, after_step: Callable[[], None] | None = None) -> None:
+    """One update: the given gradients (one per parameter of ``optimizer``, None to keep ``.grad``),
+    ``before_step`` (clipping), the optimizer's step, ``after_step`` (the weights' EMA), gradients zeroed
+    (set to None), the LR scheduler's step. Every policy updates through it."""
     if grads is not None:
         for p, g in zip((p for group in optimizer.param_groups for p in group["params"]), grads):
             p.grad = g
+    if before_step is not None:
+        before_step()
     optimizer.step()
+    if after_step is not None:
+        after_step()
     optimizer.zero_grad(set_to_none=True)
     if lr_scheduler is not None:
         lr_scheduler.step()

@@ -39,17 +39,19 @@ sequential stages, Hogwild's final drain, posting the next step's receives ahead
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 
 import torch
 
-from ..core.strategies import EndToEnd, Strategy
+from ..core.strategies import EndToEnd, Interlocking, Strategy
 from ..core.worker import ComponentWorker, LossFn
 from ..network.net import ComponentNet
 from ..runtime.local import LocalRuntime
 from ..runtime.transport import InMemoryTransport
-from .options import EngineOptions, StepResult, check_total_steps, load_component, make_worker, pack_component_state, validate_engine
+from .options import EngineOptions, Losses, StepResult, check_total_steps, load_component, make_worker, pack_component_state, validate_engine
 from .specs import spec_for
 
 __all__ = ["Engine", "make_runtime"]
@@ -76,6 +78,28 @@ def make_runtime(runtime, **options):
     return runtime
 
 
+def check_update_options(options: EngineOptions, strategy: Strategy, policy) -> None:
+    """Clipping and EMA act in the worker's update; refuse the policies and strategies where they mean nothing.
+
+    A global norm needs one gradient per step over every component, taken at the same weights: the synchronous
+    plan of end-to-end or n-wise (n >= 2) training, whose components are coupled through their streams. Under
+    local learning (1-wise) the components' gradients are of unrelated losses, and under the asynchronous and
+    stale policies they belong to different steps, so no global norm exists there.
+    """
+    from .policies.pipeline import TorchPipeline
+    from .policies.plan import PlanPolicy
+
+    if isinstance(policy, TorchPipeline) and (options.clip_norm > 0 or options.ema_decay > 0):
+        raise ValueError("the torch pipeline schedules update through their own optimizer step: set clip_norm=0 and "
+                         "ema_decay=0 (clip.norm, ema.decay), or train with engine distributed")
+    if options.clip_norm > 0 and options.clip_mode == "global":
+        coupled = isinstance(strategy, EndToEnd) or (type(strategy) is Interlocking and strategy.n >= 2)
+        if not (coupled and isinstance(policy, PlanPolicy)):
+            raise ValueError(
+                f"clip_mode='global' needs one gradient over every component per step (end-to-end or n-wise with "
+                f"n >= 2); {strategy.name} has none: set clip_mode='component' (clip.mode=component)")
+
+
 class Engine:
     """Train ``net`` in place with ``strategy``; see the module docstring for the options."""
 
@@ -98,6 +122,9 @@ class Engine:
         total_steps: int | None = None,
         flush_every: int = 0,
         pipeline: str | None = None,
+        clip_norm: float = 0.0,
+        clip_mode: str = "component",
+        ema_decay: float = 0.0,
         **runtime_options,
     ) -> None:
         spec = spec_for(strategy)
@@ -128,7 +155,7 @@ class Engine:
         self.options = EngineOptions(
             optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler, loss_weights=loss_weights,
             batch_streams=batch_streams, split_backward=split_backward, rng_seed=rng_seed, record=record,
-            microbatches=microbatches,
+            microbatches=microbatches, clip_norm=clip_norm, clip_mode=clip_mode, ema_decay=ema_decay,
         )
         self.strategy = strategy
         self.total_steps = total_steps
@@ -137,6 +164,7 @@ class Engine:
         self.plan = validate_engine(net, strategy, self.options)
         self.policy = policy_cls(self)
         self.policy.check()
+        check_update_options(self.options, strategy, self.policy)
         if hasattr(self.runtime, "static_shapes"):
             self.runtime.static_shapes = self.runtime.static_shapes and self.policy.static_shapes
         self.local_components = self.runtime.place(net, sums_ties=self.policy.sums_ties, engine_name=self.name,
@@ -147,6 +175,8 @@ class Engine:
         self._checked = sample_input is not None or self.runtime.name != "local"
         self._workers: dict[int, ComponentWorker] = self.policy.make_workers()
         self.runtime.connect(self._workers)
+        if self.options.clip_norm > 0 and self.options.clip_mode == "global":
+            self.runtime.connect_global_clip(self._workers)
         self.step_count = 0
         self.policy.setup()
         if self.runtime.name != "local":
@@ -209,7 +239,26 @@ class Engine:
             self._checked = True
         result = self.policy.step(x, y, self.step_count)
         self.step_count += 1
+        if self.options.clip_norm > 0:
+            norms = [None] * self.num_components
+            for k, w in self._workers.items():
+                norms[k], w.grad_norm = w.grad_norm, None  # None: no update of k in this step
+            result = dataclasses.replace(result, grad_norms=Losses.of(norms))
         return result
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """Within the block the components held here carry their EMA weights (evaluation); the live weights
+        come back after it. Without an EMA (``ema_decay=0``) nothing changes."""
+        emas = [w.ema for w in self._workers.values() if w.ema is not None]
+        self.policy.before_sync()
+        for e in emas:
+            e.swap()
+        try:
+            yield bool(emas)
+        finally:
+            for e in emas:
+                e.swap()
 
     @property
     def wants_more(self) -> bool:
@@ -262,6 +311,9 @@ class Engine:
         own = self.policy.state(k)
         if own is not None:
             state["policy"] = own
+        ema = self.worker(k).ema if self.pipeline is None else None
+        if ema is not None:
+            state["ema"] = ema.state_dict()
         return state
 
     def load_component_state(self, k: int, state: dict) -> None:
@@ -273,7 +325,13 @@ class Engine:
                 f"the checkpoint of component {k + 1} has no {self.policy.holds}: it was not written by {self.name}; "
                 f"resume it with the strategy that wrote it ({state.get('strategy')})"
             )
+        ema = self.worker(k).ema if self.pipeline is None else None
+        if ema is not None and "ema" not in state:
+            raise ValueError(f"the checkpoint of component {k + 1} holds no EMA of its weights; resume it with "
+                             f"ema_decay=0 (ema.decay), as it was written")
         load_component(state, k=k, num_components=self.num_components, **self.policy.parts(k))
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         self.step_count = int(state["step_count"])
         if needs_own:
             self.policy.load_state(k, state["policy"])

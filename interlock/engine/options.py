@@ -13,6 +13,7 @@ from ..core.schedule import build_schedule, check_microbatches
 from ..core.strategies import GradientPlan, Strategy
 from ..runtime.transport import Transport
 from ..core.worker import ActionRecord, ComponentWorker, LossFn
+from ..core.clipping import CLIP_MODES
 from ..checks import count
 
 __all__ = ["StepResult", "Losses", "EngineOptions", "make_worker", "check_heads", "validate_engine", "pack_component_state",
@@ -99,6 +100,7 @@ class StepResult:
     losses: Losses
     records: list[ActionRecord] = field(default_factory=list)  # every action's timing, all components
     updated: list[bool] | None = None
+    grad_norms: Losses | None = None  # with clipping on: each component's pre-clip gradient norm (NaN: none here)
 
     def __post_init__(self) -> None:
         if not isinstance(self.losses, Losses):
@@ -118,9 +120,18 @@ class EngineOptions:
     rng_seed: int | None = None
     record: bool = True
     microbatches: int = 1
+    clip_norm: float = 0.0  # > 0: clip each update's gradient to this norm
+    clip_mode: str = "component"  # component: each its own norm | global: one norm over every component
+    ema_decay: float = 0.0  # in (0, 1): keep an EMA of each component's weights; 0: off
 
     def validate(self, num_components: int) -> None:
         K = num_components
+        if not (isinstance(self.clip_norm, (int, float)) and math.isfinite(self.clip_norm) and self.clip_norm >= 0):
+            raise ValueError(f"clip_norm={self.clip_norm!r}: use a norm > 0 to clip gradients, or 0 for none")
+        if self.clip_mode not in CLIP_MODES:
+            raise ValueError(f"clip_mode={self.clip_mode!r}: use one of {', '.join(CLIP_MODES)}")
+        if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
+            raise ValueError(f"ema_decay={self.ema_decay!r}: use a decay in (0, 1) (e.g. 0.999), or 0 for no EMA")
         _per_component("optimizer", self.optimizer, K, allow_none=False)
         if self.lr_scheduler is not None:
             _per_component("lr_scheduler", self.lr_scheduler, K, allow_none=True)
@@ -208,6 +219,8 @@ def make_worker(
         microbatches=options.microbatches,
         rng_seed=options.rng_seed,
         record=options.record,
+        clip_norm=float(options.clip_norm),
+        ema_decay=float(options.ema_decay),
     )
 
 

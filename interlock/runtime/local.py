@@ -57,6 +57,21 @@ class LocalRuntime:
             if self._tied_with.get(k):
                 w.before_update = self._sum_ties
 
+    def connect_global_clip(self, workers: dict) -> None:
+        """Global clipping: every component's update waits until all are at their update (their gradients are
+        complete); the first to update sums the squared norms of all, once per step."""
+        self._global_clip = True
+        self._clip_sum: tuple | None = None  # (step, sum of squared norms)
+        for w in workers.values():
+            w.sum_squares = self._sum_squares
+
+    def _sum_squares(self, _mine: torch.Tensor) -> torch.Tensor:
+        step = self._step_of(next(iter(self.workers)))
+        if self._clip_sum is None or self._clip_sum[0] != step:
+            parts = [w.grad_squares() for w in self.workers.values()]
+            self._clip_sum = (step, sum(p.to(parts[0].device) for p in parts))
+        return self._clip_sum[1]
+
     # -- running schedules ------------------------------------------------------------------
 
     def run(self, workers: dict) -> None:
@@ -92,6 +107,11 @@ class LocalRuntime:
         self._ties_summed = step
 
     def _ready(self, k: int, action: Action) -> bool:
+        if action.kind == "Update" and getattr(self, "_global_clip", False):
+            pcs, ws = self._pcs, self.workers
+            if not all(pcs[j] < len(ws[j].schedule) and ws[j].schedule[pcs[j]].kind == "Update" or pcs[j] >= len(ws[j].schedule)
+                       for j in ws):
+                return False
         if action.kind == "Update" and self._tied_with.get(k) and self._ties_summed != self._step_of(k):
             # Every component holding a copy must have finished its backward passes (be at its update).
             pcs, ws = self._pcs, self.workers

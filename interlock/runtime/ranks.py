@@ -300,6 +300,11 @@ class RanksRuntime:
                 w.before_update = self._sum_ties
         self.epoch_s = self.group.epoch()
 
+    def connect_global_clip(self, workers: dict) -> None:
+        """Global clipping: the squared norms summed over the ranks (one scalar all-reduce per update)."""
+        for w in workers.values():
+            w.sum_squares = self.all_reduce_sum
+
     def _sum_ties(self) -> None:
         for group, ranks, params in self._ties:
             mine = local_sum(params)

@@ -1,0 +1,124 @@
+"""Gradient clipping by norm (per component and global) and the EMA of weights, against plain torch."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import interlock as il
+
+K, STEPS, MAX_NORM = 3, 3, 0.05
+
+
+def _parts(seed=0):
+    torch.manual_seed(seed)
+    blocks = [nn.Sequential(nn.Linear(6, 8), nn.Tanh()), nn.Sequential(nn.Linear(8, 8), nn.Tanh()), nn.Linear(8, 8)]
+    heads = [None, None, nn.Linear(8, 4)]
+    x, y = torch.randn(16, 6), torch.randint(0, 4, (16,))
+    return blocks, heads, [(x.roll(s, 0), y.roll(s, 0)) for s in range(STEPS)]
+
+
+def sgd(params):
+    return torch.optim.SGD(params, lr=0.5)
+
+
+def _reference(blocks, heads, batches, mode):
+    """The unsplit model: full gradient, torch's clip_grad_norm_ (global) or one per component, SGD."""
+    blocks, heads = copy.deepcopy(blocks), copy.deepcopy(heads)
+    model = nn.Sequential(*blocks, heads[-1])
+    groups = [list(b.parameters()) + (list(h.parameters()) if h is not None else []) for b, h in zip(blocks, heads)]
+    opt = sgd(model.parameters())
+    norms = []
+    for x, y in batches:
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        norms.append([torch.nn.utils.get_total_norm([p.grad for p in g]).item() for g in groups])
+        if mode == "global":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_NORM)
+        else:
+            for g in groups:
+                torch.nn.utils.clip_grad_norm_(g, MAX_NORM)
+        opt.step()
+    return model, norms
+
+
+@pytest.mark.parametrize("mode", ["global", "component"])
+def test_end_to_end_clipping_equals_torch_on_the_unsplit_model(mode):
+    blocks, heads, batches = _parts()
+    ref, ref_norms = _reference(blocks, heads, batches, mode)
+    net = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads))
+    engine = il.Engine(net, il.EndToEnd(), optimizer=sgd, loss_fn=nn.functional.cross_entropy,
+                       clip_norm=MAX_NORM, clip_mode=mode)
+    norms = [list(engine.step(x, y).grad_norms) for x, y in batches]
+    assert max(max(n) for n in ref_norms) > 2 * MAX_NORM  # the clip acted
+    torch.testing.assert_close(torch.tensor(norms), torch.tensor(ref_norms), rtol=1e-5, atol=1e-7)
+    mine = [p for k in range(K) for p in net.component_parameters(k)]
+    for a, b in zip(mine, ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    if mode == "global":  # the rules differ, so the test can tell them apart
+        other, _ = _reference(blocks, heads, batches, "component")
+        assert any((a - b).abs().max() > 1e-4 for a, b in zip(mine, other.parameters()))
+
+
+def test_no_clip_reports_no_norms_and_bad_options_are_refused():
+    blocks, heads, batches = _parts()
+    engine = il.Engine(il.ComponentNet(blocks=blocks, heads=heads), il.EndToEnd(), optimizer=sgd,
+                       loss_fn=nn.functional.cross_entropy)
+    assert engine.step(*batches[0]).grad_norms is None
+    full = [nn.Linear(8, 4), nn.Linear(8, 4), heads[-1]]
+    with pytest.raises(ValueError, match="clip_mode='component'"):
+        il.Engine(il.ComponentNet(blocks=blocks, heads=full), il.Local(), optimizer=sgd,
+                  loss_fn=nn.functional.cross_entropy, clip_norm=1.0, clip_mode="global")
+    with pytest.raises(ValueError, match="clip_norm"):
+        il.Engine(il.ComponentNet(blocks=blocks, heads=heads), il.EndToEnd(), optimizer=sgd,
+                  loss_fn=nn.functional.cross_entropy, clip_norm=-1.0)
+    with pytest.raises(ValueError, match="clip_mode"):
+        il.Engine(il.ComponentNet(blocks=blocks, heads=heads), il.EndToEnd(), optimizer=sgd,
+                  loss_fn=nn.functional.cross_entropy, clip_norm=1.0, clip_mode="layer")
+    with pytest.raises(ValueError, match="ema_decay"):
+        il.Engine(il.ComponentNet(blocks=blocks, heads=heads), il.EndToEnd(), optimizer=sgd,
+                  loss_fn=nn.functional.cross_entropy, ema_decay=1.0)
+
+
+def _ema_engine(blocks, heads):
+    net = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads))
+    return net, il.Engine(net, il.EndToEnd(), optimizer=sgd, loss_fn=nn.functional.cross_entropy, ema_decay=0.8)
+
+
+def test_ema_follows_the_weights_swaps_for_evaluation_and_resumes():
+    blocks, heads, batches = _parts(1)
+    net, engine = _ema_engine(blocks, heads)
+    params = [p for k in range(K) for p in net.component_parameters(k)]
+    expect = [p.detach().clone() for p in params]
+    for x, y in batches:
+        engine.step(x, y)
+        expect = [0.8 * e + 0.2 * p.detach() for e, p in zip(expect, params)]
+    live = [p.detach().clone() for p in params]
+    with engine.ema_weights() as on:
+        assert on
+        for p, e in zip(params, expect):
+            torch.testing.assert_close(p.detach(), e)
+    for p, v in zip(params, live):
+        assert torch.equal(p.detach(), v)  # the live weights are back
+    # Resume after 2 steps == uninterrupted 3 steps (the EMA is in the checkpoint).
+    net2, first = _ema_engine(blocks, heads)
+    for x, y in batches[:2]:
+        first.step(x, y)
+    states = [copy.deepcopy(first.component_state(k)) for k in range(K)]
+    assert all("ema" in s for s in states)
+    net3, resumed = _ema_engine(blocks, heads)
+    for k in range(K):
+        resumed.load_component_state(k, states[k])
+    resumed.step(*batches[2])
+    for a, b in zip(resumed.workers, engine.workers):
+        for s, t in zip(a.ema.shadow, b.ema.shadow):
+            torch.testing.assert_close(s, t)
+    no_ema = il.Engine(il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads)), il.EndToEnd(),
+                       optimizer=sgd, loss_fn=nn.functional.cross_entropy)
+    with no_ema.ema_weights() as on:
+        assert not on
+    with pytest.raises(ValueError, match="ema_decay=0"):
+        resumed.load_component_state(0, no_ema.component_state(0))
