@@ -122,3 +122,41 @@ def test_ema_follows_the_weights_swaps_for_evaluation_and_resumes():
         assert not on
     with pytest.raises(ValueError, match="ema_decay=0"):
         resumed.load_component_state(0, no_ema.component_state(0))
+
+
+def test_training_program_records_norms_and_resumes_with_clip_and_ema(tmp_path):
+    pytest.importorskip("sklearn", reason="the bundled digits data set needs scikit-learn")
+    from test_train import assert_states_equal, component_states, config, latest_checkpoint, without_timing
+    from interlock.training.loop import run
+    from interlock.training.metrics import read_metrics
+
+    extra = ["steps=10", "strategy=2-wise", "checkpoint_every=3", "clip.norm=0.5", "clip.mode=global",
+             "ema.decay=0.9", "optim.no_decay=true", "optim.weight_decay=0.01"]
+    full = run(config(tmp_path / "a", *extra))
+    interrupted = config(tmp_path / "b", *extra)
+    run(interrupted, stop_after=7)
+    resumed = run(interrupted, resume=True)
+    assert resumed.final == full.final
+    states = component_states(tmp_path / "a" / "run")
+    assert all("ema" in s for s in states.values())
+    assert_states_equal(component_states(tmp_path / "b" / "run"), states)
+    for name, s in component_states(tmp_path / "b" / "run").items():
+        for u, v in zip(s["ema"]["shadow"], states[name]["ema"]["shadow"]):
+            assert torch.equal(u, v)
+    rows = read_metrics(tmp_path / "a" / "run")
+    train = [r for r in rows if r.get("kind") == "train"]
+    assert train and all(r[f"grad_norm_{k}"] > 0 for r in train for k in (1, 2, 3))
+    assert without_timing(read_metrics(tmp_path / "b" / "run")) == without_timing(rows)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["strategy=local", "clip.norm=1", "clip.mode=global"], "clip.mode=component"),
+    (["clip.norm=-1"], "clip.norm"),
+    (["clip.mode=layer"], "clip.mode"),
+    (["ema.decay=1.5"], "ema.decay"),
+])
+def test_bad_clip_and_ema_options_name_the_option(tmp_path, overrides, match):
+    from test_train import config
+
+    with pytest.raises(ValueError, match=match):
+        config(tmp_path, "steps=2", *overrides)

@@ -161,6 +161,24 @@ class OptimConfig:
 
 
 @dataclass
+class ClipConfig:
+    norm: float = 0.0  # > 0: clip each update's gradient to this norm (torch's clip_grad_norm_ rule); 0: off
+    mode: str = "component"  # component: each component its own norm (no communication) | global: one norm over all components (end-to-end, n-wise n >= 2)
+
+    def __post_init__(self) -> None:
+        _check(math.isfinite(self.norm) and self.norm >= 0, f"clip.norm={self.norm}: use a norm > 0, or 0 for no clipping")
+        _check(self.mode in ("component", "global"), f"clip.mode={self.mode!r}: use component or global")
+
+
+@dataclass
+class EMAConfig:
+    decay: float = 0.0  # in (0, 1): keep an EMA of each component's weights (saved in checkpoints; evaluation uses it); 0: off
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.decay < 1, f"ema.decay={self.decay}: use a decay in (0, 1) (e.g. 0.999), or 0 for no EMA")
+
+
+@dataclass
 class LRConfig:
     name: str = "none"  # none | multistep | cosine | inverse_sqrt
     milestones: tuple[float, ...] = (0.5, 0.75)  # multistep: fractions of the run's steps
@@ -279,6 +297,8 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     lr: LRConfig = field(default_factory=LRConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)  # gradient clipping by norm
+    ema: EMAConfig = field(default_factory=EMAConfig)  # EMA of the weights, for evaluation
     replay: ReplayConfig = field(default_factory=ReplayConfig)  # async-local's options
     loss: LossConfig = field(default_factory=LossConfig)  # how a head's loss is formed (PredSim's mix)
     search: SearchConfig = field(default_factory=SearchConfig)  # SEDONA's search (interlock search only)
@@ -327,6 +347,14 @@ class TrainConfig:
         _check((self.epochs > 0) != (self.steps > 0), f"set exactly one of epochs (now {self.epochs}) or steps (now {self.steps}) to a positive value")
         _check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing}: use 0 <= label_smoothing < 1")
         _check(self.engine in ENGINES, f"engine={self.engine!r}: use one of {', '.join(ENGINES)}")
+        _check(not (self.clip.mode == "global" and self.clip.norm > 0)
+               or self.strategy == "end-to-end" or (self.strategy.endswith("-wise") and self.strategy != "1-wise")
+               or (self.strategy.endswith("-wise-sum") and not self.strategy.startswith("1-")),
+               f"clip.mode=global needs one gradient over every component per step (end-to-end or n-wise with n >= 2); "
+               f"strategy {self.strategy} has none: set clip.mode=component")
+        _check(self.engine != "pipeline" or (self.clip.norm == 0 and self.ema.decay == 0),
+               "engine=pipeline updates through torch's pipeline schedules: set clip.norm=0 and ema.decay=0, "
+               "or use engine=distributed")
         _check(self.split_backward in (None, True, False), f"split_backward={self.split_backward!r}: use true, false or null (the default)")
         _check(is_count(self.microbatches),
                f"microbatches={self.microbatches!r}: use an integer m >= 1 (1: the whole batch at once)")
@@ -406,7 +434,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "lr": LRConfig, "replay": ReplayConfig,
              "loss": LossConfig, "search": SearchConfig, "pipeline": PipelineConfig,
-             "track": TrackConfig}
+             "track": TrackConfig, "clip": ClipConfig, "ema": EMAConfig}
 ENGINES = ("simulated", "distributed", "pipeline")
 
 

@@ -188,6 +188,7 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int) -> Engin
         record=True,  # action timings: per-component busy/wait/comm time, traces, predicted K-device time
         split_backward=config.split_backward,
         microbatches=config.microbatches,
+        clip_norm=config.clip.norm, clip_mode=config.clip.mode, ema_decay=config.ema.decay,
         # The run's length (quotas, stages, the final drain); Hogwild's pipeline drains where checkpoints
         # are written, so a checkpoint holds no batch in flight.
         total_steps=total_steps, flush_every=config.checkpoint_every,
@@ -468,6 +469,7 @@ class _Loop:
     # row, evaluation or checkpoint, not at every step (a per-step read would drain a GPU pipeline).
     unchecked: list[tuple[int, Losses, list[bool] | None]] = field(default_factory=list)
     window_losses: list[list[float]] = field(default_factory=list)  # the checked losses of the current log window
+    window_norms: list = field(default_factory=list)  # with clipping: each step's pre-clip gradient norms (on device)
     window_records: list = field(default_factory=list)
     # Log rows waiting for other processes' values (async DGL's ranks report at their own pace):
     # written in order once complete, never out of order, all of them by the end.
@@ -600,6 +602,8 @@ def _train_step(s: _Loop, profiler: StepProfiler, x, y, tick: float) -> None:
         s.first_losses = engine.gather_losses(list(result.losses))
     s.unchecked.append((step + 1, result.losses, result.updated))
     s.window_records.extend(result.records)
+    if result.grad_norms is not None:
+        s.window_norms.append(result.grad_norms.tensor())
     if config.trace_steps and s.start + 1 <= step < s.start + 1 + config.trace_steps:  # (the first step warms up)
         s.traced.extend(result.records)
         if step + 1 == s.start + 1 + config.trace_steps:
@@ -615,7 +619,7 @@ def _log_row(s: _Loop, *, batch_size: int) -> None:
     _check_unchecked(s)
     _settle_time(s)
     s.window_records = resolve_times(s.window_records)  # GPU event marks -> seconds (one sync)
-    table = _local_table(engine, s.window_losses, s.window_records, s.window_steps)
+    table = _local_table(engine, s.window_losses, s.window_records, s.window_steps, s.window_norms)
     row = {"kind": "train", "step": s.step, "total_steps": s.total_steps, "epoch": s.step / s.task.steps_per_epoch,
            "step_time_s": s.window_time / s.window_steps, "samples_per_s": s.window_steps * batch_size / s.window_time,
            "lr": engine_lr(engine)}
@@ -627,6 +631,7 @@ def _log_row(s: _Loop, *, batch_size: int) -> None:
     s.held.append((row, table, s.step))
     _release_rows(s, wait=not _more(s))
     s.window_losses, s.window_records, s.window_time, s.window_steps = [], [], 0.0, 0
+    s.window_norms = []
 
 
 def _catch_up(s: _Loop) -> None:
@@ -730,7 +735,9 @@ def _evaluate(s: _Loop, *, final: bool) -> dict:
         splits = {"val": splits["val"]}
     chunk = config.data.eval_chunk or EVAL_CHUNK[config.engine]
     for split, batches in splits.items():
-        scores = evaluate(s.engine, batches, num_classes=task.num_classes, is_text=task.is_text, device=s.device, chunk=chunk)
+        # With an EMA (ema.decay > 0) evaluation scores the EMA weights, swapped in for it and out after it.
+        with s.engine.ema_weights():
+            scores = evaluate(s.engine, batches, num_classes=task.num_classes, is_text=task.is_text, device=s.device, chunk=chunk)
         row.update({f"{split}_{k}": v for k, v in scores.items()})
     _emit(s, row)
     return row
@@ -792,17 +799,21 @@ def _load_newest_readable(candidates: list[Path], engine) -> dict:
                             f"damaged files): start the run anew in another --run-dir")
 
 
-def _local_table(engine, window_losses: list[list[float]], records: list, steps: int) -> torch.Tensor:
-    """(K, [loss, busy, wait, comm]): per component, the window's mean loss and seconds per step spent
+def _local_table(engine, window_losses: list[list[float]], records: list, steps: int, norms: list = ()) -> torch.Tensor:
+    """(K, [loss, busy, wait, comm, ...]): per component, the window's mean loss and seconds per step spent
     computing, waiting in receives and sending; each process fills its own components' rows (the
     engine's ``log_row`` then brings them together)."""
     from ..measure.trace import component_times
 
     K = engine.num_components
-    table = torch.zeros(K, 7, dtype=torch.float64)  # (K, [loss, busy, wait, comm, saved peak, state, CUDA peak])
+    # (K, [loss, busy, wait, comm, saved peak, state, CUDA peak, gradient norm (NaN: clipping off)])
+    table = torch.zeros(K, 8, dtype=torch.float64)
     mean_losses = torch.tensor(window_losses, dtype=torch.float64).nanmean(0)
+    mean_norms = (torch.stack(list(norms)).double().cpu().nanmean(0) if norms  # (one host copy per log row)
+                  else torch.full((K,), math.nan, dtype=torch.float64))
     for k in engine.local_components:
         table[k, 0] = mean_losses[k]
+        table[k, 7] = mean_norms[k]
     if memstats.enabled():  # track.memory: the window's peak per component
         cuda = engine.device.type == "cuda"
         for k in engine.local_components:
@@ -821,9 +832,11 @@ def _local_table(engine, window_losses: list[list[float]], records: list, steps:
 
 
 def _row_fields(table: torch.Tensor) -> dict:
-    """A log row's per-component fields from the full (K, 7) table."""
+    """A log row's per-component fields from the full (K, 8) table."""
     out = {}
     for k in range(table.shape[0]):
+        if not math.isnan(float(table[k, 7])):  # clipping on: the window's mean pre-clip gradient norm
+            out[f"grad_norm_{k + 1}"] = float(table[k, 7])
         out[f"busy_s_per_step_{k + 1}"] = float(table[k, 1])
         out[f"wait_s_per_step_{k + 1}"] = float(table[k, 2])
         out[f"comm_s_per_step_{k + 1}"] = float(table[k, 3])
