@@ -10,19 +10,8 @@ from torch import nn
 
 import interlock as il
 
-K, STEPS, MAX_NORM = 3, 3, 0.05
-
-
-def _parts(seed=0):
-    torch.manual_seed(seed)
-    blocks = [nn.Sequential(nn.Linear(6, 8), nn.Tanh()), nn.Sequential(nn.Linear(8, 8), nn.Tanh()), nn.Linear(8, 8)]
-    heads = [None, None, nn.Linear(8, 4)]
-    x, y = torch.randn(16, 6), torch.randint(0, 4, (16,))
-    return blocks, heads, [(x.roll(s, 0), y.roll(s, 0)) for s in range(STEPS)]
-
-
-def sgd(params):
-    return torch.optim.SGD(params, lr=0.5)
+from clip_helpers import K, MAX_NORM, STEPS, sgd, train
+from clip_helpers import parts as _parts
 
 
 def _reference(blocks, heads, batches, mode):
@@ -160,3 +149,20 @@ def test_bad_clip_and_ema_options_name_the_option(tmp_path, overrides, match):
 
     with pytest.raises(ValueError, match=match):
         config(tmp_path, "steps=2", *overrides)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed")
+def test_ranks_clip_and_ema_equal_the_local_runtime():
+    """One launch of K processes: global (one all-reduce of a scalar) and per-component clipping, with an EMA."""
+    from interlock.runtime.launch import run_local
+    import clip_helpers
+
+    ranks = run_local(clip_helpers.rank_main, K, timeout_s=240)
+    for mode in ("global", "component"):
+        local, local_norms = train("local", mode)
+        for k, result in enumerate(ranks):
+            got, norms = result[mode]
+            for part in ("params", "ema"):
+                for a, b in zip(got[k][part], local[k][part]):
+                    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(torch.tensor([n[k] for n in norms]), torch.tensor([n[k] for n in local_norms]))
