@@ -166,3 +166,20 @@ def test_ranks_clip_and_ema_equal_the_local_runtime():
                 for a, b in zip(got[k][part], local[k][part]):
                     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
             torch.testing.assert_close(torch.tensor([n[k] for n in norms]), torch.tensor([n[k] for n in local_norms]))
+
+
+def test_stale_policies_clip_per_component_and_refuse_a_global_norm():
+    import torch.nn.functional as F
+    from test_hogwild import scalar_net, weights
+    from test_hogwild import sgd as hog_sgd
+
+    # Hogwild by hand (test_hogwild): step 1's top gradient is 1.0, clipped to 0.1 -> w2 = 0.5 - 0.1 * 0.1.
+    net = scalar_net([1.0, 0.5])
+    engine = il.Engine(net, il.Hogwild(), optimizer=hog_sgd(0.1), loss_fn=F.mse_loss, total_steps=3, clip_norm=0.1)
+    result = engine.step(torch.ones(1, 1), torch.zeros(1, 1))
+    assert weights(net) == pytest.approx([1.0, 0.49], abs=1e-6)
+    assert result.grad_norms[1] == pytest.approx(1.0)
+    for strategy in (il.Hogwild(), il.HogwildStashed()):
+        with pytest.raises(ValueError, match="clip_mode='component'"):
+            il.Engine(scalar_net([1.0, 0.5]), strategy, optimizer=hog_sgd(0.1), loss_fn=F.mse_loss, total_steps=3,
+                      clip_norm=0.1, clip_mode="global")
