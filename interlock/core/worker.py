@@ -208,6 +208,18 @@ class ComponentWorker:
         out = self.transport.recv(src=k, dst=k + 1, tag=S.activation_tag()) if sends_up else None
         return self.end_step(), out
 
+    @torch.no_grad()
+    def forward_frozen(self, inp: torch.Tensor) -> torch.Tensor:
+        """This component's output a_k with its weights fixed: eval mode (BatchNorm's running statistics,
+        no dropout), no autograd, nothing recorded. A component past its quota (async DGL) and a frozen stage
+        (sequential greedy) feed the components above with it."""
+        was_training = self.block.training
+        self.block.eval()
+        try:
+            return self.block(self._to_device(inp))
+        finally:
+            self.block.train(was_training)
+
     def end_step(self) -> torch.Tensor | None:
         """The step's loss L_k (detached; None without a head): the mean over its micro-batches."""
         losses = [mb.loss for mb in self._state.micro.values()]

@@ -218,6 +218,16 @@ class Engine:
     def counters(self) -> dict:
         return self.policy.counters()
 
+    def end_training(self) -> int:
+        """After the last training step, before the final checkpoint and evaluation: the policy settles its
+        channels and the processes agree on the run's step count (returned, and the engine's from now on)."""
+        self.step_count = self.policy.finish(self.step_count)
+        return self.step_count
+
+    def logs(self, step: int) -> bool:
+        """Whether the training loop writes a log row at ``step`` (see :meth:`Policy.logs`)."""
+        return self.policy.logs(step)
+
     def predicted_time(self, records, *, latency_s: float = 0.0):
         """What K devices would need for the steps in ``records`` (:class:`interlock.timemodel.clock.Makespan`);
         None where the policy cannot say."""

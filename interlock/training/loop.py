@@ -485,7 +485,8 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         tick = time.perf_counter()
         for x, y in task.train_batches(epoch=epoch, start_step=offset):
             _train_step(s, profiler, x, y, tick)
-            if s.step % config.log_every == 0 or not _more(s):
+            # (a row at the run's steps too: async DGL may read batches past them until every quota is made)
+            if engine.logs(s.step) and (s.step % config.log_every == 0 or s.step == total_steps or not _more(s)):
                 _log_row(s, batch_size=y.shape[0])
             if config.eval_every and s.step % config.eval_every == 0 and s.step < total_steps:
                 _catch_up(s)
@@ -501,6 +502,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
     _release_rows(s, wait=True)
     # (stop_after ends a run early as a crash would: no final checkpoint)
     if s.step >= total_steps and not engine.wants_more:
+        s.step = engine.end_training()  # (the processes agree on the step count of the final checkpoint)
         # The last step's checkpoint comes before the final evaluation: a stop during the
         # evaluation loses no training; --resume then only evaluates (meta.json's final_eval).
         _checkpoint(s, final_eval=False)

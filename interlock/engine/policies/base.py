@@ -78,6 +78,15 @@ class Policy:
         """Run-level counters for the log rows."""
         return {}
 
+    def finish(self, step: int) -> int:
+        """The end of the training steps (before the final checkpoint): settle the policy's channels; the step
+        count every process agrees on (processes that ran at their own pace may have counted differently)."""
+        return step
+
+    def logs(self, step: int) -> bool:
+        """Whether ``step`` gets a log row (async DGL on ranks: not past the quota, where no rank has a loss)."""
+        return True
+
     def predicted_time(self, records: list, *, latency_s: float = 0.0) -> Makespan | None:
         """What K devices would need for these steps' measured actions; None where it cannot say."""
         return None
