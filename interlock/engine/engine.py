@@ -33,7 +33,9 @@ timings), ``microbatches`` (cut each step's batch into m micro-batches, one upda
 ``sample_input`` (validate shapes now), ``total_steps`` (the run's length: async DGL's quota,
 sequential stages, Hogwild's final drain, posting the next step's receives ahead),
 ``flush_every`` (Hogwild's drains between), ``pipeline`` (end-to-end through
-``torch.distributed.pipelining`` with this schedule, ranks only), and the ranks runtime's
+``torch.distributed.pipelining`` with this schedule, ranks only), ``precision`` (``"fp32"`` or ``"bf16"``:
+autocast per component and head, fp32 master weights, activations and streams sent in bf16), ``compile``
+and ``compile_mode`` (torch.compile each block and head), and the ranks runtime's
 ``device``, ``timeout_s``, ``backend``, ``max_pending_sends``, ``static_shapes``.
 """
 
@@ -98,6 +100,9 @@ class Engine:
         total_steps: int | None = None,
         flush_every: int = 0,
         pipeline: str | None = None,
+        precision: str = "fp32",
+        compile: bool = False,
+        compile_mode: str | None = None,
         **runtime_options,
     ) -> None:
         spec = spec_for(strategy)
@@ -128,7 +133,7 @@ class Engine:
         self.options = EngineOptions(
             optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler, loss_weights=loss_weights,
             batch_streams=batch_streams, split_backward=split_backward, rng_seed=rng_seed, record=record,
-            microbatches=microbatches,
+            microbatches=microbatches, precision=precision, compile=compile, compile_mode=compile_mode,
         )
         self.strategy = strategy
         self.total_steps = total_steps

@@ -115,6 +115,9 @@ class EngineOptions:
     rng_seed: int | None = None
     record: bool = True
     microbatches: int = 1
+    precision: str = "fp32"  # fp32 | bf16 (autocast per component and head; messages in the compute dtype)
+    compile: bool = False  # torch.compile each component's block and head
+    compile_mode: str | None = None  # torch.compile's mode (None: its default)
 
     def validate(self, num_components: int) -> None:
         K = num_components
@@ -122,6 +125,11 @@ class EngineOptions:
         if self.lr_scheduler is not None:
             _per_component("lr_scheduler", self.lr_scheduler, K, allow_none=True)
         check_microbatches(self.microbatches)
+        check_precision(self.precision)
+        if self.compile not in (True, False):
+            raise ValueError(f"compile={self.compile!r}: use true (torch.compile blocks and heads) or false")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode={self.compile_mode!r}: use one of {', '.join(map(str, COMPILE_MODES))}")
         if self.split_backward not in (None, True, False):
             raise ValueError(f"split_backward={self.split_backward!r}: use None (the schedule builder decides), True or False")
         if not callable(self.loss_fn):
@@ -140,6 +148,28 @@ class EngineOptions:
             sched = sched[k]
         weight = 1.0 if self.loss_weights is None else float(self.loss_weights[k])
         return opt, sched, weight
+
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_precision(precision) -> None:
+    if precision == "fp16":
+        # fp16 needs a gradient scaler per component whose scale the streams between components must carry;
+        # that is not built yet, so it is refused rather than trained without one.
+        raise ValueError("precision='fp16' is not supported yet (it needs a gradient scaler per component); "
+                         "use precision='bf16' or 'fp32'")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: use 'fp32' or 'bf16'")
+
+
+def refuse_precision_compile(options: "EngineOptions", who: str) -> None:
+    """For policies that run their own passes outside the worker's actions: fp32 eager only, said plainly."""
+    if options.precision != "fp32" or options.compile:
+        raise ValueError(f"{who} runs its own forward and backward passes, which do not yet honour precision or "
+                         f"compile; leave precision='fp32' and compile=false (got precision={options.precision!r}, "
+                         f"compile={options.compile})")
 
 
 def _per_component(name: str, value, K: int, *, allow_none: bool) -> None:
@@ -205,6 +235,9 @@ def make_worker(
         microbatches=options.microbatches,
         rng_seed=options.rng_seed,
         record=options.record,
+        precision=options.precision,
+        compile=options.compile,
+        compile_mode=options.compile_mode,
     )
 
 
