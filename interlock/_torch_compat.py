@@ -139,12 +139,15 @@ def slow_isend_for_pipelining(link: SlowLink):
 
 
 def no_donated_buffers():
-    """A context in which torch.compile builds graphs whose backward may run with ``retain_graph=True``."""
+    """torch.compile builds graphs whose backward may run with ``retain_graph=True`` from now on, in this process.
+
+    Process-wide, not a context: AOTAutograd reads the flag when it builds the backward, which may be
+    after the forward call that traced the graph returned."""
     import torch._functorch.config as functorch_config
 
-    if not hasattr(functorch_config, "donated_buffer"):
-        return contextlib.nullcontext()  # a torch without buffer donation: nothing to turn off
-    return functorch_config.patch(donated_buffer=False)
+    if hasattr(functorch_config, "donated_buffer"):  # (a torch without buffer donation: nothing to turn off)
+        functorch_config.donated_buffer = False
+    return contextlib.nullcontext()
 
 
 def check() -> list[str]:
