@@ -17,6 +17,7 @@ from torch import nn
 from .._torch_compat import no_donated_buffers
 from ..measure import memstats
 from . import schedule as S
+from .amp import LossScaling, scaled_step
 from .backward import KeptGradients
 from ..heads._registry import local_loss
 from ..runtime.prepost import post_plan
@@ -114,9 +115,12 @@ class ComponentWorker:
         self._block_params = [p for p in params if id(p) in block_ids]
         self._device = next((p.device for p in params), None)
         # Mixed precision: autocast around the block's and the head's forward only (backward passes run in the
-        # dtypes autograd recorded); master weights stay fp32; boundary messages travel in the compute dtype.
-        self.compute_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+        # dtypes autograd recorded); master weights stay fp32; activations travel in the compute dtype, streams
+        # too under bf16. fp16 adds this component's own gradient scaler (interlock.core.amp), and its streams
+        # travel unscaled in fp32.
+        self.compute_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self._autocast_device = "cuda" if self._device is not None and self._device.type == "cuda" else "cpu"
+        self.loss_scaling = LossScaling(self._device) if precision == "fp16" else None
         # torch.compile'd callables sharing the modules' parameters (the modules themselves stay as they are,
         # so checkpoints keep their keys); compilation happens lazily at the first call.
         self._call_block = block if not compile else torch.compile(block, mode=compile_mode)
@@ -262,6 +266,8 @@ class ComponentWorker:
             # The step's loss is the mean over its m micro-batches of their (mean) losses.
             scale = self.loss_weight if self.microbatches == 1 else self.loss_weight / self.microbatches
             weighted = loss if scale == 1.0 else loss * scale
+            if self.loss_scaling is not None:
+                weighted = self.loss_scaling.scale(weighted)
             torch.autograd.backward(weighted, inputs=inputs)
         if action.stream:
             mb.streams[self.index] = h_in.grad if h_in.grad is not None else torch.zeros_like(h_in)
@@ -269,6 +275,8 @@ class ComponentWorker:
     def _recv_stream(self, action: S.RecvStream) -> None:
         tag = S.stream_tag(action.loss, action.hops_left, action.mb)
         grad = self._to_device(self.transport.recv(src=self.index + 1, dst=self.index, tag=tag))
+        if self.loss_scaling is not None:  # a true gradient: to this component's scale (interlock.core.amp)
+            grad = self.loss_scaling.scale(grad.float())
         a_out = self._mb(action).a_out
         # A stream arrives in the wire's dtype; autograd wants it in the dtype of the output it flows into.
         self._mb(action).streams[action.loss] = grad if a_out is None else grad.to(a_out.dtype)
@@ -317,7 +325,10 @@ class ComponentWorker:
     def _send_stream(self, action: S.SendStream) -> None:
         grad = self._mb(action).input_grads.pop(action.loss)
         tag = S.stream_tag(action.loss, action.hops_left, action.mb)
-        self.transport.send(self._wire(grad), src=self.index, dst=self.index - 1, tag=tag)
+        if self.loss_scaling is not None:  # fp16: the true gradient, in fp32 (interlock.core.amp)
+            self.transport.send(self.loss_scaling.unscale_stream(grad), src=self.index, dst=self.index - 1, tag=tag)
+        else:
+            self.transport.send(self._wire(grad), src=self.index, dst=self.index - 1, tag=tag)
 
     def _update(self, _: S.Update) -> None:
         if self.before_update is not None:
@@ -332,8 +343,11 @@ class ComponentWorker:
 
     def step_optimizer(self, grads: "list[torch.Tensor | None] | None" = None) -> None:
         """The one optimizer update of a component: set ``grads`` (one per parameter of the optimizer, in its
-        order) if given, step the optimizer, zero the gradients, step the LR scheduler."""
-        optimizer_update(self.optimizer, self.lr_scheduler, grads)
+        order) if given, step the optimizer, zero the gradients, step the LR scheduler. Under fp16 the gradient
+        scaler steps it, and counts the update when it skips it (an inf/NaN gradient)."""
+        scaling = self.loss_scaling
+        if not optimizer_update(self.optimizer, self.lr_scheduler, grads, None if scaling is None else scaling.scaler):
+            scaling.skipped_steps += 1
 
     @property
     def params(self) -> list[nn.Parameter]:
@@ -375,16 +389,23 @@ class ComponentWorker:
         return _seeded(hash(key) & 0x7FFF_FFFF_FFFF_FFFF, self._device)
 
 
-def optimizer_update(optimizer: torch.optim.Optimizer, lr_scheduler=None, grads=None) -> None:
+def optimizer_update(optimizer: torch.optim.Optimizer, lr_scheduler=None, grads=None, scaler=None) -> bool:
     """One update: the given gradients (one per parameter of ``optimizer``, None to keep ``.grad``), the
-    optimizer's step, gradients zeroed (set to None), the LR scheduler's step. Every policy updates through it."""
+    optimizer's step, gradients zeroed (set to None), the LR scheduler's step. Every policy updates through it.
+
+    ``scaler``: fp16's ``torch.amp.GradScaler`` (interlock.core.amp): the gradients are unscaled first, and the
+    step is skipped when one is inf/NaN (the LR schedule steps regardless: it counts steps, not updates).
+    Returns whether the optimizer stepped."""
     if grads is not None:
         for p, g in zip((p for group in optimizer.param_groups for p in group["params"]), grads):
             p.grad = g
-    optimizer.step()
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # true gradients from here on
+    stepped = scaled_step(optimizer, scaler)
     optimizer.zero_grad(set_to_none=True)
     if lr_scheduler is not None:
         lr_scheduler.step()
+    return stepped
 
 
 def split_microbatches(t: torch.Tensor, m: int) -> tuple[torch.Tensor, ...]:
