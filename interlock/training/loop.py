@@ -170,6 +170,7 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int) -> Engin
         record=True,  # action timings: per-component busy/wait/comm time, traces, predicted K-device time
         split_backward=config.split_backward,
         microbatches=config.microbatches,
+        precision=config.precision, compile=config.compile, compile_mode=config.compile_mode,
         # The run's length (quotas, stages, the final drain); Hogwild's pipeline drains where checkpoints
         # are written, so a checkpoint holds no batch in flight.
         total_steps=total_steps, flush_every=config.checkpoint_every,
@@ -783,10 +784,13 @@ def _local_table(engine, window_losses: list[list[float]], records: list, steps:
     from ..measure.trace import component_times
 
     K = engine.num_components
-    table = torch.zeros(K, 7, dtype=torch.float64)  # (K, [loss, busy, wait, comm, saved peak, state, CUDA peak])
+    # (K, [loss, busy, wait, comm, saved peak, state, CUDA peak, fp16 skipped updates (-1: not fp16)])
+    table = torch.zeros(K, 8, dtype=torch.float64)
     mean_losses = torch.tensor(window_losses, dtype=torch.float64).nanmean(0)
+    skipped = engine.skipped_steps()
     for k in engine.local_components:
         table[k, 0] = mean_losses[k]
+        table[k, 7] = skipped.get(k, -1)  # so far in the run (checkpoints keep the count)
     if memstats.enabled():  # track.memory: the window's peak per component
         cuda = engine.device.type == "cuda"
         for k in engine.local_components:
@@ -805,7 +809,7 @@ def _local_table(engine, window_losses: list[list[float]], records: list, steps:
 
 
 def _row_fields(table: torch.Tensor) -> dict:
-    """A log row's per-component fields from the full (K, 7) table."""
+    """A log row's per-component fields from the full (K, 8) table."""
     out = {}
     for k in range(table.shape[0]):
         out[f"busy_s_per_step_{k + 1}"] = float(table[k, 1])
@@ -818,6 +822,9 @@ def _row_fields(table: torch.Tensor) -> dict:
             out[f"peak_memory_bytes_{k + 1}"] = int(table[k, 4] + table[k, 5])
             if table[k, 6] > 0:
                 out[f"peak_cuda_bytes_{k + 1}"] = int(table[k, 6])
+    for k in range(table.shape[0]):
+        if table[k, 7] >= 0:  # precision=fp16: updates the component's gradient scaler skipped so far
+            out[f"fp16_skipped_steps_{k + 1}"] = int(table[k, 7])
     out.update({f"loss_{k + 1}": float(v) for k, v in enumerate(table[:, 0].tolist())})
     return out
 

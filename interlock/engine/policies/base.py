@@ -112,9 +112,10 @@ class Policy:
     # -- checkpoints ------------------------------------------------------------------------
 
     def parts(self, k: int) -> dict:
-        """Component k's block, head, optimizer and LR scheduler (what every checkpoint holds)."""
+        """Component k's block, head, optimizer, LR scheduler and fp16 loss scaling (what every checkpoint holds)."""
         w = self.engine.worker(k)
-        return {"block": w.block, "head": w.head, "optimizer": w.optimizer, "lr_scheduler": w.lr_scheduler}
+        return {"block": w.block, "head": w.head, "optimizer": w.optimizer, "lr_scheduler": w.lr_scheduler,
+                "loss_scaling": w.loss_scaling}
 
     def state(self, k: int) -> dict | None:
         """The policy's own part of component k's checkpoint (None: it has none)."""
