@@ -14,6 +14,12 @@ PyTorch offers three things interlock needs only through private names:
   which ``torch.distributed.distributed_c10d`` also holds), replaced for the duration of
   :func:`slow_isend_for_pipelining` only: an emulated slow link under the pipeline engine.
 
+- ``torch._functorch.config.donated_buffer``, turned off while a compiled block or head traces its
+  graph (:func:`no_donated_buffers`): a graph compiled with donated buffers frees saved tensors in
+  its first backward, which refuses ``retain_graph=True``, and a component backpropagates several
+  streams through one graph. torch.compile offers no public option for it (its ``options`` are
+  inductor's; donation is AOTAutograd's).
+
 Nothing else in interlock touches a private torch name. :func:`check` looks each one up and
 reports the ones missing or changed, naming the function and the torch version;
 ``tests/test_torch_compat.py`` runs it, so a torch release that moves one fails there, loudly,
@@ -35,7 +41,7 @@ if TYPE_CHECKING:
     from .runtime.links import SlowLink
 
 __all__ = ["TorchCompatError", "check", "pipelining_backward", "zero_bubble_rank_actions", "will_engine_execute_node",
-           "slow_isend_for_pipelining"]
+           "slow_isend_for_pipelining", "no_donated_buffers"]
 
 
 class TorchCompatError(RuntimeError):
@@ -130,6 +136,18 @@ def slow_isend_for_pipelining(link: SlowLink):
         yield
     finally:
         c10d.isend = dist.isend = real
+
+
+def no_donated_buffers():
+    """torch.compile builds graphs whose backward may run with ``retain_graph=True`` from now on, in this process.
+
+    Process-wide, not a context: AOTAutograd reads the flag when it builds the backward, which may be
+    after the forward call that traced the graph returned."""
+    import torch._functorch.config as functorch_config
+
+    if hasattr(functorch_config, "donated_buffer"):  # (a torch without buffer donation: nothing to turn off)
+        functorch_config.donated_buffer = False
+    return contextlib.nullcontext()
 
 
 def check() -> list[str]:

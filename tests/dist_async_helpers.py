@@ -21,6 +21,7 @@ SEED = 33
 HOGWILD_STEPS = 5
 ASYNC_STEPS = 4
 SLOW_STEPS, SLOW_SLEEP_S, SLOWDOWN = 6, 0.05, 3.0
+TAIL_QUOTA, TAIL_SLEEP_S = 3, 0.03
 RNG_SEED = 9
 
 
@@ -97,6 +98,53 @@ def async_slow() -> dict:
     engine.close()
     out["received"] = None if engine.policy.inbox is None else engine.policy.inbox.received
     out["finite"] = all(bool(torch.isfinite(t).all()) for t in own_state(engine).values() if t.is_floating_point())
+    return out
+
+
+def async_tail() -> dict:
+    """Free-running async DGL with the top component slowed: the ranks below make their quotas first and run
+    forward only until it has made its own, as the training loop drives them (``wants_more``)."""
+    blocks, heads, x, y, loss_fn = ALL_PARTS["mlp"](K, seed=SEED)
+    blocks[K - 1] = nn.Sequential(Sleep(TAIL_SLEEP_S), blocks[K - 1])
+    net = il.ComponentNet(blocks=blocks, heads=heads)
+    strategy = il.AsyncLocal(buffer_size=2, slowdown=SLOWDOWN, slow_component=K)
+    engine = Engine(net, strategy, runtime="ranks", total_steps=TAIL_QUOTA, optimizer=sgd, loss_fn=loss_fn, timeout_s=60)
+    data = batches_for(x, y, 8)
+    steps, at_quota, updated = 0, None, []
+    while engine.step_count < TAIL_QUOTA or engine.wants_more:
+        bx, by = data[steps % len(data)]
+        result = engine.step(bx if engine.rank == 0 else None, by if engine.rank == 0 else None)
+        updated.append(result.updated[engine.rank])
+        steps += 1
+        if engine.policy.updates == TAIL_QUOTA and at_quota is None:
+            at_quota = own_state(engine)
+    agreed = engine.end_training()
+    out = {"steps": steps, "agreed": agreed, "updated": updated, "updates": engine.policy.updates,
+           "frozen": engine.policy.frozen, "state": own_state(engine), "at_quota": at_quota,
+           "counters": engine.counters(), "saved": engine.component_state(engine.rank)["policy"]}
+    engine.close()
+    out["received"] = None if engine.policy.inbox is None else engine.policy.inbox.received
+    return out
+
+
+def async_across(parts: str, local_states: list[bytes]) -> dict:
+    """Round robin across runtimes: this rank's state after 2 steps (for the one-process engine to resume), and
+    after resuming the one-process engine's 2-step checkpoint for the remaining steps."""
+    strategy = il.AsyncLocal(buffer_size=2, schedule="round_robin")
+    x, y = ALL_PARTS[parts](K, seed=SEED)[2:4]
+    data = batches_for(x, y, ASYNC_STEPS)
+    half = _replay(strategy, parts, ASYNC_STEPS)
+    for bx, by in data[:2]:
+        half.step(bx if half.rank == 0 else None, by if half.rank == 0 else None)
+    buf = io.BytesIO()
+    torch.save(half.component_state(half.rank), buf)
+    half.close()
+    resumed = _replay(strategy, parts, ASYNC_STEPS, seed=SEED + 100)
+    resumed.load_component_state(resumed.rank, torch.load(io.BytesIO(local_states[resumed.rank]), weights_only=True))
+    losses = [resumed.step(bx if resumed.rank == 0 else None, by if resumed.rank == 0 else None).losses[resumed.rank]
+              for bx, by in data[2:]]
+    out = {"half": buf.getvalue(), "resumed_state": own_state(resumed), "tail_losses": losses}
+    resumed.close()
     return out
 
 

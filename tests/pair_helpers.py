@@ -34,13 +34,13 @@ def batches(K_: int, seed: int):
     return [(x[i % 2::2], y[i % 2::2]) for i in range(STEPS)]
 
 
-def make(name: str, runtime: str, *, net_seed: int, K_: int = K):
+def make(name: str, runtime: str, *, net_seed: int, K_: int = K, **options):
     spec = STRATEGIES.get(name)
     blocks, heads, _, _, loss_fn = PARTS["bn"](K_ * (2 if name == "local-double" else 1), seed=net_seed)
     net = il.ComponentNet(blocks=blocks, heads=heads)
     opts = {} if runtime == "local" else {"timeout_s": 60}
     return il.Engine(net, spec.example(), runtime=runtime, optimizer=sgd, loss_fn=loss_fn, lr_scheduler=step_lr, rng_seed=7,
-                     total_steps=STEPS, flush_every=RESUME_AT, **opts)
+                     total_steps=STEPS, flush_every=RESUME_AT, **opts, **options)
 
 
 def run_steps(engine, data):
@@ -58,20 +58,21 @@ def held_state(engine) -> dict:
             for n, t in [*m.named_parameters(), *m.named_buffers()]}
 
 
-def train(name: str, runtime: str, *, resume: bool, K_: int = K) -> dict:
-    """The run of pair (name, runtime): uninterrupted, or checkpointed at RESUME_AT and resumed elsewhere."""
+def train(name: str, runtime: str, *, resume: bool, K_: int = K, **options) -> dict:
+    """The run of pair (name, runtime): uninterrupted, or checkpointed at RESUME_AT and resumed elsewhere.
+    ``options``: more engine options (precision=...)."""
     data = batches(K_, seed=1)
-    engine = make(name, runtime, net_seed=0, K_=K_)
+    engine = make(name, runtime, net_seed=0, K_=K_, **options)
     losses = run_steps(engine, data[:RESUME_AT] if resume else data)
     if resume:
         saved = {k: copy.deepcopy(engine.component_state(k)) for k in engine.local_components}
         engine.close()
-        engine = make(name, runtime, net_seed=99, K_=K_)  # other weights: the load must overwrite everything
+        engine = make(name, runtime, net_seed=99, K_=K_, **options)  # other weights: the load must overwrite everything
         for k, state in saved.items():
             engine.load_component_state(k, state)
         losses += run_steps(engine, data[RESUME_AT:])
     out = {"state": held_state(engine), "losses": losses, "step_count": engine.step_count,
-           "wants_more": engine.wants_more, "counters": engine.counters()}
+           "wants_more": engine.wants_more, "counters": engine.counters(), "skipped_steps": engine.skipped_steps()}
     engine.close()
     return out
 
@@ -81,6 +82,16 @@ def rank_main(names: list[str]) -> dict:
     dist.init_process_group("gloo")
     try:
         return {(name, resume): train(name, "ranks", resume=resume) for name in names for resume in (False, True)}
+    finally:
+        dist.destroy_process_group()
+
+
+def rank_main_runs(runs: list[tuple[str, bool, dict]]) -> dict:
+    """On every rank: the runs (name, resume, engine options) given, in one process group."""
+    dist.init_process_group("gloo")
+    try:
+        return {(name, resume, tuple(sorted(options.items()))): train(name, "ranks", resume=resume, **options)
+                for name, resume, options in runs}
     finally:
         dist.destroy_process_group()
 

@@ -7,6 +7,7 @@ tests compare what each rank returned with the simulated engines, computed here.
 from __future__ import annotations
 
 import copy
+import io
 import math
 
 import pytest
@@ -30,14 +31,36 @@ def ranks():
     scenarios = [(f"hogwild-{p}-{f}", "hogwild", (p, f)) for p, f in HOGWILD_CASES]
     scenarios += [(f"lockstep-{p}-{m}", "async_lockstep", (p, m)) for p, m in LOCKSTEP_CASES]
     scenarios.append(("slow", "async_slow", ()))
+    scenarios.append(("tail", "async_tail", ()))
+    scenarios.append(("across", "async_across", ("bn", _local_half_states())))
     return run_local(A.rank_main, A.K, scenarios, timeout_s=240)
 
 
-def _simulated(strategy, parts, steps, **opts):
-    blocks, heads, x, y, loss_fn = H.ALL_PARTS[parts](A.K, seed=A.SEED)
+ACROSS = il.AsyncLocal(buffer_size=2, schedule="round_robin")
+
+
+def _local_half_states() -> list[bytes]:
+    """The one-process round-robin run's component checkpoints after 2 of its A.ASYNC_STEPS steps."""
+    _, _, engine, _ = _simulated(ACROSS, "bn", 2, total=A.ASYNC_STEPS)
+    out = []
+    for k in range(A.K):
+        buf = io.BytesIO()
+        torch.save(engine.component_state(k), buf)
+        out.append(buf.getvalue())
+    return out
+
+
+def _simulated(strategy, parts, steps, *, total=None, seed=A.SEED, states=None, **opts):
+    """``steps`` steps of a ``total``-step run (default: all) in one process; ``states``: component checkpoints
+    (bytes) to resume from first."""
+    blocks, heads, _, _, loss_fn = H.ALL_PARTS[parts](A.K, seed=seed)  # (the weights a checkpoint replaces)
+    x, y = H.ALL_PARTS[parts](A.K, seed=A.SEED)[2:4]  # the data is the run's, whatever the seed
     net = il.ComponentNet(blocks=blocks, heads=heads)
-    engine = il.Engine(net, strategy, optimizer=H.sgd, loss_fn=loss_fn, lr_scheduler=H.step_lr, total_steps=steps, **opts)
-    losses = [engine.step(bx, by).losses for bx, by in H.batches_for(x, y, steps)]
+    engine = il.Engine(net, strategy, optimizer=H.sgd, loss_fn=loss_fn, lr_scheduler=H.step_lr,
+                       total_steps=total or steps, **opts)
+    for k, state in enumerate(states or []):
+        engine.load_component_state(k, torch.load(io.BytesIO(state), weights_only=True))
+    losses = [engine.step(bx, by).losses for bx, by in H.batches_for(x, y, total or steps)[engine.step_count:][:steps]]
     return net, losses, engine, x
 
 
@@ -99,6 +122,63 @@ def test_a_slowed_rank_slows_nobody_above_it_and_every_rank_makes_its_quota(rank
         seen = [r[j] for r in rows if not math.isnan(r[j])]
         assert seen == sorted(seen) and all(1 <= v <= A.SLOW_STEPS for v in seen)
     assert [r[0] for r in rows] == list(range(1, A.SLOW_STEPS + 1))
+
+
+def test_past_its_quota_a_rank_forwards_with_fixed_weights_until_every_rank_above_made_its_own(ranks):
+    # The one rule of both runtimes (engine/policies/replay.py): the top component is slowed, so the ranks
+    # below make their quotas first and keep feeding it outputs of their frozen weights.
+    low, mid, top = (ranks[k]["tail"] for k in range(A.K))
+    Q = A.TAIL_QUOTA
+    assert top["updates"] == Q and top["frozen"] == 0 and top["steps"] == Q
+    for r in (low, mid):
+        assert r["updates"] == Q and r["frozen"] > 0 and r["steps"] == Q + r["frozen"]
+        assert r["updated"] == [True] * Q + [False] * r["frozen"]  # no update past the quota ...
+        assert_bitwise_equal(r["state"], r["at_quota"], "frozen past the quota")  # ... and no change of weights
+    # Every output sent up was received, the forward-only ones included (an activation and its labels each).
+    assert mid["received"] == 2 * (low["updates"] + low["frozen"]) and top["received"] == 2 * (mid["updates"] + mid["frozen"])
+    # The ranks agree on the run's step count: rank 0's, the fresh batches read (as in one process).
+    assert {r["agreed"] for r in (low, mid, top)} == {low["steps"]}
+    assert low["counters"] == {"updates_1": Q, "frozen_forwards_1": low["frozen"]}
+    assert mid["saved"]["updates"] == Q and mid["saved"]["frozen_forwards"] == mid["frozen"]
+
+
+def test_the_one_process_rule_at_the_quota_is_the_same():
+    # One process, the top component drawn 8x less often: the ones below run forward only past their quota.
+    strategy = il.AsyncLocal(buffer_size=2, slowdown=8.0, slow_component=A.K, seed=1)
+    blocks, heads, x, y, loss_fn = H.ALL_PARTS["mlp"](A.K, seed=A.SEED)
+    engine = il.Engine(il.ComponentNet(blocks=blocks, heads=heads), strategy, optimizer=H.sgd, loss_fn=loss_fn, total_steps=3)
+    data, i = H.batches_for(x, y, 8), 0
+    while i < 3 or engine.wants_more:
+        engine.step(*data[i % 8])
+        i += 1
+    p = engine.policy
+    assert p.updates == [3] * A.K and p.frozen[A.K - 1] == 0 and p.frozen[0] > 0 and i == 3 + p.frozen[0]
+    assert engine.end_training() == i
+
+
+def test_round_robin_checkpoints_load_across_runtimes(ranks):
+    full_net, full_losses, _, _ = _simulated(ACROSS, "bn", A.ASYNC_STEPS)
+    # The ranks' 2-step checkpoints, resumed in one process for the remaining steps ...
+    halves = [ranks[k]["across"]["half"] for k in range(A.K)]
+    net, losses, _, _ = _simulated(ACROSS, "bn", A.ASYNC_STEPS - 2, total=A.ASYNC_STEPS, seed=A.SEED + 100, states=halves)
+    assert losses == full_losses[2:]
+    for k in range(A.K):
+        assert_bitwise_equal(component_state(net, k), component_state(full_net, k), f"ranks -> local, component {k + 1}")
+        # ... and the one process's 2-step checkpoint resumed on ranks: the uninterrupted run's numbers.
+        got = ranks[k]["across"]
+        assert_bitwise_equal(got["resumed_state"], component_state(full_net, k), f"local -> ranks, component {k + 1}")
+        assert got["tail_losses"] == [l[k] for l in full_losses[2:]]
+
+
+def test_a_drawn_runs_checkpoint_is_refused_on_ranks_with_the_reason():
+    _, _, engine, _ = _simulated(il.AsyncLocal(buffer_size=2), "mlp", 2, total=4)
+    state = engine.component_state(1)
+    blocks, heads, _, _, loss_fn = H.ALL_PARTS["mlp"](A.K, seed=A.SEED)
+    other = il.Engine(il.ComponentNet(blocks=blocks, heads=heads), il.AsyncLocal(buffer_size=2), optimizer=H.sgd,
+                      loss_fn=loss_fn, lr_scheduler=H.step_lr, total_steps=4)
+    state["policy"]["runtime"] = "ranks"  # as if written on ranks: the drawn schedule does not cross over
+    with pytest.raises(ValueError, match="only round-robin runs agree step for step across runtimes"):
+        other.load_component_state(1, state)
 
 
 def test_the_rank_engines_refuse_what_they_cannot_run():

@@ -195,8 +195,8 @@ def test_simulated_async_dgl_skips_overused_draws_as_the_reference_code_does(tmp
                          "replay.slow_component=1", "checkpoint_every=20"))
     free = run(config(tmp_path / "f", "steps=20", "strategy=async-local", "replay.slowdown=4", "replay.slow_component=1",
                       "checkpoint_every=20"))
-    reads = lambda d, k: torch.load(latest_checkpoint(d) / f"component_{k}.pt", weights_only=False)["policy"]["buffer"]["most_reads"]
-    assert reads(tmp_path / "b", 1) == 1 and reads(tmp_path / "f", 1) > 1  # B_1, read by component 2
+    reads = lambda d, k: torch.load(latest_checkpoint(d) / f"component_{k}.pt", weights_only=False)["policy"]["input_buffer"]["most_reads"]
+    assert reads(tmp_path / "b", 2) == 1 and reads(tmp_path / "f", 2) > 1  # B_1, read by component 2 (its input buffer)
     assert bounded.history[-2]["skipped_draws"] > free.history[-2]["skipped_draws"]
     with pytest.raises(ValueError, match="replay.max_reuse=-1"):
         config(tmp_path, "strategy=async-local", "replay.max_reuse=-1")

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .._torch_compat import no_donated_buffers
 from ..measure import memstats
 from . import schedule as S
+from .amp import LossScaling, scaled_step
 from .backward import KeptGradients
 from .clipping import WeightEMA, clip_to, squared_grad_norm
 from ..heads._registry import local_loss
@@ -92,6 +94,9 @@ class ComponentWorker:
         record: bool = True,
         clip_norm: float = 0.0,
         ema_decay: float = 0.0,
+        precision: str = "fp32",
+        compile: bool = False,
+        compile_mode: str | None = None,
     ) -> None:
         self.index = index
         self.block = block
@@ -112,6 +117,18 @@ class ComponentWorker:
         self._head_params = [p for p in params if id(p) in head_ids]
         self._block_params = [p for p in params if id(p) in block_ids]
         self._device = next((p.device for p in params), None)
+        # Mixed precision: autocast around the block's and the head's forward only (backward passes run in the
+        # dtypes autograd recorded); master weights stay fp32; activations travel in the compute dtype, streams
+        # too under bf16. fp16 adds this component's own gradient scaler (interlock.core.amp), and its streams
+        # travel unscaled in fp32.
+        self.compute_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self._autocast_device = "cuda" if self._device is not None and self._device.type == "cuda" else "cpu"
+        self.loss_scaling = LossScaling(self._device) if precision == "fp16" else None
+        # torch.compile'd callables sharing the modules' parameters (the modules themselves stay as they are,
+        # so checkpoints keep their keys); compilation happens lazily at the first call.
+        self._call_block = block if not compile else torch.compile(block, mode=compile_mode)
+        self._call_head = head if not compile or head is None else torch.compile(head, mode=compile_mode)
+        self._compiled = compile
         self.clock = clock_for(self._device)  # CUDA events on a GPU, the host clock on the CPU
         # Receives posted ahead (interlock.runtime.prepost). next_step_follows: set by the engine when it
         # knows another step comes, so this step may post that one's first receives.
@@ -217,6 +234,19 @@ class ComponentWorker:
         out = self.transport.recv(src=k, dst=k + 1, tag=S.activation_tag()) if sends_up else None
         return self.end_step(), out
 
+    @torch.no_grad()
+    def forward_frozen(self, inp: torch.Tensor) -> torch.Tensor:
+        """This component's output a_k with its weights fixed: eval mode (BatchNorm's running statistics,
+        no dropout), no autograd, nothing recorded. A component past its quota (async DGL) and a frozen stage
+        (sequential greedy) feed the components above with it."""
+        was_training = self.block.training
+        self.block.eval()
+        try:
+            with self._compute():  # (the compute dtype and the compiled block, as in training)
+                return self._call_block(self._to_device(inp))
+        finally:
+            self.block.train(was_training)
+
     def end_step(self) -> torch.Tensor | None:
         """The step's loss L_k (detached; None without a head): the mean over its micro-batches."""
         losses = [mb.loss for mb in self._state.micro.values()]
@@ -238,34 +268,40 @@ class ComponentWorker:
     def _forward(self, action: S.Forward) -> None:
         mb = self._mb(action)
         inp = self._to_device(mb.x) if self.index == 0 else mb.a_in
-        with self._rng(self._state.step, salt=0, mb=action.mb):
-            mb.a_out = self.block(inp)
+        with self._rng(self._state.step, salt=0, mb=action.mb), self._compute():
+            mb.a_out = self._call_block(inp)
         mb.x = None
 
     def _send_activation(self, action: S.SendActivation) -> None:
         self.transport.send(
-            self._mb(action).a_out.detach(), src=self.index, dst=self.index + 1, tag=S.activation_tag(action.mb)
+            self._wire(self._mb(action).a_out.detach()), src=self.index, dst=self.index + 1, tag=S.activation_tag(action.mb)
         )
 
     def _head_loss(self, action: S.HeadLoss) -> None:
         mb = self._mb(action)
         h_in = mb.a_out.detach().requires_grad_(action.stream)
-        with self._rng(self._state.step, salt=1, mb=action.mb):
-            loss = local_loss(self.head, h_in, mb.y, self.loss_fn)  # loss_fn(head(h), y) unless the head owns its loss
+        with self._rng(self._state.step, salt=1, mb=action.mb), self._compute():
+            loss = local_loss(self._call_head, h_in, mb.y, self.loss_fn)  # loss_fn(head(h), y) unless the head owns its loss
         mb.loss = loss.detach()
         inputs = self._head_params + ([h_in] if action.stream else [])
         if inputs and loss.requires_grad:
             # The step's loss is the mean over its m micro-batches of their (mean) losses.
             scale = self.loss_weight if self.microbatches == 1 else self.loss_weight / self.microbatches
             weighted = loss if scale == 1.0 else loss * scale
+            if self.loss_scaling is not None:
+                weighted = self.loss_scaling.scale(weighted)
             torch.autograd.backward(weighted, inputs=inputs)
         if action.stream:
             mb.streams[self.index] = h_in.grad if h_in.grad is not None else torch.zeros_like(h_in)
 
     def _recv_stream(self, action: S.RecvStream) -> None:
         tag = S.stream_tag(action.loss, action.hops_left, action.mb)
-        grad = self.transport.recv(src=self.index + 1, dst=self.index, tag=tag)
-        self._mb(action).streams[action.loss] = self._to_device(grad)
+        grad = self._to_device(self.transport.recv(src=self.index + 1, dst=self.index, tag=tag))
+        if self.loss_scaling is not None:  # a true gradient: to this component's scale (interlock.core.amp)
+            grad = self.loss_scaling.scale(grad.float())
+        a_out = self._mb(action).a_out
+        # A stream arrives in the wire's dtype; autograd wants it in the dtype of the output it flows into.
+        self._mb(action).streams[action.loss] = grad if a_out is None else grad.to(a_out.dtype)
 
     def _input_grad(self, action: S.InputGrad) -> None:
         mb = self._mb(action)
@@ -274,9 +310,11 @@ class ComponentWorker:
             if mb.kept is None:
                 mb.kept = KeptGradients(mb.a_out, mb.a_in, self._block_params)
             mb.input_grads[j] = mb.kept.input_grad(mb.a_out, mb.a_in, mb.streams[j])
-        elif len(action.losses) == 1:
-            (j,) = action.losses
-            (mb.input_grads[j],) = torch.autograd.grad(mb.a_out, mb.a_in, mb.streams[j], retain_graph=not action.last)
+        elif len(action.losses) == 1 or self._compiled:
+            # (compiled graphs' backward does not run under vmap, so batched streams take one pass each there)
+            for i, j in enumerate(action.losses):
+                last = action.last and i == len(action.losses) - 1
+                (mb.input_grads[j],) = torch.autograd.grad(mb.a_out, mb.a_in, mb.streams[j], retain_graph=not last)
         else:
             vs = torch.stack([mb.streams[j] for j in action.losses])
             (gs,) = torch.autograd.grad(mb.a_out, mb.a_in, vs, retain_graph=not action.last, is_grads_batched=True)
@@ -309,7 +347,10 @@ class ComponentWorker:
     def _send_stream(self, action: S.SendStream) -> None:
         grad = self._mb(action).input_grads.pop(action.loss)
         tag = S.stream_tag(action.loss, action.hops_left, action.mb)
-        self.transport.send(grad, src=self.index, dst=self.index - 1, tag=tag)
+        if self.loss_scaling is not None:  # fp16: the true gradient, in fp32 (interlock.core.amp)
+            self.transport.send(self.loss_scaling.unscale_stream(grad), src=self.index, dst=self.index - 1, tag=tag)
+        else:
+            self.transport.send(self._wire(grad), src=self.index, dst=self.index - 1, tag=tag)
 
     def _update(self, _: S.Update) -> None:
         if self.before_update is not None:
@@ -324,10 +365,13 @@ class ComponentWorker:
 
     def step_optimizer(self, grads: "list[torch.Tensor | None] | None" = None) -> None:
         """The one optimizer update of a component: set ``grads`` (one per parameter of the optimizer, in its
-        order) if given, step the optimizer, zero the gradients, step the LR scheduler."""
-        optimizer_update(self.optimizer, self.lr_scheduler, grads,
-                         before_step=self._clip if self.clip_norm > 0 else None,
-                         after_step=None if self.ema is None else self.ema.update)
+        order) if given, clip, step the optimizer, update the EMA, zero the gradients, step the LR scheduler.
+        Under fp16 the gradient scaler steps it, and counts the update when it skips it (an inf/NaN gradient)."""
+        scaling = self.loss_scaling
+        if not optimizer_update(self.optimizer, self.lr_scheduler, grads, None if scaling is None else scaling.scaler,
+                                before_step=self._clip if self.clip_norm > 0 else None,
+                                after_step=None if self.ema is None else self.ema.update):
+            scaling.skipped_steps += 1
 
     def _clip(self) -> None:
         params = self.params
@@ -345,6 +389,20 @@ class ComponentWorker:
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _compute(self):
+        """The forward's context: autocast to the compute dtype (unless fp32), and compiled graphs built without
+        donated buffers (several streams backpropagate through one graph: interlock._torch_compat)."""
+        stack = contextlib.ExitStack()
+        if self.compute_dtype is not torch.float32:
+            stack.enter_context(torch.autocast(self._autocast_device, dtype=self.compute_dtype))
+        if self._compiled:
+            stack.enter_context(no_donated_buffers())
+        return stack
+
+    def _wire(self, t: torch.Tensor) -> torch.Tensor:
+        """A boundary message in the compute dtype (bf16: half the bytes of fp32)."""
+        return t.to(self.compute_dtype) if t.is_floating_point() and self.compute_dtype is not torch.float32 else t
 
     @staticmethod
     def _release(mb: _Micro, last: bool) -> None:
@@ -365,22 +423,29 @@ class ComponentWorker:
         return _seeded(hash(key) & 0x7FFF_FFFF_FFFF_FFFF, self._device)
 
 
-def optimizer_update(optimizer: torch.optim.Optimizer, lr_scheduler=None, grads=None, *,
-                     before_step: Callable[[], None] | None = None, after_step: Callable[[], None] | None = None) -> None:
-    """One update: the given gradients (one per parameter of ``optimizer``, None to keep ``.grad``),
-    ``before_step`` (clipping), the optimizer's step, ``after_step`` (the weights' EMA), gradients zeroed
-    (set to None), the LR scheduler's step. Every policy updates through it."""
+def optimizer_update(optimizer: torch.optim.Optimizer, lr_scheduler=None, grads=None, scaler=None, *,
+                     before_step: Callable[[], None] | None = None, after_step: Callable[[], None] | None = None) -> bool:
+    """One update: the given gradients (one per parameter of ``optimizer``, None to keep ``.grad``), unscale,
+    ``before_step`` (clipping), the optimizer's step, ``after_step`` (the weights' EMA, only when it stepped),
+    gradients zeroed (set to None), the LR scheduler's step. Every policy updates through it.
+
+    ``scaler``: fp16's ``torch.amp.GradScaler`` (interlock.core.amp): the gradients are unscaled first, and the
+    step is skipped when one is inf/NaN (the LR schedule steps regardless: it counts steps, not updates).
+    Returns whether the optimizer stepped."""
     if grads is not None:
         for p, g in zip((p for group in optimizer.param_groups for p in group["params"]), grads):
             p.grad = g
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # true gradients from here on (clipping reads them)
     if before_step is not None:
         before_step()
-    optimizer.step()
-    if after_step is not None:
+    stepped = scaled_step(optimizer, scaler)
+    if stepped and after_step is not None:
         after_step()
     optimizer.zero_grad(set_to_none=True)
     if lr_scheduler is not None:
         lr_scheduler.step()
+    return stepped
 
 
 def split_microbatches(t: torch.Tensor, m: int) -> tuple[torch.Tensor, ...]:

@@ -33,7 +33,11 @@ timings), ``microbatches`` (cut each step's batch into m micro-batches, one upda
 ``sample_input`` (validate shapes now), ``total_steps`` (the run's length: async DGL's quota,
 sequential stages, Hogwild's final drain, posting the next step's receives ahead),
 ``flush_every`` (Hogwild's drains between), ``pipeline`` (end-to-end through
-``torch.distributed.pipelining`` with this schedule, ranks only), and the ranks runtime's
+``torch.distributed.pipelining`` with this schedule, ranks only), ``precision`` (``"fp32"``, ``"bf16"``:
+autocast per component and head, fp32 master weights, activations and streams sent in bf16; ``"fp16"``: the
+same with a gradient scaler per component, activations sent in fp16 and streams unscaled in fp32, see
+:mod:`interlock.core.amp`), ``compile``
+and ``compile_mode`` (torch.compile each block and head), and the ranks runtime's
 ``device``, ``timeout_s``, ``backend``, ``max_pending_sends``, ``static_shapes``.
 """
 
@@ -125,6 +129,9 @@ class Engine:
         clip_norm: float = 0.0,
         clip_mode: str = "component",
         ema_decay: float = 0.0,
+        precision: str = "fp32",
+        compile: bool = False,
+        compile_mode: str | None = None,
         **runtime_options,
     ) -> None:
         spec = spec_for(strategy)
@@ -156,6 +163,7 @@ class Engine:
             optimizer=optimizer, loss_fn=loss_fn, lr_scheduler=lr_scheduler, loss_weights=loss_weights,
             batch_streams=batch_streams, split_backward=split_backward, rng_seed=rng_seed, record=record,
             microbatches=microbatches, clip_norm=clip_norm, clip_mode=clip_mode, ema_decay=ema_decay,
+            precision=precision, compile=compile, compile_mode=compile_mode,
         )
         self.strategy = strategy
         self.total_steps = total_steps
@@ -266,6 +274,26 @@ class Engine:
 
     def counters(self) -> dict:
         return self.policy.counters()
+
+    def end_training(self) -> int:
+        """After the last training step, before the final checkpoint and evaluation: the policy settles its
+        channels and the processes agree on the run's step count (returned, and the engine's from now on)."""
+        self.step_count = self.policy.finish(self.step_count)
+        return self.step_count
+
+    def logs(self, step: int) -> bool:
+        """Whether the training loop writes a log row at ``step`` (see :meth:`Policy.logs`)."""
+        return self.policy.logs(step)
+
+    def skipped_steps(self) -> dict[int, int]:
+        """precision='fp16': per component held here, the updates its gradient scaler skipped so far (an inf or
+        NaN gradient); empty at fp32 and bf16."""
+        out = {}
+        for k in self.local_components:
+            scaling = self.policy.parts(k).get("loss_scaling")
+            if scaling is not None:
+                out[k] = scaling.skipped_steps
+        return out
 
     def predicted_time(self, records, *, latency_s: float = 0.0):
         """What K devices would need for the steps in ``records`` (:class:`interlock.timemodel.clock.Makespan`);

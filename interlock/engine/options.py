@@ -123,6 +123,9 @@ class EngineOptions:
     clip_norm: float = 0.0  # > 0: clip each update's gradient to this norm
     clip_mode: str = "component"  # component: each its own norm | global: one norm over every component
     ema_decay: float = 0.0  # in (0, 1): keep an EMA of each component's weights; 0: off
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast per component and head; fp16: a gradient scaler per component)
+    compile: bool = False  # torch.compile each component's block and head
+    compile_mode: str | None = None  # torch.compile's mode (None: its default)
 
     def validate(self, num_components: int) -> None:
         K = num_components
@@ -136,6 +139,11 @@ class EngineOptions:
         if self.lr_scheduler is not None:
             _per_component("lr_scheduler", self.lr_scheduler, K, allow_none=True)
         check_microbatches(self.microbatches)
+        check_precision(self.precision)
+        if self.compile not in (True, False):
+            raise ValueError(f"compile={self.compile!r}: use true (torch.compile blocks and heads) or false")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode={self.compile_mode!r}: use one of {', '.join(map(str, COMPILE_MODES))}")
         if self.split_backward not in (None, True, False):
             raise ValueError(f"split_backward={self.split_backward!r}: use None (the schedule builder decides), True or False")
         if not callable(self.loss_fn):
@@ -154,6 +162,26 @@ class EngineOptions:
             sched = sched[k]
         weight = 1.0 if self.loss_weights is None else float(self.loss_weights[k])
         return opt, sched, weight
+
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# The strategies whose policies run their own forward and backward passes (refuse_precision_compile), by name,
+# so a config can refuse them before anything is built.
+OWN_PASS_STRATEGIES = ("hogwild", "hogwild-stashed")
+
+
+def check_precision(precision) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: use 'fp32', 'bf16' or 'fp16'")
+
+
+def refuse_precision_compile(options: "EngineOptions", who: str) -> None:
+    """For policies that run their own passes outside the worker's actions: fp32 eager only, said plainly."""
+    if options.precision != "fp32" or options.compile:
+        raise ValueError(f"{who} runs its own forward and backward passes, which do not yet honour precision or "
+                         f"compile; leave precision='fp32' and compile=false (got precision={options.precision!r}, "
+                         f"compile={options.compile})")
 
 
 def _per_component(name: str, value, K: int, *, allow_none: bool) -> None:
@@ -178,6 +206,11 @@ def validate_engine(net: ComponentNet, strategy: Strategy, options: EngineOption
     plan = strategy.plan(net.num_components)
     check_heads(net, strategy, plan)
     options.validate(net.num_components)
+    if options.precision == "fp16" and net.ties:
+        # Tied copies' gradients are summed before the update, but under fp16 each carries its own component's
+        # loss scale (interlock.core.amp), so the sum would mix scales.
+        raise ValueError("precision='fp16' scales each component's gradients by its own factor, and this network ties "
+                         "parameters across components (their gradients are summed); use precision='bf16' or 'fp32'")
     return plan
 
 
@@ -221,6 +254,9 @@ def make_worker(
         record=options.record,
         clip_norm=float(options.clip_norm),
         ema_decay=float(options.ema_decay),
+        precision=options.precision,
+        compile=options.compile,
+        compile_mode=options.compile_mode,
     )
 
 
@@ -235,9 +271,11 @@ def named_component_parameters(net: ComponentNet, k: int) -> list[tuple[str, tor
 
 
 def pack_component_state(
-    *, k: int, num_components: int, strategy: str, step_count: int, block, head, optimizer, lr_scheduler
+    *, k: int, num_components: int, strategy: str, step_count: int, block, head, optimizer, lr_scheduler,
+    loss_scaling=None,
 ) -> dict:
-    """Everything needed to resume component k: weights and buffers, optimizer, LR scheduler, step.
+    """Everything needed to resume component k: weights and buffers, optimizer, LR scheduler, step, and under
+    fp16 the gradient scaler with its count of skipped updates (``loss_scaling``, None otherwise).
 
     One format for every engine, so a checkpoint written by one engine loads into another.
     The tensors are the live ones: save or copy the dict before training on.
@@ -251,11 +289,16 @@ def pack_component_state(
         "head": None if head is None else head.state_dict(),
         "optimizer": optimizer.state_dict(),
         "lr_scheduler": None if lr_scheduler is None else lr_scheduler.state_dict(),
+        "loss_scaling": None if loss_scaling is None else loss_scaling.state_dict(),
     }
 
 
-def load_component(state: dict, *, k: int, num_components: int, block, head, optimizer, lr_scheduler) -> None:
-    """Load a component checkpoint into the given modules, optimizer and scheduler, checking it fits."""
+def load_component(state: dict, *, k: int, num_components: int, block, head, optimizer, lr_scheduler,
+                   loss_scaling=None) -> None:
+    """Load a component checkpoint into the given modules, optimizer and scheduler, checking it fits.
+
+    fp16's scaler state loads where both the checkpoint and this engine have one; a checkpoint without it
+    (written at fp32 or bf16) starts a fresh scaler, and one with it loads into an fp32/bf16 engine without."""
     got, of = state.get("component"), state.get("num_components")
     if got != k or of != num_components:
         held = "no component" if got is None else f"component {got + 1} of {of}"
@@ -270,3 +313,5 @@ def load_component(state: dict, *, k: int, num_components: int, block, head, opt
     optimizer.load_state_dict(state["optimizer"])
     if lr_scheduler is not None:
         lr_scheduler.load_state_dict(state["lr_scheduler"])
+    if loss_scaling is not None and state.get("loss_scaling") is not None:
+        loss_scaling.load_state_dict(state["loss_scaling"])

@@ -309,6 +309,9 @@ class TrainConfig:
     microbatches: int = 1  # cut each step's batch into m micro-batches that pipeline through the components
     split_backward: bool | None = None  # None: the engine's default (distributed: split a lone stream's backward, input gradient sent first, for a shorter K-device critical path; simulated: one pass, as it runs components one after another); true: split; false: one pass
     label_smoothing: float = 0.0  # of the cross-entropy of every head
+    precision: str = "fp32"  # fp32 | bf16 (autocast per component and head, fp32 master weights, activations and streams sent in bf16) | fp16 (the same with a gradient scaler per component: skipped updates reported as fp16_skipped_steps_<k>); not with hogwild, hogwild-stashed, engine=pipeline
+    compile: bool = False  # torch.compile each component's block and head (compiled at the first step; evaluation runs eager); not with hogwild, hogwild-stashed, engine=pipeline
+    compile_mode: str | None = None  # torch.compile's mode: null (its default) | default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
     epochs: float = 0.0  # run length in epochs (fractions allowed); set this or steps
     steps: int = 0  # run length in steps; set this or epochs
     seed: int = 0  # weights, data order, augmentation and dropout all follow from it
@@ -356,6 +359,7 @@ class TrainConfig:
                "engine=pipeline updates through torch's pipeline schedules: set clip.norm=0 and ema.decay=0, "
                "or use engine=distributed")
         _check(self.split_backward in (None, True, False), f"split_backward={self.split_backward!r}: use true, false or null (the default)")
+        self._check_precision_compile()
         _check(is_count(self.microbatches),
                f"microbatches={self.microbatches!r}: use an integer m >= 1 (1: the whole batch at once)")
         _check(self.microbatches == 1 or self.data.batch_size % self.microbatches == 0,
@@ -388,6 +392,23 @@ class TrainConfig:
             self.loss_weights = tuple(float(w) for w in self.loss_weights)
             _check(len(self.loss_weights) == self.model.components,
                    f"loss_weights has {len(self.loss_weights)} entries; give one per component ({self.model.components})")
+
+    def _check_precision_compile(self) -> None:
+        from ..engine.options import COMPILE_MODES, OWN_PASS_STRATEGIES, check_precision
+
+        try:
+            check_precision(self.precision)
+        except ValueError as err:
+            raise ValueError(f"precision: {err}") from None
+        _check(self.compile in (True, False), f"compile={self.compile!r}: use true or false")
+        _check(self.compile_mode in COMPILE_MODES,
+               f"compile_mode={self.compile_mode!r}: use null or one of {', '.join(m for m in COMPILE_MODES if m)}")
+        _check(self.compile_mode is None or self.compile, f"compile_mode={self.compile_mode} applies with compile=true; set it, or leave compile_mode null")
+        if self.precision != "fp32" or self.compile:
+            who = "engine=pipeline" if self.engine == "pipeline" else f"strategy={self.strategy}"
+            _check(self.engine != "pipeline" and self.strategy not in OWN_PASS_STRATEGIES,
+                   f"{who} runs its own forward and backward passes, which do not honour precision or compile yet; "
+                   f"leave precision=fp32 and compile=false (now precision={self.precision}, compile={str(self.compile).lower()})")
 
     @property
     def strategy_obj(self) -> Strategy:

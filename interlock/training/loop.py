@@ -189,6 +189,7 @@ def make_engine(config: TrainConfig, net, task: Task, total_steps: int) -> Engin
         split_backward=config.split_backward,
         microbatches=config.microbatches,
         clip_norm=config.clip.norm, clip_mode=config.clip.mode, ema_decay=config.ema.decay,
+        precision=config.precision, compile=config.compile, compile_mode=config.compile_mode,
         # The run's length (quotas, stages, the final drain); Hogwild's pipeline drains where checkpoints
         # are written, so a checkpoint holds no batch in flight.
         total_steps=total_steps, flush_every=config.checkpoint_every,
@@ -505,7 +506,8 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
         tick = time.perf_counter()
         for x, y in task.train_batches(epoch=epoch, start_step=offset):
             _train_step(s, profiler, x, y, tick)
-            if s.step % config.log_every == 0 or not _more(s):
+            # (a row at the run's steps too: async DGL may read batches past them until every quota is made)
+            if engine.logs(s.step) and (s.step % config.log_every == 0 or s.step == total_steps or not _more(s)):
                 _log_row(s, batch_size=y.shape[0])
             if config.eval_every and s.step % config.eval_every == 0 and s.step < total_steps:
                 _catch_up(s)
@@ -521,6 +523,7 @@ def _train(config, task, engine, run_dir, total_steps, resume, on_progress, stop
     _release_rows(s, wait=True)
     # (stop_after ends a run early as a crash would: no final checkpoint)
     if s.step >= total_steps and not engine.wants_more:
+        s.step = engine.end_training()  # (the processes agree on the step count of the final checkpoint)
         # The last step's checkpoint comes before the final evaluation: a stop during the
         # evaluation loses no training; --resume then only evaluates (meta.json's final_eval).
         _checkpoint(s, final_eval=False)
@@ -806,14 +809,17 @@ def _local_table(engine, window_losses: list[list[float]], records: list, steps:
     from ..measure.trace import component_times
 
     K = engine.num_components
-    # (K, [loss, busy, wait, comm, saved peak, state, CUDA peak, gradient norm (NaN: clipping off)])
-    table = torch.zeros(K, 8, dtype=torch.float64)
+    # (K, [loss, busy, wait, comm, saved peak, state, CUDA peak, fp16 skipped updates (-1: not fp16),
+    #     gradient norm (NaN: clipping off)])
+    table = torch.zeros(K, 9, dtype=torch.float64)
     mean_losses = torch.tensor(window_losses, dtype=torch.float64).nanmean(0)
+    skipped = engine.skipped_steps()
     mean_norms = (torch.stack(list(norms)).double().cpu().nanmean(0) if norms  # (one host copy per log row)
                   else torch.full((K,), math.nan, dtype=torch.float64))
     for k in engine.local_components:
         table[k, 0] = mean_losses[k]
-        table[k, 7] = mean_norms[k]
+        table[k, 7] = skipped.get(k, -1)  # so far in the run (checkpoints keep the count)
+        table[k, 8] = mean_norms[k]
     if memstats.enabled():  # track.memory: the window's peak per component
         cuda = engine.device.type == "cuda"
         for k in engine.local_components:
@@ -832,11 +838,11 @@ def _local_table(engine, window_losses: list[list[float]], records: list, steps:
 
 
 def _row_fields(table: torch.Tensor) -> dict:
-    """A log row's per-component fields from the full (K, 8) table."""
+    """A log row's per-component fields from the full (K, 9) table."""
     out = {}
     for k in range(table.shape[0]):
-        if not math.isnan(float(table[k, 7])):  # clipping on: the window's mean pre-clip gradient norm
-            out[f"grad_norm_{k + 1}"] = float(table[k, 7])
+        if not math.isnan(float(table[k, 8])):  # clipping on: the window's mean pre-clip gradient norm
+            out[f"grad_norm_{k + 1}"] = float(table[k, 8])
         out[f"busy_s_per_step_{k + 1}"] = float(table[k, 1])
         out[f"wait_s_per_step_{k + 1}"] = float(table[k, 2])
         out[f"comm_s_per_step_{k + 1}"] = float(table[k, 3])
@@ -847,6 +853,9 @@ def _row_fields(table: torch.Tensor) -> dict:
             out[f"peak_memory_bytes_{k + 1}"] = int(table[k, 4] + table[k, 5])
             if table[k, 6] > 0:
                 out[f"peak_cuda_bytes_{k + 1}"] = int(table[k, 6])
+    for k in range(table.shape[0]):
+        if table[k, 7] >= 0:  # precision=fp16: updates the component's gradient scaler skipped so far
+            out[f"fp16_skipped_steps_{k + 1}"] = int(table[k, 7])
     out.update({f"loss_{k + 1}": float(v) for k, v in enumerate(table[:, 0].tolist())})
     return out
 

@@ -78,6 +78,15 @@ class Policy:
         """Run-level counters for the log rows."""
         return {}
 
+    def finish(self, step: int) -> int:
+        """The end of the training steps (before the final checkpoint): settle the policy's channels; the step
+        count every process agrees on (processes that ran at their own pace may have counted differently)."""
+        return step
+
+    def logs(self, step: int) -> bool:
+        """Whether ``step`` gets a log row (async DGL on ranks: not past the quota, where no rank has a loss)."""
+        return True
+
     def predicted_time(self, records: list, *, latency_s: float = 0.0) -> Makespan | None:
         """What K devices would need for these steps' measured actions; None where it cannot say."""
         return None
@@ -103,9 +112,10 @@ class Policy:
     # -- checkpoints ------------------------------------------------------------------------
 
     def parts(self, k: int) -> dict:
-        """Component k's block, head, optimizer and LR scheduler (what every checkpoint holds)."""
+        """Component k's block, head, optimizer, LR scheduler and fp16 loss scaling (what every checkpoint holds)."""
         w = self.engine.worker(k)
-        return {"block": w.block, "head": w.head, "optimizer": w.optimizer, "lr_scheduler": w.lr_scheduler}
+        return {"block": w.block, "head": w.head, "optimizer": w.optimizer, "lr_scheduler": w.lr_scheduler,
+                "loss_scaling": w.loss_scaling}
 
     def state(self, k: int) -> dict | None:
         """The policy's own part of component k's checkpoint (None: it has none)."""

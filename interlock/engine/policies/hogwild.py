@@ -13,7 +13,7 @@ import torch
 from ...core import schedule as S
 from ...core.strategies import Hogwild, mismatch
 from ...core.worker import ActionRecord, _seeded
-from ..options import Losses, StepResult
+from ..options import refuse_precision_compile, Losses, StepResult
 from ..specs import StrategySpec, register_strategy
 from .base import Policy
 from .replay import no_wait_makespan
@@ -105,6 +105,7 @@ class HogwildPolicy(Policy):
 
     def check(self) -> None:
         check_flush_every(self.engine.flush_every)
+        refuse_precision_compile(self.engine.options, "hogwild")
         if self.engine.options.split_backward:
             raise ValueError("hogwild recomputes each backward in one pass; leave split_backward unset")
 

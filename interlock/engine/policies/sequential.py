@@ -58,19 +58,12 @@ class SequentialPolicy(Policy):
         counted): the trained component's busy time."""
         return no_wait_makespan(records, self.engine.num_components)
 
-    @torch.no_grad()
     def _frozen_forward(self, k: int, x: torch.Tensor) -> torch.Tensor:
-        """a_{k-1}: x through the frozen components 1..k-1, in eval mode."""
-        a = self.engine.worker(0)._to_device(x)
-        for block in self.engine.net.blocks[:k]:
-            was_training = block.training
-            block.eval()
-            try:
-                a = block(a)
-            finally:
-                block.train(was_training)
+        """a_{k-1}: x through the frozen components 1..k-1 (each worker's frozen forward)."""
+        a = x
+        for j in range(k):
+            a = self.engine.worker(j).forward_frozen(a)
         return a
-
 
 register_strategy(StrategySpec(
     "sequential", Sequential, SequentialPolicy, lambda m, **_: Sequential(), aliases=("sequential-greedy",),

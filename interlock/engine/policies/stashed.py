@@ -63,7 +63,7 @@ from ...core import schedule as S
 from ...core.strategies import HogwildStashed, staleness
 from ...core.worker import ActionRecord
 from ...heads._registry import local_loss
-from ..options import Losses, StepResult
+from ..options import refuse_precision_compile, Losses, StepResult
 from ..specs import StrategySpec, register_strategy
 from .base import Policy
 from .replay import no_wait_makespan
@@ -108,6 +108,7 @@ class StashedLocal(Policy):
 
     def check(self) -> None:
         check_flush_every(self.engine.flush_every)
+        refuse_precision_compile(self.engine.options, "hogwild-stashed")
 
     def setup(self) -> None:
         e = self.engine
@@ -188,6 +189,7 @@ class StashedRanks(Policy):
         if e.total_steps is None:
             raise ValueError("hogwild-stashed on ranks needs the run's length: pass total_steps (the pipeline drains there)")
         check_flush_every(e.flush_every)
+        refuse_precision_compile(e.options, "hogwild-stashed")
         if e.options.batch_streams or e.options.split_backward:
             raise ValueError("hogwild runs its own pipeline: batch_streams and split_backward do not apply; leave them off")
 
