@@ -183,3 +183,16 @@ def test_stale_policies_clip_per_component_and_refuse_a_global_norm():
         with pytest.raises(ValueError, match="clip_mode='component'"):
             il.Engine(scalar_net([1.0, 0.5]), strategy, optimizer=hog_sgd(0.1), loss_fn=F.mse_loss, total_steps=3,
                       clip_norm=0.1, clip_mode="global")
+
+
+def test_fp16_clips_the_unscaled_gradient():
+    """The order of an update is unscale, clip, step: the norm clipped and recorded is the true one, not the
+    loss-scaled one (65536 times larger)."""
+    blocks, heads, batches = _parts()
+    norms = {}
+    for precision in ("fp32", "fp16"):
+        net = il.ComponentNet(blocks=copy.deepcopy(blocks), heads=copy.deepcopy(heads))
+        engine = il.Engine(net, il.EndToEnd(), optimizer=sgd, loss_fn=nn.functional.cross_entropy,
+                           clip_norm=MAX_NORM, clip_mode="global", precision=precision, ema_decay=0.5)
+        norms[precision] = torch.tensor(list(engine.step(*batches[0]).grad_norms))
+    torch.testing.assert_close(norms["fp16"], norms["fp32"], rtol=2e-2, atol=1e-4)
