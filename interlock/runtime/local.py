@@ -30,6 +30,7 @@ class LocalRuntime:
     def __init__(self) -> None:
         self.channel = InMemoryTransport()
         self.transport = self.channel  # (the ranks runtime keeps evaluation on a transport of its own)
+        self._global_clip = False  # connect_global_clip: updates wait until every component is at its update
 
     # -- placing the network --------------------------------------------------------------
 
@@ -107,7 +108,7 @@ class LocalRuntime:
         self._ties_summed = step
 
     def _ready(self, k: int, action: Action) -> bool:
-        if action.kind == "Update" and getattr(self, "_global_clip", False):
+        if action.kind == "Update" and self._global_clip:
             pcs, ws = self._pcs, self.workers
             if not all(pcs[j] < len(ws[j].schedule) and ws[j].schedule[pcs[j]].kind == "Update" or pcs[j] >= len(ws[j].schedule)
                        for j in ws):
