@@ -21,6 +21,14 @@ from reference import PARTS
 STEPS, RESUME_AT, K = 6, 3, 3
 
 
+def builtin_names() -> list[str]:
+    """The strategies interlock itself registers. A test may register one of its own (tests/test_new_strategy.py);
+    the processes a ranks test spawns import interlock only and do not know it, so launches take these."""
+    from interlock.engine.specs import STRATEGIES, strategy_names
+
+    return [n for n in strategy_names() if STRATEGIES.get(n).strategy.__module__.startswith("interlock.")]
+
+
 def sgd(params):
     return torch.optim.SGD(params, lr=0.05, momentum=0.9)
 

@@ -13,10 +13,10 @@ import torch
 
 import interlock as il
 import pair_helpers as P
-from interlock.engine.specs import STRATEGIES, strategy_names
+from interlock.engine.specs import STRATEGIES
 from interlock.runtime.launch import run_local
 
-NAMES = strategy_names()
+NAMES = P.builtin_names()  # (not a strategy a test registers: spawned ranks do not know it)
 LOCAL = [n for n in NAMES if STRATEGIES.get(n).supports("local")]
 RANKS = [n for n in NAMES if STRATEGIES.get(n).supports("ranks")]
 

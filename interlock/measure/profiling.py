@@ -38,6 +38,9 @@ def parse_profile_steps(text: str) -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2))
 
 
+_FINISHED: list = []  # finished profiles, kept alive (see StepProfiler._stop)
+
+
 class StepProfiler:
     """Starts torch.profiler before step a, stops after step b and writes this process's trace."""
 
@@ -72,6 +75,10 @@ class StepProfiler:
         prof.__exit__(None, None, None)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         prof.export_chrome_trace(str(self.path))
+        # Never let the garbage collector free a finished profile: on torch 2.13's CPU build, collecting one
+        # segfaulted about one ranks run in four (a cycle collected at the next checkpoint's torch.save,
+        # tests/test_profiling.py). A profile is one per process and run, so keeping it costs little.
+        _FINISHED.append(prof)
 
     def close(self) -> None:
         """End a profile still recording (a run that stopped inside the window), keeping what it recorded."""
