@@ -75,7 +75,8 @@ for bit (and equals the simulated engine with the same schedule, tests/test_dist
 ``--max-buffer-reuse`` of infinity) bounds how often rank k may read one entry: when every
 entry of its buffer has been read r times, rank k waits for rank k-1's next output (the
 reference code skips such a draw; a real worker can only wait; rank k-1 keeps sending until
-rank k has made its quota, so the wait always ends). Without a bound, a fast rank above a slow one reads the same few entries many times over.
+rank k has made its quota, so the wait always ends). Without a bound, a fast rank above a slow
+one reads the same few entries many times over.
 
 Sync points: evaluation, checkpoints and the end of the run are collective. At each, rank k
 first takes every message rank k-1 sent before it (all ranks are at the same step there), so
@@ -434,14 +435,18 @@ class ReplayRanks(Policy):
         """This rank's updates and forward-only steps (rank 0 writes the rows: its own)."""
         return {f"updates_{self.rank + 1}": self.updates, f"frozen_forwards_{self.rank + 1}": self.frozen}
 
-    def finish(self, step: int) -> int:
-        """The end of the training (every rank made its quota): take every output sent to this rank, end the
-        channel up, and agree on the run's step count, rank 0's (the fresh batches read)."""
+    def _end_channel_up(self) -> None:
+        """Take every output rank k-1 sent (up to its END, which comes after its last output), then end ours."""
         if self.inbox is not None:
-            self._file(self.inbox.join())  # rank k-1 has sent everything (END comes after its last output)
+            self._file(self.inbox.join())
         if self.rank < self.num_components - 1:
             self.channel.send(torch.empty(0), src=self.rank, dst=self.rank + 1, tag=END_TAG)
         self._finished = True
+
+    def finish(self, step: int) -> int:
+        """The end of the training (every rank made its quota): take every output sent to this rank, end the
+        channel up, and agree on the run's step count, rank 0's (the fresh batches read)."""
+        self._end_channel_up()
         mine = torch.tensor([float(step if self.rank == 0 else 0)], dtype=torch.float64)
         return int(self.engine.runtime.all_reduce_sum(mine).item())
 
@@ -528,12 +533,9 @@ class ReplayRanks(Policy):
         """End this rank's channels (every output and report received)."""
         if wait and not self._closed:
             self._closed = True
-            k, K = self.rank, self.num_components
+            k = self.rank
             if not self._finished:  # (stopped before the end of the training: a stop_after, a test)
-                if self.inbox is not None:
-                    self._file(self.inbox.join())
-                if k < K - 1:
-                    self.channel.send(torch.empty(0), src=k, dst=k + 1, tag=END_TAG)
+                self._end_channel_up()
             if k > 1 and not self.lockstep and not self._said_done:
                 self.channel.send(torch.empty(0), src=k, dst=k - 1, tag=END_TAG)
             if k > 0:
