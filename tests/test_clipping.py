@@ -196,3 +196,17 @@ def test_fp16_clips_the_unscaled_gradient():
                            clip_norm=MAX_NORM, clip_mode="global", precision=precision, ema_decay=0.5)
         norms[precision] = torch.tensor(list(engine.step(*batches[0]).grad_norms))
     torch.testing.assert_close(norms["fp16"], norms["fp32"], rtol=2e-2, atol=1e-4)
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"clip_norm": 1.0}, "pipeline='gpipe' updates through its own optimizer step"),
+    ({"ema_decay": 0.9}, "pipeline='gpipe' updates through its own optimizer step"),
+    ({"precision": "bf16"}, "pipeline='gpipe' runs its own forward and backward"),
+    ({"compile": True}, "pipeline='gpipe' runs its own forward and backward"),
+])
+def test_the_torch_pipeline_refuses_what_its_own_passes_and_updates_ignore(options, match):
+    # Refused at construction, before the ranks runtime joins a process group (so one process can check it).
+    blocks, heads, _ = _parts()
+    with pytest.raises(ValueError, match=match):
+        il.Engine(il.ComponentNet(blocks=blocks, heads=heads), il.EndToEnd(), runtime="ranks", pipeline="gpipe",
+                  optimizer=sgd, loss_fn=nn.functional.cross_entropy, **options)

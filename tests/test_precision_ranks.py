@@ -10,11 +10,10 @@ from __future__ import annotations
 import torch
 
 import pair_helpers as P
-from interlock.engine.options import OWN_PASS_STRATEGIES
 from interlock.engine.specs import STRATEGIES
 from interlock.runtime.launch import run_local
 
-RANKS = [n for n in P.builtin_names() if STRATEGIES.get(n).supports("ranks") and n not in OWN_PASS_STRATEGIES]
+RANKS = [n for n in P.builtin_names() if STRATEGIES.get(n).supports("ranks") and STRATEGIES.get(n).policy_for("ranks").honours_precision]
 BF16, FP16 = {"precision": "bf16"}, {"precision": "fp16"}
 RUNS = [(n, False, BF16) for n in RANKS] + [(n, resume, FP16) for n in RANKS for resume in (False, True)]
 

@@ -111,6 +111,12 @@ class Strategy(ABC):
         return None
 
     @property
+    def couples_components(self) -> bool:
+        """Whether a step's gradients of all components come from one coupled backward (a loss's gradient
+        crosses the boundaries), so that one norm over all of them means something (global clipping)."""
+        return False
+
+    @property
     def name(self) -> str:
         return repr(self)
 
@@ -146,6 +152,10 @@ class Interlocking(Strategy):
     def name(self) -> str:
         return f"{self.n}-wise" + ("" if self.mix == "furthest" else "-sum")
 
+    @property
+    def couples_components(self) -> bool:
+        return self.n >= 2
+
 
 @dataclass(frozen=True)
 class Local(Interlocking):
@@ -170,6 +180,10 @@ class EndToEnd(Strategy):
 
     def plan(self, num_components: int) -> GradientPlan:
         return Interlocking(num_components, "furthest").plan(num_components)
+
+    @property
+    def couples_components(self) -> bool:
+        return True
 
     @property
     def name(self) -> str:

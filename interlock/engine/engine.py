@@ -55,7 +55,7 @@ from ..core.worker import ComponentWorker, LossFn
 from ..network.net import ComponentNet
 from ..runtime.local import LocalRuntime
 from ..runtime.transport import InMemoryTransport
-from .options import EngineOptions, Losses, StepResult, check_total_steps, load_component, make_worker, pack_component_state, validate_engine
+from .options import EngineOptions, Losses, refuse_precision_compile, StepResult, check_total_steps, load_component, make_worker, pack_component_state, validate_engine
 from .specs import spec_for
 
 __all__ = ["Engine", "make_runtime"]
@@ -82,26 +82,25 @@ def make_runtime(runtime, **options):
     return runtime
 
 
-def check_update_options(options: EngineOptions, strategy: Strategy, policy) -> None:
-    """Clipping and EMA act in the worker's update; refuse the policies and strategies where they mean nothing.
+def check_policy_options(options: EngineOptions, strategy: Strategy, policy, who: str) -> None:
+    """Refuse the options ``policy`` (run for ``who``, in errors) cannot honour, read from its attributes: precision
+    and compile act in the worker's actions, clipping and EMA in the worker's update.
 
     A global norm needs one gradient per step over every component, taken at the same weights: the synchronous
     plan of end-to-end or n-wise (n >= 2) training, whose components are coupled through their streams. Under
     local learning (1-wise) the components' gradients are of unrelated losses, and under the asynchronous and
     stale policies they belong to different steps, so no global norm exists there.
     """
-    from .policies.pipeline import TorchPipeline
-    from .policies.plan import PlanPolicy
-
-    if isinstance(policy, TorchPipeline) and (options.clip_norm > 0 or options.ema_decay > 0):
-        raise ValueError("the torch pipeline schedules update through their own optimizer step: set clip_norm=0 and "
+    if not policy.updates_in_worker and (options.clip_norm > 0 or options.ema_decay > 0):
+        raise ValueError(f"{who} updates through its own optimizer step: set clip_norm=0 and "
                          "ema_decay=0 (clip.norm, ema.decay), or train with engine distributed")
     if options.clip_norm > 0 and options.clip_mode == "global":
-        coupled = isinstance(strategy, EndToEnd) or (type(strategy) is Interlocking and strategy.n >= 2)
-        if not (coupled and isinstance(policy, PlanPolicy)):
+        if not (strategy.couples_components and policy.one_gradient_per_step):
             raise ValueError(
                 f"clip_mode='global' needs one gradient over every component per step (end-to-end or n-wise with "
                 f"n >= 2); {strategy.name} has none: set clip_mode='component' (clip.mode=component)")
+    if not policy.honours_precision:
+        refuse_precision_compile(options, who)
 
 
 class Engine:
@@ -172,7 +171,7 @@ class Engine:
         self.plan = validate_engine(net, strategy, self.options)
         self.policy = policy_cls(self)
         self.policy.check()
-        check_update_options(self.options, strategy, self.policy)
+        check_policy_options(self.options, strategy, self.policy, spec.name if pipeline is None else f"pipeline={pipeline!r}")
         if hasattr(self.runtime, "static_shapes"):
             self.runtime.static_shapes = self.runtime.static_shapes and self.policy.static_shapes
         self.local_components = self.runtime.place(net, sums_ties=self.policy.sums_ties, engine_name=self.name,

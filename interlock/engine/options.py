@@ -166,11 +166,6 @@ class EngineOptions:
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-# The strategies whose policies run their own forward and backward passes (refuse_precision_compile), by name,
-# so a config can refuse them before anything is built.
-OWN_PASS_STRATEGIES = ("hogwild", "hogwild-stashed")
-
-
 def check_precision(precision) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: use 'fp32', 'bf16' or 'fp16'")

@@ -394,7 +394,8 @@ class TrainConfig:
                    f"loss_weights has {len(self.loss_weights)} entries; give one per component ({self.model.components})")
 
     def _check_precision_compile(self) -> None:
-        from ..engine.options import COMPILE_MODES, OWN_PASS_STRATEGIES, check_precision
+        from ..engine.options import COMPILE_MODES, check_precision
+        from ..engine.specs import spec_for
 
         try:
             check_precision(self.precision)
@@ -405,10 +406,16 @@ class TrainConfig:
                f"compile_mode={self.compile_mode!r}: use null or one of {', '.join(m for m in COMPILE_MODES if m)}")
         _check(self.compile_mode is None or self.compile, f"compile_mode={self.compile_mode} applies with compile=true; set it, or leave compile_mode null")
         if self.precision != "fp32" or self.compile:
-            who = "engine=pipeline" if self.engine == "pipeline" else f"strategy={self.strategy}"
-            _check(self.engine != "pipeline" and self.strategy not in OWN_PASS_STRATEGIES,
-                   f"{who} runs its own forward and backward passes, which do not honour precision or compile yet; "
-                   f"leave precision=fp32 and compile=false (now precision={self.precision}, compile={str(self.compile).lower()})")
+            # The policy that would run the strategy says whether its passes honour them (Policy.honours_precision).
+            if self.engine == "pipeline":
+                honours, who = False, "engine=pipeline"
+            else:
+                runtime = "local" if self.engine == "simulated" else "ranks"
+                spec = spec_for(self.strategy_obj)
+                honours = not spec.supports(runtime) or spec.policy_for(runtime).honours_precision
+                who = f"strategy={self.strategy}"
+            _check(honours, f"{who} runs its own forward and backward passes, which do not honour precision or compile yet; "
+                            f"leave precision=fp32 and compile=false (now precision={self.precision}, compile={str(self.compile).lower()})")
 
     @property
     def strategy_obj(self) -> Strategy:

@@ -41,6 +41,14 @@ class Policy:
     # Whether component checkpoints hold a part of this policy's own (Policy.state).
     has_state: ClassVar[bool] = False
     holds: ClassVar[str] = ""  # what that part holds, for errors ("replay state", "queued gradients")
+    # Whether every forward and backward runs through the worker's actions, so precision and compile apply.
+    honours_precision: ClassVar[bool] = True
+    # Whether updates go through the worker's one optimizer update (interlock.core.worker.optimizer_update), so
+    # clipping and the weights' EMA apply.
+    updates_in_worker: ClassVar[bool] = True
+    # Whether a step takes every component's gradient at the same weights in one pass of the plan (a global
+    # gradient norm exists under a strategy that couples the components: Strategy.couples_components).
+    one_gradient_per_step: ClassVar[bool] = False
 
     def __init__(self, engine) -> None:  # (an interlock.engine.Engine; not imported here: it imports the policies)
         self.engine = engine

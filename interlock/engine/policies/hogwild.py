@@ -13,7 +13,7 @@ import torch
 from ...core import schedule as S
 from ...core.strategies import Hogwild, mismatch
 from ...core.worker import ActionRecord, _seeded
-from ..options import refuse_precision_compile, Losses, StepResult
+from ..options import Losses, StepResult
 from ..specs import StrategySpec, register_strategy
 from .base import Policy
 from .replay import no_wait_makespan
@@ -99,13 +99,14 @@ class HogwildPolicy(Policy):
     (weight version at its forward, at its backward) in :attr:`versions` (tests, Fig. 3).
     """
 
+    honours_precision = False  # (its passes run outside the worker)
+
     has_state = True
     holds = "batches in flight"
     uses_channel = False  # the policy runs the pipeline's forwards and backwards itself
 
     def check(self) -> None:
         check_flush_every(self.engine.flush_every)
-        refuse_precision_compile(self.engine.options, "hogwild")
         if self.engine.options.split_backward:
             raise ValueError("hogwild recomputes each backward in one pass; leave split_backward unset")
 

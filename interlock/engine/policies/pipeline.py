@@ -29,7 +29,7 @@ from torch import nn
 
 from ...core.worker import optimizer_update
 from ...measure import memstats
-from ..options import refuse_precision_compile, Losses, StepResult
+from ..options import Losses, StepResult
 from .base import Policy
 
 __all__ = ["TorchPipeline", "PIPELINE_SCHEDULES", "check_pipeline"]
@@ -77,10 +77,12 @@ class TorchPipeline(Policy):
     would move BatchNorm statistics. Inputs whose targets have the same shape must have the same shape.
     """
 
+    honours_precision = False  # (torch.distributed.pipelining runs the passes)
+    updates_in_worker = False  # (and its own optimizer steps)
+
     def check(self) -> None:
         e = self.engine
         check_pipeline(e.pipeline, e.options.microbatches, e.plan.num_components)
-        refuse_precision_compile(e.options, f"pipeline={e.pipeline!r}")
 
     def make_workers(self) -> dict:
         return {}  # PyTorch's schedule runs the stage

@@ -22,6 +22,8 @@ __all__ = ["PlanPolicy"]
 class PlanPolicy(Policy):
     """A step is every local worker's schedule, run to its end by the runtime."""
 
+    one_gradient_per_step = True
+
     sums_ties = True
     static_shapes = True
 

@@ -63,12 +63,12 @@ from ...core import schedule as S
 from ...core.strategies import HogwildStashed, staleness
 from ...core.worker import ActionRecord
 from ...heads._registry import local_loss
-from ..options import refuse_precision_compile, Losses, StepResult
+from ..options import Losses, StepResult
 from ..specs import StrategySpec, register_strategy
 from .base import Policy
 from .replay import no_wait_makespan
 
-__all__ = ["StashedLocal", "StashedRanks", "check_flush_every", "apply_gradients"]
+__all__ = ["StashedLocal", "StashedRanks", "check_flush_every"]
 
 # Training messages of the ranks driver (on the runtime's training channel).
 _ACTIVATION = ("hogwild_activation",)
@@ -79,16 +79,6 @@ def check_flush_every(flush_every) -> None:
     """``flush_every`` must be an integer >= 0 (the steps between pipeline drains; 0: at the end only)."""
     count(flush_every, f"flush_every={flush_every!r}: give the steps between pipeline drains, an integer >= 0 (0: at the end only)",
           minimum=0)
-
-
-def apply_gradients(worker, params, grads) -> None:
-    """One optimizer step (and LR-scheduler step) of ``worker``'s component with the given gradients."""
-    for p, g in zip(params, grads):
-        p.grad = g
-    worker.optimizer.step()
-    worker.optimizer.zero_grad(set_to_none=True)
-    if worker.lr_scheduler is not None:
-        worker.lr_scheduler.step()
 
 
 def drains_at(engine, step_count: int) -> bool:
@@ -103,12 +93,13 @@ class StashedLocal(Policy):
     :meth:`flush`); ``flush_every``: drain after every that many steps too (0: never).
     """
 
+    honours_precision = False  # (StashedRanks runs its passes outside the worker; the two stay alike)
+
     has_state = True
     holds = "queued gradients"
 
     def check(self) -> None:
         check_flush_every(self.engine.flush_every)
-        refuse_precision_compile(self.engine.options, "hogwild-stashed")
 
     def setup(self) -> None:
         e = self.engine
@@ -180,6 +171,8 @@ class StashedRanks(Policy):
     ``checkpoint_every``). ``batch_streams`` and ``split_backward`` do not apply to this pipeline.
     """
 
+    honours_precision = False  # (its passes run outside the worker)
+
     uses_channel = False  # the policy runs the pipeline itself (the worker's schedule is not used)
     has_state = True
     holds = "queued gradients"
@@ -189,7 +182,6 @@ class StashedRanks(Policy):
         if e.total_steps is None:
             raise ValueError("hogwild-stashed on ranks needs the run's length: pass total_steps (the pipeline drains there)")
         check_flush_every(e.flush_every)
-        refuse_precision_compile(e.options, "hogwild-stashed")
         if e.options.batch_streams or e.options.split_backward:
             raise ValueError("hogwild runs its own pipeline: batch_streams and split_backward do not apply; leave them off")
 
