@@ -57,7 +57,7 @@ def test_two_scalar_components_by_hand():
     assert weights(net) == pytest.approx([1.0, 0.32])
     engine.step(x, y)  # r = 0.32: w2 = 0.256; w1 applies 0.5 -> 0.95, then the drain 0.32 and 0.2048
     assert weights(net) == pytest.approx([0.89752, 0.256])
-    assert not any(engine.policy.inputs) and not any(engine.policy.grads)
+    assert not any(engine.policy.in_flight(k) for k in range(2))
 
 
 def test_three_scalar_components_by_hand_show_the_mismatch():
@@ -73,14 +73,14 @@ def test_three_scalar_components_by_hand_show_the_mismatch():
     for _ in range(3):
         engine.step(x, y)
     assert weights(net) == pytest.approx([1.0, 0.95, 0.256])
-    assert engine.policy.grads[0][0].item() == pytest.approx(0.5)  # 0.5 (from above) x w2 = 1 at the backward
+    assert engine.policy.in_flight(0)[0].item() == pytest.approx(0.5)  # 0.5 (from above) x w2 = 1 at the backward
     engine.step(x, y)
     # Step 3: batch 3's forward meets w2 = 0.95, so a2 = 0.95 and r = 0.95 x 0.256 = 0.2432: w3 = 0.256 -
     # 0.1 x 2 x 0.2432 x 0.95 = 0.209792. Component 2 runs batch 1: output gradient 0.32 (from step 1),
     # stored input 1 -> w2 = 0.95 - 0.032 = 0.918, and sends 0.32 x 0.95: the w2 the backward met, while
     # batch 1's forward had used w2 = 1 (the mismatch of Fig. 3).
     assert weights(net) == pytest.approx([1.0, 0.918, 0.209792])
-    assert engine.policy.grads[0][1].item() == pytest.approx(0.32 * 0.95)
+    assert engine.policy.in_flight(0)[1].item() == pytest.approx(0.32 * 0.95)
     engine.step(x, y)
     # Step 4: component 1 runs batch 0 (D_1 = 4): its gradient 0.5 x stored input 1 -> w1 = 0.95.
     assert weights(net)[0] == pytest.approx(0.95)
@@ -193,7 +193,7 @@ def test_resume_keeps_the_batches_in_flight_and_batchnorm_moves_once_per_forward
     for bx, by in data[:3]:
         part.step(bx, by)
     saved = copy.deepcopy([part.component_state(k) for k in range(K)])
-    assert [len(s["policy"]["inputs"]) for s in saved] == [3, 2, 0]  # batches 0-2 in flight on component 1
+    assert [len(s["policy"]["held"]) for s in saved] == [3, 2, 0]  # batches 0-2 in flight on component 1
     resumed = make(*build(K, seed=9)[:2])
     for k, s in enumerate(saved):
         resumed.load_component_state(k, s)

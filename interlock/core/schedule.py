@@ -26,6 +26,7 @@ __all__ = [
     "Action",
     "RecvActivation",
     "Forward",
+    "Recompute",
     "SendActivation",
     "HeadLoss",
     "RecvStream",
@@ -146,7 +147,33 @@ class RecvActivation(Action):
 
 @dataclass(frozen=True)
 class Forward(Action):
-    """Run the component's blocks once on its input (x for the first component)."""
+    """Run the component's blocks once on its input (x for the first component).
+
+    ``keep`` says what the forward keeps for the backward: ``"graph"`` its autograd graph (every
+    synchronous plan); ``"input"`` no graph, only its input, for a :class:`Recompute` at the weights
+    the component holds when the backward comes (the paper's Hogwild); ``"stash"`` the graph over a
+    copy of the component's weights as they are now, so a late backward meets the weights its
+    forward used and the update reaches the live ones (PipeDream's weight stashing).
+    """
+
+    category: ClassVar[str | None] = "forward"
+
+    mb: int | None = None
+    keep: str = "graph"
+
+    def __post_init__(self) -> None:
+        if self.keep not in FORWARD_KEEPS:
+            raise ValueError(f"Forward(keep={self.keep!r}): choose one of {', '.join(FORWARD_KEEPS)}")
+
+
+FORWARD_KEEPS = ("graph", "input", "stash")
+
+
+@dataclass(frozen=True)
+class Recompute(Action):
+    """The forward of a ``Forward(keep="input")`` again, with its graph, at the component's current weights:
+    the same dropout masks; BatchNorm's running statistics are restored at the step's update (they move
+    at the forward only)."""
 
     category: ClassVar[str | None] = "forward"
 
@@ -170,12 +197,18 @@ class SendActivation(Action):
 
 @dataclass(frozen=True)
 class HeadLoss(Action):
-    """Head k on the detached a_k, L_k, head weight gradient; ``stream``: also dL_k/da_k."""
+    """Head k on the detached a_k, L_k, head weight gradient; ``stream``: also dL_k/da_k;
+    ``grad=False``: only the loss, reported (no gradient: the head's backward comes later)."""
 
     category: ClassVar[str | None] = "head"
 
     stream: bool
     mb: int | None = None
+    grad: bool = True
+
+    def __post_init__(self) -> None:
+        if self.stream and not self.grad:
+            raise ValueError("HeadLoss(stream=True, grad=False): a stream is a gradient; give grad=True")
 
 
 @dataclass(frozen=True)

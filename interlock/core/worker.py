@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from .._torch_compat import no_donated_buffers
 from ..measure import memstats
@@ -71,6 +72,9 @@ class _StepState:
     step: int
     micro: dict[int | None, _Micro]  # micro-batch index (None: the whole batch) -> its state
     position: int = 0  # index in the schedule of the next action
+    driven: bool = False  # the policy hands the worker its actions one by one (no receives posted ahead)
+    stash: dict[int, torch.Tensor] | None = None  # id(live parameter) -> the copy a Forward(keep="stash") used
+    buffers: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (buffer, its value before a Recompute)
 
 
 class ComponentWorker:
@@ -140,6 +144,8 @@ class ComponentWorker:
         # What the Update action does instead of the optimizer step (a policy that applies gradients late).
         self.apply_update: Callable[[], None] | None = None
         self._state: _StepState | None = None
+        # Steps begun and put aside (hold) until the policy resumes them: their backward comes in a later step.
+        self._held: dict[int, _StepState] = {}
         self.records: list[ActionRecord] = []
         # Clipping by norm (0: off). sum_squares: this component's squared gradient norm -> the one clipped to
         # (None: its own, the per-component rule; the runtime sets a sum over components for the global rule).
@@ -150,6 +156,7 @@ class ComponentWorker:
         self._run = {
             S.RecvActivation: self._recv_activation,
             S.Forward: self._forward,
+            S.Recompute: self._recompute,
             S.SendActivation: self._send_activation,
             S.HeadLoss: self._head_loss,
             S.RecvStream: self._recv_stream,
@@ -163,7 +170,11 @@ class ComponentWorker:
 
     # -- driving -------------------------------------------------------------------------
 
-    def begin_step(self, x: torch.Tensor | None, y: torch.Tensor, step: int) -> None:
+    def begin_step(self, x: torch.Tensor | None, y: torch.Tensor, step: int, *, driven: bool = False) -> None:
+        """Begin step ``step`` on its batch (``x`` for component 1, else None). ``driven``: the policy runs the
+        actions it chooses (not ``schedule``) and may :meth:`hold` the step; no receives are posted ahead."""
+        if self._state is not None:
+            raise RuntimeError(f"component {self.index + 1} began step {step} before ending or holding step {self._state.step}")
         y = self._to_device(y)
         m = self.microbatches
         if m == 1:
@@ -172,8 +183,10 @@ class ComponentWorker:
             ys = split_microbatches(y, m)
             xs = [None] * m if x is None else split_microbatches(x, m)
             micro = {i: _Micro(x=xs[i], y=ys[i]) for i in range(m)}
-        self._state = _StepState(step=step, micro=micro)
+        self._state = _StepState(step=step, micro=micro, driven=driven)
         self.records = []
+        if driven:
+            return
         if self._post_plan_of is not self.schedule:
             self._post_plan, self._post_plan_of = post_plan(self.schedule, self.index), self.schedule
         if self._posted_ahead_for != step:  # the previous step did not post this one's receives ahead
@@ -189,7 +202,7 @@ class ComponentWorker:
         if self.record:
             self.records.append(ActionRecord(self.index, action, start, self.clock.now()))
         st = self._state
-        if st is not None:  # receives that may be posted now (interlock.runtime.prepost)
+        if st is not None and not st.driven:  # receives that may be posted now (interlock.runtime.prepost)
             self._post(self._post_plan.same.get(st.position, ()))
             if self.next_step_follows and st.position in self._post_plan.next:
                 self._post(self._post_plan.next[st.position])
@@ -249,11 +262,75 @@ class ComponentWorker:
 
     def end_step(self) -> torch.Tensor | None:
         """The step's loss L_k (detached; None without a head): the mean over its micro-batches."""
-        losses = [mb.loss for mb in self._state.micro.values()]
+        loss = self._loss()
         self._state = None
+        return loss
+
+    def _loss(self) -> torch.Tensor | None:
+        losses = [mb.loss for mb in self._state.micro.values()]
         if losses[0] is None:
             return None
         return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+
+    # -- held steps (a backward that comes in a later step: Hogwild, weight stashing) -----------
+
+    def hold(self) -> torch.Tensor | None:
+        """Put the driven step begun last aside until :meth:`resume`; returns its loss L_k so far (as
+        :meth:`end_step`), which a report-only ``HeadLoss(grad=False)`` gives at the forward."""
+        st = self._state
+        if st is None or not st.driven:
+            raise RuntimeError(f"component {self.index + 1} can hold only a step begun with driven=True")
+        loss = self._loss()
+        self._held[st.step] = st
+        self._state = None
+        return loss
+
+    def resume(self, step: int) -> None:
+        """Take held step ``step`` back up: the actions run from here belong to it (records start afresh)."""
+        if self._state is not None:
+            raise RuntimeError(f"component {self.index + 1} resumes step {step} while step {self._state.step} is running")
+        if step not in self._held:
+            raise KeyError(f"component {self.index + 1} holds no step {step} (it holds {sorted(self._held)})")
+        self._state = self._held.pop(step)
+        self.records = []
+
+    @property
+    def held_steps(self) -> list[int]:
+        """The steps put aside with :meth:`hold`, oldest first."""
+        return sorted(self._held)
+
+    def held_streams(self, step: int) -> dict[int, torch.Tensor]:
+        """The streams (loss j -> dL_j/da_k) held step ``step`` has received so far (its whole batch)."""
+        return dict(self._held[step].micro[None].streams) if None in self._held[step].micro else {}
+
+    def held_state(self) -> dict:
+        """The held steps as plain tensors, for a checkpoint. Only steps whose forward kept no graph
+        (``Forward(keep="input")``) can be written: a graph or a weight stash does not survive a file."""
+        out = {}
+        for step, st in sorted(self._held.items()):
+            if st.stash is not None or any(mb.a_out is not None and mb.a_out.requires_grad for mb in st.micro.values()):
+                raise RuntimeError(
+                    f"component {self.index + 1} holds step {step} with its autograd graph: a checkpoint can hold only "
+                    f"batches kept as inputs; write it where the pipeline is drained"
+                )
+            out[step] = {"position": st.position, "micro": {
+                -1 if i is None else i: {"x": mb.x, "a_in": None if mb.a_in is None else mb.a_in.detach(), "y": mb.y,
+                                         "loss": mb.loss, "streams": dict(mb.streams)}
+                for i, mb in st.micro.items()}}
+        return out
+
+    def load_held_state(self, state: dict) -> None:
+        """The held steps of :meth:`held_state` (a checkpoint's), in place of those held now."""
+        self._held = {}
+        for step, part in state.items():
+            micro = {}
+            for i, m in part["micro"].items():
+                a_in = m["a_in"]
+                if a_in is not None:
+                    a_in = self._to_device(a_in).detach().requires_grad_(a_in.is_floating_point())
+                micro[None if i == -1 else i] = _Micro(x=self._to_device(m["x"]), y=self._to_device(m["y"]), a_in=a_in,
+                                                       loss=m["loss"], streams={j: self._to_device(g) for j, g in m["streams"].items()})
+            self._held[int(step)] = _StepState(step=int(step), micro=micro, position=int(part["position"]), driven=True)
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -268,9 +345,39 @@ class ComponentWorker:
     def _forward(self, action: S.Forward) -> None:
         mb = self._mb(action)
         inp = self._to_device(mb.x) if self.index == 0 else mb.a_in
+        if action.keep == "input":  # no graph: a Recompute at the weights of the backward's time takes it up
+            mb.x = inp
+            with torch.no_grad(), self._rng(self._state.step, salt=0, mb=action.mb, always=True), self._compute():
+                mb.a_out = self._call_block(inp)
+            return
         with self._rng(self._state.step, salt=0, mb=action.mb), self._compute():
-            mb.a_out = self._call_block(inp)
+            if action.keep == "stash":
+                mb.a_out = self._stashed_block()(inp)
+            else:
+                mb.a_out = self._call_block(inp)
         mb.x = None
+
+    def _recompute(self, action: S.Recompute) -> None:
+        st, mb = self._state, self._mb(action)
+        if st.buffers is None:  # (restored at the update: the statistics move at the forward only)
+            st.buffers = [(b, b.clone()) for m in (self.block, self.head) if m is not None for b in m.buffers()]
+        inp = mb.x if self.index == 0 else mb.a_in
+        with self._rng(st.step, salt=0, mb=action.mb, always=True), self._compute():
+            mb.a_out = self._call_block(inp)
+
+    def _stashed_block(self):
+        """The block as a function of this step's copy of the component's weights (made at the step's first
+        forward: PipeDream's weight stash); a parameter tied between block and head has one copy."""
+        st = self._state
+        if st.stash is None:
+            st.stash = {id(p): p.detach().clone().requires_grad_(p.requires_grad) for p in self.params}
+        named = {n: st.stash[id(p)] for n, p in self.block.named_parameters() if id(p) in st.stash}
+        return lambda inp: functional_call(self.block, named, (inp,))
+
+    def _weights(self, live: list[nn.Parameter]) -> list[torch.Tensor]:
+        """The tensors a backward differentiates: the live parameters, or this step's stashed copies."""
+        stash = self._state.stash
+        return live if stash is None else [stash[id(p)] for p in live]
 
     def _send_activation(self, action: S.SendActivation) -> None:
         self.transport.send(
@@ -280,9 +387,11 @@ class ComponentWorker:
     def _head_loss(self, action: S.HeadLoss) -> None:
         mb = self._mb(action)
         h_in = mb.a_out.detach().requires_grad_(action.stream)
-        with self._rng(self._state.step, salt=1, mb=action.mb), self._compute():
+        with self._rng(self._state.step, salt=1, mb=action.mb), self._compute(), torch.set_grad_enabled(action.grad):
             loss = local_loss(self._call_head, h_in, mb.y, self.loss_fn)  # loss_fn(head(h), y) unless the head owns its loss
         mb.loss = loss.detach()
+        if not action.grad:
+            return
         inputs = self._head_params + ([h_in] if action.stream else [])
         if inputs and loss.requires_grad:
             # The step's loss is the mean over its m micro-batches of their (mean) losses.
@@ -290,7 +399,19 @@ class ComponentWorker:
             weighted = loss if scale == 1.0 else loss * scale
             if self.loss_scaling is not None:
                 weighted = self.loss_scaling.scale(weighted)
-            torch.autograd.backward(weighted, inputs=inputs)
+            stash = self._state.stash
+            if stash is None:
+                torch.autograd.backward(weighted, inputs=inputs)
+            else:
+                # The head's graph is used up here, at the forward's weights, so the head needs no copy of its
+                # own: its gradient waits on the stash with the block's until the (late) update.
+                got = torch.autograd.grad(weighted, inputs, allow_unused=True)
+                for p, g in zip(self._head_params, got):
+                    if g is not None:
+                        c = stash[id(p)]
+                        c.grad = g if c.grad is None else c.grad + g
+                if action.stream:
+                    h_in.grad = got[-1]
         if action.stream:
             mb.streams[self.index] = h_in.grad if h_in.grad is not None else torch.zeros_like(h_in)
 
@@ -325,7 +446,7 @@ class ComponentWorker:
         mb = self._mb(action)
         # backward(inputs=...) accumulates into the parameters' .grad and the input leaf's .grad.
         torch.autograd.backward(
-            mb.a_out, mb.streams[action.loss], inputs=[mb.a_in, *self._block_params], retain_graph=not action.last
+            mb.a_out, mb.streams[action.loss], inputs=[mb.a_in, *self._weights(self._block_params)], retain_graph=not action.last
         )
         mb.input_grads[action.loss] = mb.a_in.grad
         mb.a_in.grad = None
@@ -341,7 +462,7 @@ class ComponentWorker:
                 v = mb.streams[action.losses[0]]
                 for j in action.losses[1:]:
                     v = v + mb.streams[j]
-                torch.autograd.backward(mb.a_out, v, inputs=self._block_params, retain_graph=not action.last)
+                torch.autograd.backward(mb.a_out, v, inputs=self._weights(self._block_params), retain_graph=not action.last)
         self._release(mb, action.last)
 
     def _send_stream(self, action: S.SendStream) -> None:
@@ -353,6 +474,18 @@ class ComponentWorker:
             self.transport.send(self._wire(grad), src=self.index, dst=self.index - 1, tag=tag)
 
     def _update(self, _: S.Update) -> None:
+        st = self._state
+        if st.stash is not None:  # the stashed copies' gradients are the live weights' (PipeDream)
+            for p in self.params:
+                g = st.stash[id(p)].grad
+                if g is not None:
+                    p.grad = g if p.grad is None else p.grad + g
+            st.stash = None
+        if st.buffers is not None:
+            with torch.no_grad():
+                for b, before in st.buffers:
+                    b.copy_(before)
+            st.buffers = None
         if self.before_update is not None:
             self.before_update()
         if self.apply_update is not None:
@@ -415,11 +548,13 @@ class ComponentWorker:
             return t
         return t.to(self._device, non_blocking=True)
 
-    def _rng(self, step: int, *, salt: int, mb: int | None = None):
-        """Per-(component, step, micro-batch) random state, so dropout draws the same masks on every engine."""
-        if self.rng_seed is None:
+    def _rng(self, step: int, *, salt: int, mb: int | None = None, always: bool = False):
+        """Per-(component, step, micro-batch) random state, so dropout draws the same masks on every engine.
+        ``always``: seeded without an ``rng_seed`` too (seed 0), for a forward and its Recompute to agree."""
+        if self.rng_seed is None and not always:
             return contextlib.nullcontext()
-        key = (self.rng_seed, step, self.index, salt) if mb is None else (self.rng_seed, step, self.index, salt, mb)
+        seed = 0 if self.rng_seed is None else self.rng_seed
+        key = (seed, step, self.index, salt) if mb is None else (seed, step, self.index, salt, mb)
         return _seeded(hash(key) & 0x7FFF_FFFF_FFFF_FFFF, self._device)
 
 

@@ -100,7 +100,7 @@ def check_policy_options(options: EngineOptions, strategy: Strategy, policy, who
                 f"clip_mode='global' needs one gradient over every component per step (end-to-end or n-wise with "
                 f"n >= 2); {strategy.name} has none: set clip_mode='component' (clip.mode=component)")
     if not policy.honours_precision:
-        refuse_precision_compile(options, who)
+        refuse_precision_compile(options, who, policy.fp32_only_because)
 
 
 class Engine:

@@ -171,12 +171,11 @@ def check_precision(precision) -> None:
         raise ValueError(f"precision={precision!r}: use 'fp32', 'bf16' or 'fp16'")
 
 
-def refuse_precision_compile(options: "EngineOptions", who: str) -> None:
-    """For policies that run their own passes outside the worker's actions: fp32 eager only, said plainly."""
+def refuse_precision_compile(options: "EngineOptions", who: str, because: str) -> None:
+    """For policies that do not honour precision or compile (Policy.honours_precision): fp32 eager only, said plainly."""
     if options.precision != "fp32" or options.compile:
-        raise ValueError(f"{who} runs its own forward and backward passes, which do not yet honour precision or "
-                         f"compile; leave precision='fp32' and compile=false (got precision={options.precision!r}, "
-                         f"compile={options.compile})")
+        raise ValueError(f"{who} {because}, so it does not honour precision or compile yet; leave precision='fp32' and "
+                         f"compile=false (got precision={options.precision!r}, compile={options.compile})")
 
 
 def _per_component(name: str, value, K: int, *, allow_none: bool) -> None:

@@ -395,6 +395,7 @@ class TrainConfig:
 
     def _check_precision_compile(self) -> None:
         from ..engine.options import COMPILE_MODES, check_precision
+        from ..engine.policies.pipeline import TorchPipeline
         from ..engine.specs import spec_for
 
         try:
@@ -408,14 +409,15 @@ class TrainConfig:
         if self.precision != "fp32" or self.compile:
             # The policy that would run the strategy says whether its passes honour them (Policy.honours_precision).
             if self.engine == "pipeline":
-                honours, who = False, "engine=pipeline"
+                policy, who = TorchPipeline, "engine=pipeline"
             else:
                 runtime = "local" if self.engine == "simulated" else "ranks"
                 spec = spec_for(self.strategy_obj)
-                honours = not spec.supports(runtime) or spec.policy_for(runtime).honours_precision
+                policy = spec.policy_for(runtime) if spec.supports(runtime) else None
                 who = f"strategy={self.strategy}"
-            _check(honours, f"{who} runs its own forward and backward passes, which do not honour precision or compile yet; "
-                            f"leave precision=fp32 and compile=false (now precision={self.precision}, compile={str(self.compile).lower()})")
+            _check(policy is None or policy.honours_precision,
+                   f"{who} {getattr(policy, 'fp32_only_because', '')}, so it does not honour precision or compile yet; "
+                   f"leave precision=fp32 and compile=false (now precision={self.precision}, compile={str(self.compile).lower()})")
 
     @property
     def strategy_obj(self) -> Strategy:

@@ -41,8 +41,9 @@ class Policy:
     # Whether component checkpoints hold a part of this policy's own (Policy.state).
     has_state: ClassVar[bool] = False
     holds: ClassVar[str] = ""  # what that part holds, for errors ("replay state", "queued gradients")
-    # Whether every forward and backward runs through the worker's actions, so precision and compile apply.
+    # Whether precision and compile apply under this policy; fp32_only_because: why not, for the refusal.
     honours_precision: ClassVar[bool] = True
+    fp32_only_because: ClassVar[str] = ""
     # Whether updates go through the worker's one optimizer update (interlock.core.worker.optimizer_update), so
     # clipping and the weights' EMA apply.
     updates_in_worker: ClassVar[bool] = True

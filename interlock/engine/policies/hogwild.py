@@ -1,7 +1,8 @@
 """The interlocking paper's Hogwild (sec. 2, Fig. 3): stale end-to-end gradients without weight stashing.
 
 A batch's backward on a component uses the weights the component holds when the backward
-reaches it; :class:`HogwildPolicy` says exactly what it computes and :func:`hogwild_timeline`
+reaches it; :class:`HogwildPolicy` says exactly what it computes (as the worker's actions: a
+forward that keeps only its input, a held step, a recomputation) and :func:`hogwild_timeline`
 gives the pipeline it follows. One process only (the local runtime). The stashing variant
 (PipeDream's) is :mod:`interlock.engine.policies.stashed`.
 """
@@ -12,7 +13,7 @@ import torch
 
 from ...core import schedule as S
 from ...core.strategies import Hogwild, mismatch
-from ...core.worker import ActionRecord, _seeded
+from ...core.worker import ActionRecord
 from ..options import Losses, StepResult
 from ..specs import StrategySpec, register_strategy
 from .base import Policy
@@ -73,17 +74,22 @@ class HogwildPolicy(Policy):
 
     What a pipeline without weight stashing computes, exactly. Let D_k = 2(K - k)
     (:func:`~interlock.core.strategies.mismatch`, 1-based k). At step t every component runs the
-    forward of batch t with the weights it holds (no autograd graph is kept: a real pipeline that
-    updates weights in place cannot backpropagate through a graph whose weights have changed) and
-    stores its input a_{k-1}^t. Then component k runs the backward of batch s = t - D_k: it
-    recomputes its block (and head) on the stored input a_{k-1}^s with the weights it holds *now*
-    (those after the updates of batches < s; the forward of batch s used those after batches
-    < s - D_k), backpropagates the output gradient g_k^s that component k+1 computed the same way
-    at its own backward of s, sends g_{k-1}^s = d<g_k^s, f_k(a_{k-1}^s; theta_k^now)>/d a_{k-1} down,
-    and applies its gradient d<g_k^s, f_k(a_{k-1}^s; theta_k^now)>/d theta_k at once (updates stay in
-    batch order). The top component (D_K = 0) runs the loss and backward of batch t right after its
-    forward. So the mismatch the paper's Fig. 3 shows is exactly here: activations from older
-    weights (the stored input, and every lower component's forward), gradients at current ones.
+    forward of batch t with the weights it holds, keeping no autograd graph (a real pipeline that
+    updates weights in place cannot backpropagate through a graph whose weights have changed), only
+    its input a_{k-1}^t (``Forward(keep="input")``), and holds the step (the worker's held steps).
+    Then component k resumes batch s = t - D_k: it recomputes its block on the stored input
+    a_{k-1}^s with the weights it holds *now* (``Recompute``: those after the updates of batches < s;
+    the forward of batch s used those after batches < s - D_k), backpropagates the output gradient
+    g_k^s that component k+1 computed the same way at its own backward of s, sends
+    g_{k-1}^s = d<g_k^s, f_k(a_{k-1}^s; theta_k^now)>/d a_{k-1} down, and applies its gradient
+    d<g_k^s, f_k(a_{k-1}^s; theta_k^now)>/d theta_k at once (updates stay in batch order). The top
+    component (D_K = 0) runs the loss and backward of batch t right after its forward. So the
+    mismatch the paper's Fig. 3 shows is exactly here: activations from older weights (the stored
+    input, and every lower component's forward), gradients at current ones.
+
+    Every pass is one of the worker's actions, over the runtime's channel: a gradient sent down is
+    received at once into the held step of the component below (so it is part of that component's
+    checkpoint), which takes it up D_k - D_{k+1} = 2 steps later.
 
     The recomputation is how this engine obtains the backward at current weights; a pipeline that
     keeps a component's inner activations from the forward instead would differ inside a component
@@ -91,7 +97,7 @@ class HogwildPolicy(Policy):
     gradient). Dropout draws the same masks in the forward and its recomputation; BatchNorm's
     running statistics move at the forward only. Auxiliary heads only watch (end-to-end): head k's
     loss gradient on the recomputed, detached output is applied with its component's update. The
-    reported loss L_k of step t is head k's loss at batch t's forward.
+    reported loss L_k of step t is head k's loss at batch t's forward (``HeadLoss(grad=False)``).
 
     At the end of ``total_steps`` steps, and after every ``flush_every`` steps, the pipeline drains:
     the batches in flight run their backwards in pipeline order (no new forwards), so a checkpoint
@@ -99,42 +105,43 @@ class HogwildPolicy(Policy):
     (weight version at its forward, at its backward) in :attr:`versions` (tests, Fig. 3).
     """
 
-    honours_precision = False  # (its passes run outside the worker)
+    honours_precision = False
+    fp32_only_because = ("holds batches whose gradients arrive steps before their update (fp16's loss scale may move "
+                         "in between; bf16 and compile are unchecked on it)")
 
     has_state = True
     holds = "batches in flight"
-    uses_channel = False  # the policy runs the pipeline's forwards and backwards itself
 
     def check(self) -> None:
         check_flush_every(self.engine.flush_every)
         if self.engine.options.split_backward:
             raise ValueError("hogwild recomputes each backward in one pass; leave split_backward unset")
+        if self.engine.options.microbatches != 1:
+            raise ValueError("hogwild pipelines whole batches; leave microbatches at 1")
 
     def setup(self) -> None:
         e = self.engine
         K = e.num_components
-        self.options = e.options
-        self.device = e.device
         self.workers = e.workers
         self.num_components = K
         self.delays = mismatch(K)
         self.updates = [0] * K  # weight version of each component
-        self.inputs: list[dict[int, tuple]] = [{} for _ in range(K)]  # batch -> (stored input, targets, forward version)
-        self.grads: list[dict[int, torch.Tensor]] = [{} for _ in range(K)]  # batch -> output gradient from above
+        self.at_forward: list[dict[int, int]] = [{} for _ in range(K)]  # batch -> weight version at its forward
         self.versions: list[dict[int, tuple[int, int]]] | None = None
 
     def track_versions(self) -> None:
         """Record, per component, each batch's (weight version at its forward, at its backward) in :attr:`versions`."""
         self.versions = [{} for _ in range(self.num_components)]
 
-    def _rng(self, k: int, batch: int):
-        # The same dropout masks in a batch's forward and its recomputed backward (seeded by batch and component).
-        seed = self.options.rng_seed if self.options.rng_seed is not None else 0
-        return _seeded(hash((seed, batch, k, 0x406)) & 0x7FFF_FFFF_FFFF_FFFF, self.device if self.device.type == "cuda" else None)
-
-    def _buffers(self, k: int) -> list[torch.Tensor]:
+    def in_flight(self, k: int) -> dict[int, torch.Tensor | None]:
+        """Component k's batches in flight: batch -> the output gradient that has come down for it (None until then)."""
         w = self.workers[k]
-        return [b for m in (w.block, w.head) if m is not None for b in m.buffers()]
+        return {s: w.held_streams(s).get(self.num_components - 1) for s in w.held_steps}
+
+    def _run(self, w, actions) -> list[ActionRecord]:
+        for a in actions:
+            w.run(a)
+        return w.records
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> StepResult:
         """The forwards of batch t, then each component's backward of batch t - D_k (see the class docstring)."""
@@ -142,66 +149,67 @@ class HogwildPolicy(Policy):
         K = self.num_components
         records: list[ActionRecord] = []
         losses: list[torch.Tensor | None] = [None] * K
-        a = x
         for k, w in enumerate(self.workers):
-            start = w.clock.now()
-            inp = a.detach()
-            self.inputs[k][t] = (inp, y, self.updates[k])
-            if k < K - 1:
-                with torch.no_grad(), self._rng(k, t):
-                    a = w.block(inp)
-                    if w.head is not None:
-                        losses[k] = self.options.loss_fn(w.head(a), y).detach()
-                records.append(ActionRecord(k, S.Forward(), start, w.clock.now()))
+            top = k == K - 1
+            w.begin_step(x if k == 0 else None, y, t, driven=True)
+            acts = ([S.RecvActivation()] if k > 0 else []) + [S.Forward(keep="graph" if top else "input")]
+            if not top:
+                acts.append(S.SendActivation())
+            if w.head is not None:
+                acts.append(S.HeadLoss(stream=top, grad=top))  # below the top: the loss at the forward, reported
+            if top:
+                records += self._run(w, acts + self._backward_actions(k))
+                losses[k] = w.end_step()
+                records += self._updated(k, t, self.updates[k])
             else:
-                records.append(self._backward(k, t, forward_loss=losses))
+                records += self._run(w, acts)
+                losses[k] = w.hold()
+                self.at_forward[k][t] = self.updates[k]
         for k in range(K - 2, -1, -1):
-            if t - self.delays[k] in self.inputs[k]:  # (after a drain the pipeline refills: no backward of a drained batch)
-                records.append(self._backward(k, t - self.delays[k]))
+            if t - self.delays[k] in self.workers[k].held_steps:  # (after a drain the pipeline refills)
+                records += self._backward(k, t - self.delays[k])
         if drains_at(self.engine, t + 1):
             records.extend(self.flush())
         return StepResult(step=t, losses=Losses.of(losses), records=records)
 
-    def _backward(self, k: int, s: int, forward_loss: list | None = None) -> ActionRecord:
+    def _backward_actions(self, k: int) -> list[S.Action]:
+        """The end-to-end loss's backward through component k, its input gradient down, the update."""
+        j = self.num_components - 1
+        grad = [S.FullGrad(loss=j, last=True), S.SendStream(loss=j, hops_left=k - 1)] if k > 0 else [
+            S.WeightGrad(losses=(j,), last=True)]
+        return grad + [S.Update()]
+
+    def _backward(self, k: int, s: int) -> list[ActionRecord]:
         """Component k's backward of batch s at its current weights, on the input stored at s's forward; then its update."""
         w = self.workers[k]
-        start = w.clock.now()
-        inp, y, v_forward = self.inputs[k].pop(s)
-        top = k == self.num_components - 1
-        grad_in = inp.is_floating_point() and k > 0
-        inp = inp.detach().requires_grad_(grad_in)
-        saved = None if top else [b.clone() for b in self._buffers(k)]  # the forward moved them already
-        with self._rng(k, s):
-            out = w.block(inp)
-            if top:
-                loss = self.options.loss_fn(w.head(out), y)
-                loss.backward()
-                forward_loss[k] = loss.detach()
-            else:
-                torch.autograd.backward(out, self.grads[k].pop(s))
-                if w.head is not None:
-                    self.options.loss_fn(w.head(out.detach()), y).backward()  # the head watches
-        if saved is not None:
-            with torch.no_grad():
-                for b, v in zip(self._buffers(k), saved):
-                    b.copy_(v)
-        if grad_in:
-            self.grads[k - 1][s] = inp.grad
+        w.resume(s)
+        acts = [S.Recompute()] + ([S.HeadLoss(stream=False)] if w.head is not None else []) + self._backward_actions(k)
+        records = list(self._run(w, acts))
+        w.end_step()
+        return records + self._updated(k, s, self.at_forward[k].pop(s))
+
+    def _updated(self, k: int, s: int, v_forward: int) -> list[ActionRecord]:
+        """After component k's update of batch s: its version, and the gradient it sent down received into the
+        held step of the component below."""
         if self.versions is not None:
             self.versions[k][s] = (v_forward, self.updates[k])
-        w.step_optimizer()
         self.updates[k] += 1
-        return ActionRecord(k, S.Update(), start, w.clock.now())
+        if k == 0:
+            return []
+        below = self.workers[k - 1]
+        below.resume(s)
+        below.run(S.RecvStream(loss=self.num_components - 1, hops_left=k - 1))
+        below.hold()
+        return list(below.records)
 
     def flush(self) -> list[ActionRecord]:
         """The pipeline drains: the batches in flight run their backwards, top-down slot by slot, in batch order."""
         records = []
-        while any(self.inputs):
-            for k in range(self.num_components - 1, -1, -1):
-                if self.inputs[k]:
-                    s = min(self.inputs[k])  # each component's updates stay in batch order
-                    if k == self.num_components - 1 or s in self.grads[k]:
-                        records.append(self._backward(k, s, forward_loss=[None] * self.num_components))
+        while any(w.held_steps for w in self.workers):
+            for k in range(self.num_components - 2, -1, -1):
+                held = self.workers[k].held_steps
+                if held and held[0] not in self.workers[k + 1].held_steps:  # its gradient has come down
+                    records += self._backward(k, held[0])  # each component's updates stay in batch order
         return records
 
     def predicted_time(self, records, *, latency_s: float = 0.0):
@@ -209,11 +217,11 @@ class HogwildPolicy(Policy):
         return no_wait_makespan(records, self.num_components)
 
     def state(self, k: int) -> dict:
-        return {"inputs": dict(self.inputs[k]), "grads": dict(self.grads[k]), "updates": self.updates[k]}
+        return {"held": self.workers[k].held_state(), "at_forward": dict(self.at_forward[k]), "updates": self.updates[k]}
 
     def load_state(self, k: int, part: dict) -> None:
-        self.inputs[k] = dict(part["inputs"])
-        self.grads[k] = dict(part["grads"])
+        self.workers[k].load_held_state(part["held"])
+        self.at_forward[k] = {int(s): int(v) for s, v in part["at_forward"].items()}
         self.updates[k] = int(part["updates"])
 
 

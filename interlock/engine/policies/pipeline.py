@@ -77,7 +77,8 @@ class TorchPipeline(Policy):
     would move BatchNorm statistics. Inputs whose targets have the same shape must have the same shape.
     """
 
-    honours_precision = False  # (torch.distributed.pipelining runs the passes)
+    honours_precision = False
+    fp32_only_because = "runs its own forward and backward passes (torch.distributed.pipelining's)"
     updates_in_worker = False  # (and its own optimizer steps)
 
     def check(self) -> None:

@@ -32,9 +32,10 @@ gradient in the same step. Rank k's step t thus needs only rank k+1's step t-1: 
 alternates a forward and a backward, and no rank waits for the whole pipeline.
 
 **Weight stashing.** A backward must use the weights its forward used (PipeDream's weight
-stashing), which have moved d_k updates since. Each forward runs on a copy of the block's
-parameters (``torch.func.functional_call``), kept with the batch's graph until its backward;
-the optimizer updates the live parameters. The gradient of batch t is therefore exactly the
+stashing), which have moved d_k updates since. Each forward is the worker's
+``Forward(keep="stash")``: the block runs on a copy of the component's parameters
+(``torch.func.functional_call``), kept with the batch's held step and its graph until its
+backward; the worker's update gives the copies' gradients to the live parameters. The gradient of batch t is therefore exactly the
 one :class:`StashedLocal` computes, applied at the same step:
 the two engines give the same parameters (tests/test_distributed_async.py). Auxiliary heads
 only watch (as under end-to-end): their gradient is taken at the forward and applied with the
@@ -52,17 +53,13 @@ travel on their own point-to-point tags, so nothing mixes.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
-from torch.func import functional_call
 
 from ...checks import count
 from ...core import schedule as S
 from ...core.strategies import HogwildStashed, staleness
 from ...core.worker import ActionRecord
-from ...heads._registry import local_loss
 from ..options import Losses, StepResult
 from ..specs import StrategySpec, register_strategy
 from .base import Policy
@@ -70,9 +67,6 @@ from .replay import no_wait_makespan
 
 __all__ = ["StashedLocal", "StashedRanks", "check_flush_every"]
 
-# Training messages of the ranks driver (on the runtime's training channel).
-_ACTIVATION = ("hogwild_activation",)
-_GRADIENT = ("hogwild_gradient",)
 
 
 def check_flush_every(flush_every) -> None:
@@ -93,7 +87,9 @@ class StashedLocal(Policy):
     :meth:`flush`); ``flush_every``: drain after every that many steps too (0: never).
     """
 
-    honours_precision = False  # (StashedRanks runs its passes outside the worker; the two stay alike)
+    honours_precision = False
+    fp32_only_because = ("applies gradients steps after they were taken (fp16's loss scale may move in between; bf16 "
+                         "and compile are unchecked on it)")
 
     has_state = True
     holds = "queued gradients"
@@ -152,28 +148,20 @@ class StashedLocal(Policy):
         self.pending[k] = deque(state["pending"])
 
 
-@dataclass
-class _InFlight:
-    """A batch whose forward ran on this rank and whose backward has not yet."""
-
-    step: int
-    a_in: torch.Tensor | None  # the input leaf (None on rank 0)
-    a_out: torch.Tensor  # the output, with its graph over ``stash``
-    stash: list[torch.Tensor]  # the copies of the block's parameters the forward used
-    head_grads: dict[int, torch.Tensor]  # id(live parameter) -> the head's gradient of this batch
-
-
 class StashedRanks(Policy):
     """``hogwild-stashed`` with one process per component; see the module docstring.
 
     The engine's ``total_steps``: the run's length (the pipeline drains there); ``flush_every``:
     drain also after every that many steps (0: at the end only; the training program passes
     ``checkpoint_every``). ``batch_streams`` and ``split_backward`` do not apply to this pipeline.
+    Every pass is one of the worker's actions: a ``Forward(keep="stash")`` and the head's loss, the
+    step held (the worker's held steps) until its gradient comes down d_k steps later, then the
+    backward on the stashed weights and the update of the live ones.
     """
 
-    honours_precision = False  # (its passes run outside the worker)
+    honours_precision = False
+    fp32_only_because = StashedLocal.fp32_only_because
 
-    uses_channel = False  # the policy runs the pipeline itself (the worker's schedule is not used)
     has_state = True
     holds = "queued gradients"
 
@@ -184,21 +172,19 @@ class StashedRanks(Policy):
         check_flush_every(e.flush_every)
         if e.options.batch_streams or e.options.split_backward:
             raise ValueError("hogwild runs its own pipeline: batch_streams and split_backward do not apply; leave them off")
+        if e.options.microbatches != 1:
+            raise ValueError("hogwild-stashed pipelines whole batches; leave microbatches at 1")
 
     def setup(self) -> None:
         e = self.engine
-        k = e.rank
-        self.rank, self.num_components, self.device = k, e.num_components, e.device
-        self.delay = staleness(e.num_components)[k]
-        self.channel = e.runtime.channel  # activations up, gradients down (evaluation has its own transport)
-        # The worker holds this component's optimizer, LR scheduler, loss weight and dropout seeds;
-        # this policy runs the pipeline itself.
-        self.worker = e.worker(k)
-        block = self.worker.block
-        self._names = [n for n, _ in block.named_parameters()]
-        self._live = [p for _, p in block.named_parameters()]
-        self._params = self.worker.params
-        self.in_flight: deque[_InFlight] = deque()
+        self.rank, self.num_components = e.rank, e.num_components
+        self.delay = staleness(e.num_components)[e.rank]
+        self.worker = e.worker(e.rank)
+
+    @property
+    def in_flight(self) -> list[int]:
+        """The batches whose forward ran on this rank and whose backward has not yet."""
+        return self.worker.held_steps
 
     # -- training ------------------------------------------------------------------------------
 
@@ -206,109 +192,53 @@ class StashedRanks(Policy):
         """Batch t's forward here, and the backward and update of batch t - d_k."""
         self.require_batch(x, y)
         k, K, w = self.rank, self.num_components, self.worker
-        t = step
-        epoch = self.engine.epoch_s
+        t, top = step, k == K - 1
         records: list[ActionRecord] = []
-        y = y.to(self.device)
-
-        def timed(action, fn):
-            start = w.clock.now()
-            out = fn()
-            if w.record:
-                records.append(ActionRecord(k, action, start - epoch, w.clock.now() - epoch))
-            return out
-
-        if k == 0:
-            a_in, inp = None, x.to(self.device)
-        else:
-            a = timed(S.RecvActivation(), lambda: self.channel.recv(src=k - 1, dst=k, tag=_ACTIVATION))
-            a_in = a.detach().requires_grad_(a.is_floating_point())
-            inp = a_in
-        stash = [p.detach().clone().requires_grad_(p.requires_grad) for p in self._live]
-
-        def forward():
-            with w._rng(t, salt=0):
-                return functional_call(w.block, dict(zip(self._names, stash)), (inp,))
-
-        a_out = timed(S.Forward(), forward)
-        if k < K - 1:
-            timed(S.SendActivation(), lambda: self.channel.send(a_out.detach(), src=k, dst=k + 1, tag=_ACTIVATION))
-        top = k == K - 1
-        loss, head_grads, stream = timed(S.HeadLoss(stream=top), lambda: self._head_loss(a_out, y, t, stream=top))
-        self.in_flight.append(_InFlight(t, a_in, a_out, stash, head_grads))
+        w.begin_step(x if k == 0 else None, y, t, driven=True)
+        acts = ([S.RecvActivation()] if k > 0 else []) + [S.Forward(keep="stash")]
+        if not top:
+            acts.append(S.SendActivation())
+        if w.head is not None:
+            acts.append(S.HeadLoss(stream=top))  # (its gradient waits on the stash with the block's)
         if top:
-            records.extend(self._backward(self.in_flight.popleft(), stream))
-        while len(self.in_flight) > self.delay:
-            records.extend(self._backward(self.in_flight.popleft(), None))
+            self._run(acts + self._backward_actions(), records)
+            loss = w.end_step()
+        else:
+            self._run(acts, records)
+            loss = w.hold()
+        while len(w.held_steps) > self.delay:
+            records += self._backward(w.held_steps[0])
         if drains_at(self.engine, t + 1):
             records.extend(self.flush())
         losses = Losses.of([loss if j == k else None for j in range(K)])
         return StepResult(step=t, losses=losses, records=records)
 
-    def _head_loss(self, a_out: torch.Tensor, y: torch.Tensor, t: int, *, stream: bool):
-        """The head's loss (watching the block's output) and its gradients now; the top's also gives the stream."""
-        w = self.worker
-        if w.head is None:
-            return None, {}, None
-        h_in = a_out.detach().requires_grad_(stream)
-        with w._rng(t, salt=1):
-            loss = local_loss(w.head, h_in, y, w.loss_fn)
-        inputs = w._head_params + ([h_in] if stream else [])
-        grads: dict[int, torch.Tensor] = {}
-        got = None
-        if inputs and loss.requires_grad:
-            weighted = loss if w.loss_weight == 1.0 else loss * w.loss_weight
-            got = torch.autograd.grad(weighted, inputs, allow_unused=True)
-            grads = {id(p): g for p, g in zip(w._head_params, got) if g is not None}
-        out_stream = None
-        if stream:
-            out_stream = got[-1] if got is not None and got[-1] is not None else torch.zeros_like(h_in)
-        return loss.detach(), grads, out_stream
+    def _run(self, actions, records: list) -> None:
+        """Run ``actions`` on the worker's current step; its records (on the ranks' time origin) into ``records``."""
+        for a in actions:
+            self.worker.run(a)
+        records += self.engine.runtime.records(self.worker.records)
 
-    def _backward(self, batch: _InFlight, stream: torch.Tensor | None) -> list[ActionRecord]:
-        """Batch's backward on its stashed weights (the stream from above unless given), its input gradient
-        down, and the update."""
-        k, w = self.rank, self.worker
-        records = []
-        epoch = self.engine.epoch_s
+    def _backward_actions(self) -> list[S.Action]:
+        """The end-to-end loss's backward on this step's stashed weights, the input gradient down, the update."""
+        k, j = self.rank, self.num_components - 1
+        grad = [S.FullGrad(loss=j, last=True), S.SendStream(loss=j, hops_left=k - 1)] if k > 0 else [
+            S.WeightGrad(losses=(j,), last=True)]
+        return grad + [S.Update()]
 
-        def clock(action, start):
-            if w.record:
-                records.append(ActionRecord(k, action, start - epoch, w.clock.now() - epoch))
-
-        if stream is None:
-            start = w.clock.now()
-            stream = self.channel.recv(src=k + 1, dst=k, tag=_GRADIENT)
-            clock(S.RecvStream(loss=self.num_components - 1, hops_left=0), start)
-        start = w.clock.now()
-        wrt = ([batch.a_in] if batch.a_in is not None else []) + [s for s in batch.stash if s.requires_grad]
-        grads = torch.autograd.grad(batch.a_out, wrt, stream, allow_unused=True) if batch.a_out.requires_grad else [None] * len(wrt)
-        clock(S.FullGrad(loss=self.num_components - 1, last=True), start)
-        if batch.a_in is not None:
-            g_in = grads[0] if grads[0] is not None else torch.zeros_like(batch.a_in)
-            start = w.clock.now()
-            self.channel.send(g_in, src=k, dst=k - 1, tag=_GRADIENT)
-            clock(S.SendStream(loss=self.num_components - 1, hops_left=1), start)
-            grads = grads[1:]
-        block_grads = {id(p): g for p, g in zip(self._live, _spread(batch.stash, grads)) if g is not None}
-        start = w.clock.now()
-        self._apply(batch.head_grads, block_grads)
-        clock(S.Update(), start)
+    def _backward(self, s: int) -> list[ActionRecord]:
+        """Batch s's backward on its stashed weights (the gradient from above), its input gradient down, the update."""
+        records: list[ActionRecord] = []
+        self.worker.resume(s)
+        self._run([S.RecvStream(loss=self.num_components - 1, hops_left=self.rank)] + self._backward_actions(), records)
+        self.worker.end_step()
         return records
-
-    def _apply(self, head_grads: dict[int, torch.Tensor], block_grads: dict[int, torch.Tensor]) -> None:
-        """One update with a batch's head and block gradients (their sum where shared)."""
-        grads = []
-        for p in self._params:
-            h, b = head_grads.get(id(p)), block_grads.get(id(p))
-            grads.append(h if b is None else (b if h is None else h + b))
-        self.worker.step_optimizer(grads)
 
     def flush(self) -> list[ActionRecord]:
         """Drain: the backward and update of every batch this rank still holds, oldest first."""
         records = []
-        while self.in_flight:
-            records.extend(self._backward(self.in_flight.popleft(), None))
+        while self.worker.held_steps:
+            records.extend(self._backward(self.worker.held_steps[0]))
         return records
 
     # -- checkpoints -------------------------------------------------------------------------------
@@ -329,12 +259,6 @@ class StashedRanks(Policy):
                 f"the checkpoint of component {k + 1} holds {len(state['pending'])} queued gradients (written "
                 f"by the local runtime between drains); resume it with engine=simulated"
             )
-
-
-def _spread(stash: list[torch.Tensor], grads: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
-    """``grads`` were taken for the stashed copies that require grad; None for the others."""
-    it = iter(grads)
-    return [next(it) if s.requires_grad else None for s in stash]
 
 
 register_strategy(StrategySpec(
