@@ -1,10 +1,10 @@
-"""Where receives are posted ahead: the rule of interlock.runtime.prepost on the schedules themselves."""
+"""Where receives are posted ahead: the rule of interlock.core.prepost on the schedules themselves."""
 
 from __future__ import annotations
 
 import interlock as il
 from interlock.core import schedule as S
-from interlock.runtime.prepost import post_plan
+from interlock.core.prepost import post_plan
 
 
 def sched(strategy, k, K=4, **kw):

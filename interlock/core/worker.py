@@ -22,10 +22,10 @@ from .amp import LossScaling, scaled_step
 from .backward import KeptGradients
 from .clipping import WeightEMA, clip_to, squared_grad_norm
 from ..heads._registry import local_loss
-from ..runtime.prepost import post_plan
+from .prepost import post_plan
 from ..measure.profiling import recording
 from ..measure.timing import clock_for, resolve
-from ..runtime.transport import Transport
+from .channel import Transport
 
 __all__ = ["ComponentWorker", "ActionRecord", "split_microbatches", "optimizer_update"]
 
@@ -134,7 +134,7 @@ class ComponentWorker:
         self._call_head = head if not compile or head is None else torch.compile(head, mode=compile_mode)
         self._compiled = compile
         self.clock = clock_for(self._device)  # CUDA events on a GPU, the host clock on the CPU
-        # Receives posted ahead (interlock.runtime.prepost). next_step_follows: set by the engine when it
+        # Receives posted ahead (interlock.core.prepost). next_step_follows: set by the engine when it
         # knows another step comes, so this step may post that one's first receives.
         self._post_plan, self._post_plan_of = None, None
         self._posted_ahead_for: int | None = None
@@ -202,7 +202,7 @@ class ComponentWorker:
         if self.record:
             self.records.append(ActionRecord(self.index, action, start, self.clock.now()))
         st = self._state
-        if st is not None and not st.driven:  # receives that may be posted now (interlock.runtime.prepost)
+        if st is not None and not st.driven:  # receives that may be posted now (interlock.core.prepost)
             self._post(self._post_plan.same.get(st.position, ()))
             if self.next_step_follows and st.position in self._post_plan.next:
                 self._post(self._post_plan.next[st.position])

@@ -11,7 +11,7 @@ import torch
 from ..network.net import ComponentNet
 from ..core.schedule import build_schedule, check_microbatches
 from ..core.strategies import GradientPlan, Strategy
-from ..runtime.transport import Transport
+from ..core.channel import Transport
 from ..core.worker import ActionRecord, ComponentWorker, LossFn
 from ..core.clipping import CLIP_MODES
 from ..checks import count

@@ -16,12 +16,12 @@ import logging
 from collections import Counter, deque
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Protocol
 
 import torch
 import torch.distributed as dist
 
 from ..checks import count, number
+from ..core.channel import Transport  # noqa: F401  (the protocol the transports here implement)
 from .links import LinkSender, SlowLink
 
 __all__ = ["Transport", "InMemoryTransport", "TorchDistributedTransport", "TransportError"]
@@ -31,17 +31,6 @@ logger = logging.getLogger(__name__)
 
 class TransportError(RuntimeError):
     """A message was missing or did not match what the receiving schedule expected."""
-
-
-class Transport(Protocol):
-    def send(self, tensor: torch.Tensor, *, src: int, dst: int, tag: tuple) -> None:
-        """Send ``tensor`` from component ``src`` to ``dst``; must not block on the receiver."""
-
-    def recv(self, *, src: int, dst: int, tag: tuple) -> torch.Tensor:
-        """Receive the next tensor on channel (src, dst); it must carry ``tag``."""
-
-    def post(self, *, src: int, dst: int, tag: tuple) -> None:
-        """Optionally start the next receive of ``tag`` on (src, dst) ahead of :meth:`recv` (may do nothing)."""
 
 
 class InMemoryTransport:

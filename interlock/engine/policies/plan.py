@@ -34,7 +34,7 @@ class PlanPolicy(Policy):
             self.require_batch(x, y)
         follows = e.total_steps is not None and step + 1 < e.total_steps
         for k, w in e._workers.items():
-            # Another step follows: this one may post that one's first receives (interlock.runtime.prepost).
+            # Another step follows: this one may post that one's first receives (interlock.core.prepost).
             w.next_step_follows = follows
             w.begin_step(x if k == 0 else None, y, step)
         runtime.run(e._workers)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..core import schedule as S
+from . import schedule as S
 
 __all__ = ["PostPlan", "post_plan"]
 
